@@ -1,0 +1,32 @@
+# The two commands of the README. Each sets up .venv on first use (Python >= 3.10 is all it needs).
+#   make demo   - set up and run the demo on the built-in simulator
+#   make test   - set up and run the test suite (what CI runs)
+# GPU machines: `make setup TORCH="torch"` (or install your CUDA torch into .venv first).
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/neuralign demo $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .neuralign-cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Shipped YAML configs (package data only; no code lives here)."""

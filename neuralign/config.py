@@ -1,0 +1,296 @@
+"""Typed, validated configuration (pydantic) for datasets, preprocessing, models, training, realtime.
+
+A config is one YAML file with the sections below; unknown keys are errors. Values can be
+overridden from the command line with ``--set section.key=value`` (the value is parsed as YAML).
+Every validation problem becomes one :class:`~neuralign.errors.ConfigError` naming the file, the
+dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from neuralign.errors import ConfigError
+
+Modality = Literal["eeg", "meg", "mua"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimulationConfig(_Section):
+    """The built-in THINGS-like simulator (see ``neuralign.offline.simulate``)."""
+
+    modality: Modality = "eeg"
+    seed: int = 0
+    n_train_concepts: int = Field(40, ge=2)
+    images_per_train_concept: int = Field(8, ge=1)
+    n_test_concepts: int = Field(40, ge=2)
+    # Non-stimulus images per test concept: the concept-centre templates for classification.
+    template_images_per_test_concept: int = Field(4, ge=1)
+    train_repetitions: int = Field(4, ge=1)
+    test_repetitions: int = Field(16, ge=1)
+    sfreq: float = Field(1000.0, gt=0)
+    soa: float = Field(0.2, gt=0, description="stimulus onset asynchrony, s")
+    soa_jitter: float = Field(0.0, ge=0, description="uniform jitter added to each SOA, s")
+    # Difficulty: amplitude ratio of the image-dependent evoked signal to the background noise
+    # (RMS over occipital channels, 70-300 ms). 0.3 keeps single trials hard, averages decodable.
+    snr: float = Field(0.3, gt=0)
+    line_freq: float = Field(50.0, ge=0, description="mains frequency; 0 disables line noise")
+    alpha_freq: float = Field(10.0, gt=0)
+    blink_rate: float = Field(0.1, ge=0, description="blinks per second")
+    image_size: int = Field(64, ge=16, le=512)
+    montage: str = "easycap-M1"
+    n_mua_channels: int = Field(1024, ge=3)
+    latent_dim: int = Field(16, ge=2)
+
+
+class DatasetConfig(_Section):
+    kind: Literal["simulated", "things_eeg2", "things_meg", "tvsd", "allen_natural_scenes"]
+    modality: Modality = "eeg"
+    path: Path | None = None
+    subject: int = Field(1, ge=1)
+    # Which THINGS-EEG2 layout to read when kind == things_eeg2: the preprocessed .npy dicts,
+    # or raw sessions re-preprocessed with neuralign's causal chain.
+    source: Literal["preprocessed", "raw"] = "preprocessed"
+    soa: float = Field(0.2, gt=0)
+    n_way: int | None = Field(None, ge=2, description="zero-shot test classes (200 / 100)")
+    simulation: SimulationConfig | None = None
+
+    @model_validator(mode="after")
+    def _simulation_only_for_simulated(self) -> DatasetConfig:
+        if self.kind == "simulated" and self.simulation is None:
+            self.simulation = SimulationConfig(modality=self.modality)
+        return self
+
+
+class NoiseNormalizationConfig(_Section):
+    """Multivariate noise normalization (Guggenmos et al. 2018), fitted on training rows only."""
+
+    method: Literal["mvnn", "zscore", "none"] = "mvnn"
+    mode: Literal["epochs", "time"] = "epochs"
+    eigenvalue_floor: float = Field(1e-6, ge=0, description="relative to the largest eigenvalue")
+    online_update: bool = False
+    online_halflife_s: float = Field(60.0, gt=0)
+
+
+class PreprocessingConfig(_Section):
+    """The causal chain, identical offline and online."""
+
+    l_freq: float | None = Field(0.1, ge=0)
+    h_freq: float | None = Field(100.0, gt=0)
+    filter_order: int = Field(4, ge=1, le=10)
+    notch_freqs: list[float] = Field(default_factory=list)
+    notch_q: float = Field(30.0, gt=0)
+    reference: Literal["average", "none"] | list[str] = "average"
+    picks: list[str] | Literal["all", "visual"] = "all"
+    resample_sfreq: float = Field(250.0, gt=0)
+    tmin: float = 0.0
+    tmax: float = Field(1.0, gt=0)
+    baseline: tuple[float, float] | None = (-0.2, 0.0)
+    noise_normalization: NoiseNormalizationConfig = NoiseNormalizationConfig()
+
+    @model_validator(mode="after")
+    def _check_window(self) -> PreprocessingConfig:
+        if self.tmax <= self.tmin:
+            raise ValueError(f"tmax ({self.tmax}) must be greater than tmin ({self.tmin})")
+        if self.l_freq and self.h_freq and self.l_freq >= self.h_freq:
+            raise ValueError(f"l_freq ({self.l_freq}) must be below h_freq ({self.h_freq})")
+        if self.baseline is not None and self.baseline[1] <= self.baseline[0]:
+            raise ValueError(f"baseline end must follow its start, got {self.baseline}")
+        return self
+
+
+class FeaturesConfig(_Section):
+    """Frozen image features: computed by an encoder, or read from a file."""
+
+    encoder: str = Field("builtin", description="'builtin' or 'open_clip:<arch>:<weights file>'")
+    path: Path | None = None
+    normalize: bool = True
+
+
+class LossWeights(_Section):
+    con: float = Field(1.0, ge=0)
+    fea: float = Field(1.0, ge=0)
+    recon_b: float = Field(1.0, ge=0)
+    recon_i: float = Field(1.0, ge=0)
+
+
+class ModelConfig(_Section):
+    name: Literal["brainae", "vna"] = "brainae"
+    backbone: str = Field("tsconv", description="'tsconv' or a braindecode model name")
+    k: int = Field(40, ge=1)
+    m1: int = Field(26, ge=1)
+    m2: int = Field(5, ge=1)
+    s: int = Field(5, ge=1)
+    embed_dim: int | None = Field(None, ge=2, description="shared space; None = feature dim")
+    image_projection: Literal["linear", "identity"] = "linear"
+    decoder_activation: Literal["none", "tanh"] = "none"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    tau: float = Field(0.07, gt=0)
+    learn_tau: bool = False
+    loss_weights: LossWeights = LossWeights()
+    hidden: int = Field(512, ge=1, description="VNA MLP width")
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(800, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    n_val_trials: int = Field(740, ge=1)
+    average_train_repetitions: bool = True
+    seed: int = 2024
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+    num_threads: int | None = Field(None, ge=1)
+
+
+class RealtimeConfig(_Section):
+    source: str = "file:"
+    markers: str | None = None
+    chunk_size: int = Field(10, ge=1)
+    buffer_seconds: float = Field(30.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_wait_ms: float = Field(20.0, ge=0)
+    cadence_ms: float = Field(10.0, gt=0)
+    top_k: int = Field(5, ge=1)
+    sliding_hop_s: float = Field(0.2, gt=0)
+    fill_missing: bool = False
+    torch_threads: int = Field(1, ge=1)
+    result_stream_name: str = "neuralign-results"
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+class Config(_Section):
+    name: str = "unnamed"
+    dataset: DatasetConfig
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    realtime: RealtimeConfig = RealtimeConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def shipped_config_path(name: str) -> Path:
+    """Path of a config shipped with the package (``demo`` or ``demo.yaml``)."""
+    fname = name if name.endswith(".yaml") else f"{name}.yaml"
+    return Path(str(resources.files("neuralign.configs") / fname))
+
+
+def shipped_config_names() -> list[str]:
+    root = resources.files("neuralign.configs")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A path on disk, or the name of a shipped config (``demo``, ``things_eeg2``...)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.suffix in ("", ".yaml") and path.parent == Path("."):
+        shipped = shipped_config_path(path.name)
+        if shipped.is_file():
+            return shipped
+    if path.exists():
+        raise ConfigError(str(path), "<file>", "expected a YAML file, found a directory")
+    raise ConfigError(
+        str(path), "<file>",
+        f"file not found (shipped configs: {', '.join(shipped_config_names())})",
+    )
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(source, dotted, f"'{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
+    """``["training.epochs=5", ...]`` -> ``[("training.epochs", 5), ...]`` (values as YAML)."""
+    parsed = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError("--set", item, "expected key=value, e.g. training.epochs=5")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-after"))
+
+
+def _expected(err: dict) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+            break
+    return f"expected {msg}" if kind != "value_error" else msg
+
+
+def config_from_dict(tree: dict, source: str = "<config>") -> Config:
+    """Validate a plain dict; the first problem becomes one ConfigError naming ``source``."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _format_loc(err["loc"]) or "<top level>"
+        got = err.get("input") if err.get("type") not in ("missing", "extra_forbidden") else None
+        if isinstance(got, dict):
+            got = None
+        raise ConfigError(source, key, _expected(err), got) from exc
+
+
+def load_config(spec: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config; relative dataset paths are resolved to the file."""
+    path = resolve_config_path(spec)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "<yaml>"
+        raise ConfigError(str(path), where, "invalid YAML: " + str(getattr(exc, "problem", exc))) from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(str(path), "<top level>", "expected a mapping of sections")
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value, f"{path} (--set {key})")
+    source = str(path) + (" with --set overrides" if overrides else "")
+    config = config_from_dict(tree, source)
+    ds = config.dataset
+    if ds.path is not None and not ds.path.is_absolute() and not ds.path.exists():
+        candidate = path.parent / ds.path
+        if candidate.exists():
+            ds.path = candidate
+    return config
+
+
+def dump_config(config: Config) -> dict:
+    """A YAML-safe dict of the config (what runs and bundles store)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,29 @@
+"""User-facing errors: one clear message naming what and where; the CLI prints it, exits 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad config, missing file, channel mismatch, ...).
+
+    The CLI prints ``str(err)`` on one line, without a traceback, and exits with code 2.
+    """
+
+
+class ConfigError(UserError):
+    """A config file (or a --set override) is invalid."""
+
+    def __init__(self, source: str, key: str, expected: str, got: object = None):
+        self.source, self.key, self.expected, self.got = source, key, expected, got
+        msg = f"{source}: {key}: {expected}"
+        if got is not None:
+            msg += f" (got {got!r})"
+        super().__init__(msg)
+
+
+class DataError(UserError):
+    """A data, features or bundle file is missing, malformed or inconsistent."""
+
+
+class NotYetAvailable(UserError):
+    """A subcommand whose issue has not landed yet."""

@@ -1,0 +1,1 @@
+"""Causal DSP objects shared by the offline chain and the realtime engine."""

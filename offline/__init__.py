@@ -1,0 +1,1 @@
+"""Offline flow: loaders, simulator, preprocessing fit, image features, training, evaluation, bundle export."""

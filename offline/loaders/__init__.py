@@ -1,0 +1,1 @@
+"""Dataset loaders for the published layouts (THINGS-EEG2, THINGS-MEG, TVSD, Allen)."""

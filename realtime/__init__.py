@@ -1,0 +1,1 @@
+"""Online engine: sources, ring buffer, causal preprocessing, epoching, batching, inference, outputs."""

@@ -1,0 +1,1 @@
+"""Qt viewer (PyQt6 + pyqtgraph). It only consumes engine outputs."""
