@@ -75,6 +75,114 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from neuralign.config import load_config
+
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"training.epochs={args.epochs}")
+    if args.device is not None:
+        overrides.append(f"training.device={args.device}")
+    config = load_config(args.config, overrides)
+    data = Path(args.data) if args.data else None
+    if data is None and config.dataset.kind == "simulated" and config.dataset.path is None:
+        data = DEFAULT_DATA_DIR / f"{config.name}-data"
+        _ensure_simulated(config, data, force=False)
+    features = Path(args.features) if args.features else None
+    out = Path(args.out) if args.out else DEFAULT_DATA_DIR / "runs" / config.name
+    if args.ablation:
+        from neuralign.offline.runs import run_ablation
+
+        results = run_ablation(config, out, data, features)
+        print(f"Ablation (BrainAE Table 4) written to {out / 'ablation.json'}")
+        for name, r in results.items():
+            print(f"  {name:14s} retrieval top-1 {r['retrieval_top1']:.3f}  "
+                  f"encoding r (all) {r['encoding_r_all']:.3f}")
+        return 0
+    from neuralign.offline.train import run_training
+
+    summary = run_training(config, out, data, features)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"Run written to {out}: best epoch {summary['best_epoch']} "
+              f"(validation loss {summary['best_val_loss']:.4f}), {summary['seconds']:.0f} s, "
+              f"{summary['samples_per_second']:.0f} samples/s on {summary['device']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from neuralign.offline.runs import evaluate_run
+
+    rep = evaluate_run(Path(args.run), Path(args.json) if args.json else None,
+                       masks=not args.no_masks)
+    r, ridge = rep["retrieval"], rep.get("ridge", {})
+    print(f"{rep['n_test_images']}-way zero-shot retrieval: top-1 {r['top1']:.3f}, top-5 "
+          f"{r['top5']:.3f} (chance {r['chance_top1']:.3f})")
+    if "classification" in rep:
+        c = rep["classification"]
+        print(f"{c['n_way']}-way classification: top-1 {c['top1']:.3f}, top-5 {c['top5']:.3f}")
+    if ridge:
+        print(f"ridge decoding retrieval: top-1 {ridge['retrieval']['top1']:.3f}, top-5 "
+              f"{ridge['retrieval']['top5']:.3f}")
+    if "encoding" in rep:
+        e = rep["encoding"]
+        print(f"encoding Pearson r: all {e['pearson_r_all']:.3f}, visual {e['pearson_r_visual']:.3f}"
+              + (f" (ridge: {ridge['encoding']['pearson_r_all']:.3f} / "
+                 f"{ridge['encoding']['pearson_r_visual']:.3f})" if ridge else ""))
+    print(f"report: {args.json or Path(args.run) / 'report.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from neuralign.offline.runs import export_run
+
+    path = export_run(Path(args.run), Path(args.out))
+    print(f"Bundle written to {path}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from neuralign.offline.feature_files import save_features_npz
+    from neuralign.offline.image_features import compute_features
+
+    root = Path(args.images)
+    if not root.is_dir():
+        raise UserError(f"{root}: image directory not found")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise UserError(f"{root}: no .png/.jpg images found")
+    ids = [p.stem for p in files]
+    feats = compute_features(dict(zip(ids, files)), ids, args.encoder, args.device)
+    save_features_npz(Path(args.out), feats, ids)
+    print(f"{len(ids)} x {feats.shape[1]} features ({args.encoder}) written to {args.out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what != "training":
+        raise NotYetAvailable("'neuralign bench latency' lands with the realtime engine issue.")
+    from neuralign.offline.benchmarks import training_throughput
+
+    res = training_throughput(n_chans=args.n_chans, n_times=args.n_times, batch_size=args.batch,
+                              steps=args.steps, out=Path(args.json) if args.json else None)
+    print(f"BrainAE training throughput ({res['n_chans']} x {res['n_times']}, batch "
+          f"{res['batch_size']}, {res['device']}, {res['threads']} threads): "
+          f"{res['samples_per_second']:.1f} samples/s ({res['seconds_per_step'] * 1e3:.0f} ms/step)")
+    return 0
+
+
+def _ensure_simulated(config, data_dir: Path, force: bool) -> None:
+    from neuralign.offline.simulator import simulate
+
+    if (data_dir / "simulation.json").is_file() and not force:
+        print(f"Reusing simulated dataset in {data_dir} (--force to redo)")
+        return
+    print(f"Simulating the {config.name} dataset into {data_dir} ...")
+    t0 = time.perf_counter()
+    result = simulate(config.dataset.simulation, data_dir, preprocessing=config.preprocessing)
+    print(f"  done in {time.perf_counter() - t0:.1f} s")
+    print(result.summary())
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuralign",
@@ -112,7 +220,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--epochs", type=int, help="override training.epochs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override training.device")
-    p.set_defaults(func=_not_yet("offline training (BrainAE/VNA)"))
+    p.add_argument("--ablation", action="store_true",
+                   help="train the BrainAE Table 4 variants (loss terms removed) and compare")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "evaluate", help="evaluate a trained run with the papers' protocols",
@@ -120,8 +230,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "accuracy vs averaged repetitions, masked-channel reconstruction; writes JSON + figures.",
     )
     p.add_argument("--run", required=True, help="run directory written by 'neuralign train'")
-    p.add_argument("--json", help="where to write the report JSON")
-    p.set_defaults(func=_not_yet("offline training (BrainAE/VNA)"))
+    p.add_argument("--json", help="where to write the report JSON (default RUN/report.json)")
+    p.add_argument("--no-masks", action="store_true", help="skip masked-channel reconstruction")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "export", help="export a trained run as a model bundle for the realtime engine",
@@ -130,7 +241,19 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.set_defaults(func=_not_yet("offline training (BrainAE/VNA)"))
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "features", help="compute frozen image features for a folder of images",
+        description="Encode every .png/.jpg under a folder with a frozen encoder ('builtin', or "
+        "open_clip:<arch>:<local weights file> with the [clip] extra) and write an NPZ "
+        "{features, image_ids} (image id = file name without extension).",
+    )
+    p.add_argument("images", help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="NPZ file to write")
+    p.add_argument("--encoder", default="builtin", help="builtin | open_clip:ARCH:WEIGHTS")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser(
         "replay", help="replay a recording or dataset as LSL streams (data + Markers)",
@@ -157,9 +280,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench", help="measure what the engine adds to latency, stage by stage",
-        description="Latency benchmark (p50/p95/p99/max per stage) and training throughput.",
+        description="'training': BrainAE training throughput (samples/s) for a given input shape "
+        "(default the THINGS-EEG2 shape 63 x 250). 'latency': the engine's end-to-end latency "
+        "(lands with the realtime engine issue).",
     )
-    p.set_defaults(func=_not_yet("realtime engine"))
+    p.add_argument("what", choices=["training", "latency"], help="what to measure")
+    p.add_argument("--n-chans", type=int, default=63)
+    p.add_argument("--n-times", type=int, default=250)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "demo", help="run the whole product on the built-in simulator",

@@ -1,0 +1,308 @@
+"""The papers' evaluation protocols, on held-out zero-shot concepts.
+
+- Decoding (BrainAE Sec. 4.4, NICE/ATM protocol): queries = test epochs averaged over repetitions;
+  cosine similarity with templates; **retrieval** templates = the test images' embeddings,
+  **classification** templates = concept centres built from NON-stimulus images of each test
+  concept (each embedding L2-normalised, averaged, re-normalised). Top-1 / top-5.
+- Accuracy against the number of averaged repetitions (1, 2, 4, ... all; single-trial is what a
+  live session sees), averaged over random draws.
+- Encoding (BrainAE Sec. 4.3): brain activity predicted from the image (D_B(P(f))) vs the
+  repetition-averaged recording; Pearson r per image over channels x time, and MSE, on all and on
+  visual channels; per-channel r for a topomap.
+- Discriminative encoding / decoding ROC AUC (VNA): matched vs unmatched image-response pairs.
+- Masked-channel reconstruction (BrainAE Sec. 4.6, Fig. 4): random / spatial / temporal /
+  forecast masks at 10-90 %; Pearson r on the masked entries and retrieval top-1 of masked input.
+- Ridge baselines (Gifford 2022 encoding; linear decoding) with the penalty chosen by
+  cross-validation on training images only, scored with the same functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import roc_auc_score
+
+from neuralign.offline.prepare import Prepared, visual_channel_mask
+
+log = logging.getLogger(__name__)
+
+MASK_KINDS = ("random", "spatial", "temporal", "forecast")
+MASK_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
+RIDGE_ALPHAS = np.logspace(-1, 6, 15)
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+def topk(sim: np.ndarray, target: np.ndarray, ks=(1, 5)) -> dict[str, float]:
+    """Top-k accuracy of rows of ``sim`` (queries x templates) against target template indices."""
+    order = np.argsort(-sim, axis=1)
+    return {f"top{k}": float(np.mean([t in row[:k] for row, t in zip(order, target)])) for k in ks}
+
+
+def pair_auc(sim: np.ndarray) -> float:
+    """ROC AUC of matched (diagonal) vs unmatched pairs of a square similarity matrix."""
+    labels = np.eye(len(sim), dtype=bool).ravel()
+    return float(roc_auc_score(labels, sim.ravel()))
+
+
+def pearson_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    den = np.sqrt((a**2).sum(1) * (b**2).sum(1))
+    return (a * b).sum(1) / np.maximum(den, 1e-12)
+
+
+class Evaluator:
+    """Scores one trained model on a :class:`Prepared` dataset."""
+
+    def __init__(self, model, prep: Prepared, device: str | torch.device = "cpu", batch: int = 256,
+                 seed: int = 0):
+        self.model = model.eval().to(device)
+        self.prep = prep
+        self.device = torch.device(device)
+        self.batch = batch
+        self.rng = np.random.default_rng(seed)
+        self.visual = visual_channel_mask(prep.ch_names)
+        self.n_test = len(prep.test_ids)
+        self._template_bank = self._image_embeddings(prep.f_test)
+        self._concept_bank, self._concept_of_test = self._concept_centres()
+
+    # ---- embeddings ------------------------------------------------------------------------
+    @torch.no_grad()
+    def brain_embeddings(self, x: np.ndarray) -> np.ndarray:
+        out = [self.model.encode_brain(torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch],
+                                                                               np.float32)).to(self.device))
+               for i in range(0, len(x), self.batch)]
+        return _unit(torch.cat(out).cpu().numpy())
+
+    @torch.no_grad()
+    def _image_embeddings(self, f: np.ndarray) -> np.ndarray:
+        if len(f) == 0:
+            return np.zeros((0, 1), np.float32)
+        z = self.model.encode_image(torch.from_numpy(f).to(self.device))
+        return _unit(z.cpu().numpy())
+
+    def _concept_centres(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        p = self.prep
+        if len(p.template_ids) == 0:
+            return None, None
+        z = self._image_embeddings(p.f_templates)
+        concepts = list(dict.fromkeys(p.test_concepts))
+        tc = np.asarray(p.template_concepts)
+        bank = _unit(np.stack([z[tc == c].mean(axis=0) for c in concepts]))
+        target = np.array([concepts.index(c) for c in p.test_concepts])
+        return bank, target
+
+    # ---- decoding ----------------------------------------------------------------------------
+    def decode_scores(self, x_avg: np.ndarray) -> dict[str, dict[str, float]]:
+        zb = self.brain_embeddings(x_avg)
+        sim = zb @ self._template_bank.T
+        res = {"retrieval": {**topk(sim, np.arange(self.n_test)), "n_way": self.n_test,
+                             "chance_top1": 1.0 / self.n_test}}
+        if self._concept_bank is not None:
+            csim = zb @ self._concept_bank.T
+            res["classification"] = {**topk(csim, self._concept_of_test),
+                                     "n_way": len(self._concept_bank),
+                                     "chance_top1": 1.0 / len(self._concept_bank)}
+        res["decoding_auc"] = pair_auc(sim)
+        return res
+
+    def accuracy_vs_repetitions(self, n_draws: int = 10) -> list[dict]:
+        x = self.prep.x_test
+        n_rep = x.shape[1]
+        counts = sorted({min(2**i, n_rep) for i in range(int(np.ceil(np.log2(n_rep))) + 1)})
+        rows = []
+        for n in counts:
+            draws = 1 if n == n_rep else n_draws
+            accs = []
+            for _ in range(draws):
+                idx = np.stack([self.rng.choice(n_rep, n, replace=False) for _ in range(len(x))])
+                avg = np.take_along_axis(x, idx[:, :, None, None], axis=1).mean(axis=1)
+                accs.append(self.decode_scores(avg))
+            row = {"n_repetitions": n}
+            for task in ("retrieval", "classification"):
+                if task in accs[0]:
+                    for k in ("top1", "top5"):
+                        row[f"{task}_{k}"] = float(np.mean([a[task][k] for a in accs]))
+            rows.append(row)
+        return rows
+
+    # ---- encoding ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predicted_responses(self, f: np.ndarray) -> np.ndarray | None:
+        if not hasattr(self.model, "decode"):
+            return None
+        z = self.model.encode_image(torch.from_numpy(f).to(self.device))
+        return self.model.decode(z).cpu().numpy()
+
+    def encoding_scores(self, pred: np.ndarray, true: np.ndarray) -> dict:
+        res = {}
+        for name, mask in (("all", np.ones_like(self.visual)), ("visual", self.visual)):
+            p = pred[:, mask].reshape(len(pred), -1)
+            t = true[:, mask].reshape(len(true), -1)
+            res[f"pearson_r_{name}"] = float(pearson_per_row(p, t).mean())
+            res[f"mse_{name}"] = float(((p - t) ** 2).mean())
+        # per channel r over (images x time): for the topomap
+        pc = pred.transpose(1, 0, 2).reshape(pred.shape[1], -1)
+        tc = true.transpose(1, 0, 2).reshape(true.shape[1], -1)
+        res["pearson_r_per_channel"] = pearson_per_row(pc, tc).tolist()
+        # discriminative encoding (VNA): does the prediction for image i match response i best?
+        sim = np.corrcoef(pred.reshape(len(pred), -1), true.reshape(len(true), -1))[
+            : len(pred), len(pred):]
+        res["encoding_auc"] = pair_auc(sim)
+        res["encoding_identification_top1"] = topk(sim, np.arange(len(sim)), ks=(1,))["top1"]
+        return res
+
+    # ---- masked reconstruction ---------------------------------------------------------------
+    def make_mask(self, kind: str, ratio: float, shape: tuple[int, int]) -> np.ndarray:
+        """Boolean (C, T) mask, True = masked (set to 0 before encoding)."""
+        c, t = shape
+        m = np.zeros(shape, dtype=bool)
+        if kind == "random":
+            m.ravel()[self.rng.choice(c * t, int(round(ratio * c * t)), replace=False)] = True
+        elif kind == "spatial":
+            m[self.rng.choice(c, max(1, int(round(ratio * c))), replace=False)] = True
+        elif kind == "temporal":
+            n = max(1, int(round(ratio * t)))
+            start = self.rng.integers(0, t - n + 1)
+            m[:, start : start + n] = True
+        elif kind == "forecast":
+            m[:, t - max(1, int(round(ratio * t))):] = True
+        else:
+            raise ValueError(f"unknown mask kind {kind!r}")
+        return m
+
+    @torch.no_grad()
+    def masked_reconstruction(self, kinds=MASK_KINDS, ratios=MASK_RATIOS) -> list[dict]:
+        if not hasattr(self.model, "reconstruct"):
+            return []
+        true = self.prep.x_test.mean(axis=1)
+        rows = []
+        for kind in kinds:
+            for ratio in ratios:
+                mask = self.make_mask(kind, ratio, true.shape[1:])
+                masked = np.where(mask[None], 0.0, true).astype(np.float32)
+                rec = np.concatenate([
+                    self.model.reconstruct(torch.from_numpy(masked[i : i + self.batch]).to(self.device)).cpu().numpy()
+                    for i in range(0, len(masked), self.batch)])
+                r_masked = pearson_per_row(rec[:, mask], true[:, mask]).mean()
+                r_all = pearson_per_row(rec.reshape(len(rec), -1), true.reshape(len(true), -1)).mean()
+                dec = self.decode_scores(masked)
+                rows.append({"mask": kind, "ratio": ratio, "pearson_r_masked": float(r_masked),
+                             "pearson_r_all": float(r_all),
+                             "retrieval_top1": dec["retrieval"]["top1"]})
+        return rows
+
+    def run(self, masks: bool = True) -> dict:
+        true = self.prep.x_test.mean(axis=1)
+        report = {"queries": "test epochs averaged over all repetitions",
+                  "prototype_normalisation": "cosine similarity; template embeddings L2-normalised; "
+                  "concept centres = mean of normalised embeddings, re-normalised",
+                  **self.decode_scores(true)}
+        pred = self.predicted_responses(self.prep.f_test)
+        if pred is not None:
+            report["encoding"] = self.encoding_scores(pred, true)
+        report["accuracy_vs_repetitions"] = self.accuracy_vs_repetitions()
+        if masks:
+            report["masked_reconstruction"] = self.masked_reconstruction()
+        return report
+
+
+def ridge_baselines(prep: Prepared, seed: int = 0) -> dict:
+    """Linear decoding (brain -> features) and encoding (features -> brain), RidgeCV on training.
+
+    Training uses the fitting rows (validation images excluded), repetitions averaged, as the
+    models do; the penalty is chosen by efficient leave-one-out CV on those rows.
+    """
+    fit = prep.fit_index
+    x_tr = prep.x_train[fit].mean(axis=1)
+    x_te = prep.x_test.mean(axis=1)
+    f_tr, f_te = prep.f_train[fit], prep.f_test
+    n, c, t = x_te.shape
+    dec = RidgeCV(alphas=RIDGE_ALPHAS).fit(x_tr.reshape(len(x_tr), -1), f_tr)
+    zb = _unit(dec.predict(x_te.reshape(n, -1)))
+    sim = zb @ _unit(f_te).T
+    out = {"retrieval": {**topk(sim, np.arange(n)), "n_way": n, "chance_top1": 1.0 / n},
+           "decoding_auc": pair_auc(sim), "decoding_alpha": float(dec.alpha_)}
+    if len(prep.template_ids):
+        concepts = list(dict.fromkeys(prep.test_concepts))
+        tc = np.asarray(prep.template_concepts)
+        bank = _unit(np.stack([_unit(prep.f_templates[tc == cc]).mean(0) for cc in concepts]))
+        target = np.array([concepts.index(cc) for cc in prep.test_concepts])
+        out["classification"] = {**topk(zb @ bank.T, target), "n_way": len(concepts),
+                                 "chance_top1": 1.0 / len(concepts)}
+    enc = RidgeCV(alphas=RIDGE_ALPHAS).fit(f_tr, x_tr.reshape(len(x_tr), -1))
+    pred = enc.predict(f_te).reshape(n, c, t)
+    visual = visual_channel_mask(prep.ch_names)
+    enc_res = {"alpha": float(enc.alpha_)}
+    for name, mask in (("all", np.ones_like(visual)), ("visual", visual)):
+        p, tt = pred[:, mask].reshape(n, -1), x_te[:, mask].reshape(n, -1)
+        enc_res[f"pearson_r_{name}"] = float(pearson_per_row(p, tt).mean())
+        enc_res[f"mse_{name}"] = float(((p - tt) ** 2).mean())
+    out["encoding"] = enc_res
+    return out
+
+
+def write_figures(report: dict, prep: Prepared, out_dir: Path) -> list[Path]:
+    """Accuracy-vs-repetitions curve, masked-reconstruction curves, encoding-r topomap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    rows = report.get("accuracy_vs_repetitions", [])
+    if rows:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        n = [r["n_repetitions"] for r in rows]
+        for key in ("retrieval_top1", "retrieval_top5", "classification_top1"):
+            if key in rows[0]:
+                ax.plot(n, [r[key] for r in rows], marker="o", label=key.replace("_", " "))
+        ax.axhline(report["retrieval"]["chance_top1"], color="grey", ls=":", label="chance top-1")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("averaged repetitions")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "accuracy_vs_repetitions.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    masks = report.get("masked_reconstruction", [])
+    if masks:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+        for kind in MASK_KINDS:
+            sel = [r for r in masks if r["mask"] == kind]
+            axes[0].plot([r["ratio"] for r in sel], [r["pearson_r_masked"] for r in sel], marker="o", label=kind)
+            axes[1].plot([r["ratio"] for r in sel], [r["retrieval_top1"] for r in sel], marker="o", label=kind)
+        axes[0].set_title("reconstruction r (masked entries)")
+        axes[1].set_title("retrieval top-1")
+        for ax in axes:
+            ax.set_xlabel("mask ratio")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "masked_reconstruction.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    enc = report.get("encoding", {})
+    if "pearson_r_per_channel" in enc and prep.meta.get("modality") == "eeg":
+        try:
+            import mne
+
+            info = mne.create_info(prep.ch_names, 100.0, "eeg")
+            info.set_montage("standard_1005", on_missing="ignore")
+            fig, ax = plt.subplots(figsize=(3.5, 3.5))
+            mne.viz.plot_topomap(np.asarray(enc["pearson_r_per_channel"]), info, axes=ax, show=False)
+            ax.set_title("encoding r per channel")
+            paths.append(out_dir / "encoding_topomap.png")
+            fig.savefig(paths[-1], dpi=120)
+            plt.close(fig)
+        except Exception as exc:  # a figure must never fail an evaluation
+            log.warning("encoding topomap skipped: %s", exc)
+    return paths

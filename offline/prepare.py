@@ -1,0 +1,182 @@
+"""Turn a config (+ optional --data / --features) into arrays ready to train on.
+
+Order matters for honest evaluation: the validation images are drawn first (fixed seed), then the
+noise normaliser is fitted on the remaining training rows only - never on validation or test.
+The result is saved in the run directory as ``prepared.npz`` (plain arrays, no pickle) so
+``evaluate`` and ``export`` see exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from neuralign.config import Config
+from neuralign.errors import DataError, UserError
+from neuralign.offline.dataset import BrainDataset
+
+log = logging.getLogger(__name__)
+
+VISUAL_PREFIXES = ("O", "PO", "P", "TP", "T", "CP", "I")
+
+
+def visual_channel_mask(ch_names: list[str], ch_types: list[str] | None = None) -> np.ndarray:
+    """Occipital, parietal and temporal EEG channels (the papers' 'visual' channels).
+
+    MEG: occipital/parietal/temporal sensors by CTF naming (``MLO``/``MRO``/``MLP``/``MLT``...).
+    MUA: the IT group when channels are named ``IT...``; otherwise all channels.
+    """
+    names = [c.upper() for c in ch_names]
+    if any(n.startswith("IT") for n in names):
+        return np.array([n.startswith("IT") for n in names])
+    meg = np.array([len(n) > 3 and n[0] == "M" and n[2] in "OPT" for n in names])
+    if meg.any():
+        return meg
+    eeg = np.array([n.startswith(VISUAL_PREFIXES) and not n.startswith("FT") for n in names])
+    return eeg if eeg.any() else np.ones(len(names), dtype=bool)
+
+
+@dataclass
+class Prepared:
+    """Normalised arrays + metadata; everything training, evaluation and export need."""
+
+    x_train: np.ndarray  # (n_train_images, reps, C, T) float32, noise-normalised
+    x_test: np.ndarray  # (n_test_images, reps, C, T)
+    f_train: np.ndarray  # (n_train_images, D) image features
+    f_test: np.ndarray  # (n_test_images, D)
+    f_templates: np.ndarray  # (n_template_images, D) non-stimulus images of test concepts
+    train_ids: list[str]
+    test_ids: list[str]
+    template_ids: list[str]
+    train_concepts: list[str]
+    test_concepts: list[str]
+    template_concepts: list[str]
+    ch_names: list[str]
+    ch_types: list[str]
+    sfreq: float
+    times: np.ndarray
+    val_index: np.ndarray  # indices into train images held out for validation
+    normalizer: dict  # JSON-safe (method, mode, matrix / mean / std)
+    meta: dict = field(default_factory=dict)  # provenance, modality, sources, raw sfreq
+
+    @property
+    def fit_index(self) -> np.ndarray:
+        mask = np.ones(len(self.train_ids), dtype=bool)
+        mask[self.val_index] = False
+        return np.flatnonzero(mask)
+
+    def save(self, path: Path) -> None:
+        arrays = {k: getattr(self, k) for k in
+                  ("x_train", "x_test", "f_train", "f_test", "f_templates", "times", "val_index")}
+        meta = {k: getattr(self, k) for k in
+                ("train_ids", "test_ids", "template_ids", "train_concepts", "test_concepts",
+                 "template_concepts", "ch_names", "ch_types", "sfreq", "normalizer", "meta")}
+        np.savez(path, **arrays, meta_json=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: Path) -> Prepared:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: prepared data missing - was this run written by 'neuralign train'?")
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != "meta_json"}
+            meta = json.loads(str(z["meta_json"]))
+        return cls(**arrays, **meta)
+
+
+def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
+    """Dispatch to the loader of ``dataset.kind``; the simulator is epoched by the causal chain."""
+    ds = config.dataset
+    root = Path(data_dir) if data_dir is not None else ds.path
+    if ds.kind == "simulated":
+        from neuralign.offline.preprocess import load_simulated_continuous
+
+        if root is None:
+            raise UserError("dataset.path: expected the directory written by 'neuralign simulate' "
+                            "(or pass --data DIR)")
+        return load_simulated_continuous(Path(root), config.preprocessing)
+    if root is None:
+        raise UserError(f"dataset.path: expected the {ds.kind} data directory (or pass --data DIR)")
+    if ds.kind == "things_eeg2":
+        from neuralign.offline.loaders.things_eeg2 import load_things_eeg2_preprocessed
+
+        return load_things_eeg2_preprocessed(
+            Path(root), subject=ds.subject, tmin=config.preprocessing.tmin,
+            tmax=config.preprocessing.tmax,
+        )
+    if ds.kind == "things_meg":
+        from neuralign.offline.loaders.things_meg import load_things_meg
+
+        return load_things_meg(Path(root), subject=ds.subject)
+    if ds.kind == "tvsd":
+        from neuralign.offline.loaders.tvsd import load_tvsd
+
+        return load_tvsd(Path(root))
+    from neuralign.offline.loaders.allen import load_allen_natural_scenes
+
+    return load_allen_natural_scenes(Path(root))
+
+
+def _features_for(config: Config, dataset: BrainDataset, ids: list[str], features: Path | None,
+                  device: str) -> np.ndarray:
+    if features is not None:
+        from neuralign.offline.feature_files import load_features
+
+        return load_features(Path(features), ids).features.astype(np.float32)
+    from neuralign.offline.image_features import compute_features
+
+    return compute_features(dataset.image_files, ids, config.features.encoder, device)
+
+
+def fit_normalizer(config: Config, x_fit: np.ndarray) -> dict:
+    """Fit the configured noise normalisation on training rows only; JSON-safe result."""
+    from neuralign.offline.mvnn import NoiseNormalizer
+
+    nn_cfg = config.preprocessing.noise_normalization
+    return NoiseNormalizer.fit(x_fit, nn_cfg.method, nn_cfg.mode, nn_cfg.eigenvalue_floor).to_dict()
+
+
+def apply_normalizer(norm: dict, x: np.ndarray) -> np.ndarray:
+    """Purely spatial (per-sample) transform on (..., C, T): causal, identical online."""
+    from neuralign.offline.mvnn import NoiseNormalizer
+
+    return NoiseNormalizer.from_dict(norm).apply(x).astype(np.float32)
+
+
+def prepare(config: Config, data_dir: Path | None = None, features: Path | None = None,
+            device: str = "cpu") -> Prepared:
+    """Load, split off validation images, fit the normaliser, attach image features."""
+    dataset = load_dataset(config, data_dir)
+    rng = np.random.default_rng(config.training.seed)
+    n_train = dataset.train.n_images
+    n_val = min(config.training.n_val_trials, max(1, n_train // 5))
+    if n_val < config.training.n_val_trials:
+        log.warning("training.n_val_trials=%d > 20%% of %d training images; using %d",
+                    config.training.n_val_trials, n_train, n_val)
+    val_index = np.sort(rng.choice(n_train, size=n_val, replace=False))
+    fit_mask = np.ones(n_train, dtype=bool)
+    fit_mask[val_index] = False
+    norm = fit_normalizer(config, dataset.train.data[fit_mask])
+    template_ids = [i for c in dataset.test.concepts for i in dataset.template_ids.get(c, [])]
+    template_concepts = [c for c in dataset.test.concepts for _ in dataset.template_ids.get(c, [])]
+    f_train = _features_for(config, dataset, dataset.train.image_ids, features, device)
+    f_test = _features_for(config, dataset, dataset.test.image_ids, features, device)
+    f_templates = (_features_for(config, dataset, template_ids, features, device)
+                   if template_ids else np.zeros((0, f_train.shape[1]), np.float32))
+    return Prepared(
+        x_train=apply_normalizer(norm, dataset.train.data),
+        x_test=apply_normalizer(norm, dataset.test.data),
+        f_train=f_train, f_test=f_test, f_templates=f_templates,
+        train_ids=list(dataset.train.image_ids), test_ids=list(dataset.test.image_ids),
+        template_ids=template_ids, train_concepts=list(dataset.train.concepts),
+        test_concepts=list(dataset.test.concepts), template_concepts=template_concepts,
+        ch_names=list(dataset.ch_names), ch_types=list(dataset.ch_types),
+        sfreq=float(dataset.sfreq), times=np.asarray(dataset.times, dtype=np.float64),
+        val_index=val_index, normalizer=norm,
+        meta={"provenance": dataset.provenance, "modality": dataset.modality,
+              "source": dataset.source, "kind": config.dataset.kind,
+              "image_files": {k: str(v) for k, v in dataset.image_files.items()}},
+    )

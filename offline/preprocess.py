@@ -1,0 +1,128 @@
+"""Cut training epochs from continuous recordings with the SAME causal chain the engine runs.
+
+What a model is trained on is then exactly what it will see live: the chain (re-reference, notch,
+band-pass, anti-aliased decimation) runs causally over the whole continuous session from its first
+sample, and epochs are cut on the decimated grid by :func:`neuralign.signal.chain.cut_epoch`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from neuralign.config import PreprocessingConfig
+from neuralign.errors import DataError
+from neuralign.offline.dataset import BrainDataset, SplitData
+from neuralign.signal.chain import CausalChain, ChainSpec, cut_epoch, epoch_times
+
+log = logging.getLogger(__name__)
+
+
+def epochs_from_continuous(
+    data: np.ndarray,
+    sfreq: float,
+    ch_names: list[str],
+    onsets: np.ndarray,
+    pre: PreprocessingConfig,
+) -> tuple[np.ndarray, np.ndarray, ChainSpec, np.ndarray]:
+    """Run the causal chain over ``data`` (channels, samples) and cut one epoch per onset.
+
+    Returns ``(epochs (n_kept, C, T) float32, times, spec, kept_mask)``; onsets whose window
+    runs off either end of the recording are dropped (and counted in ``kept_mask``).
+    """
+    spec = ChainSpec.from_preprocessing(pre, sfreq, ch_names)
+    chain = CausalChain(spec)
+    y = chain.process(data)
+    times = epoch_times(spec.sfreq_out, pre.tmin, pre.tmax)
+    out = np.empty((len(onsets), len(ch_names), len(times)), dtype=np.float32)
+    kept = np.zeros(len(onsets), dtype=bool)
+    for i, onset in enumerate(np.asarray(onsets, dtype=np.int64)):
+        ep = cut_epoch(y, int(onset), chain.q, spec.sfreq_out, pre.tmin, pre.tmax, pre.baseline)
+        if ep is not None:
+            out[i] = ep
+            kept[i] = True
+    if not kept.all():
+        log.warning("dropped %d epochs whose window runs off the recording", (~kept).sum())
+    return out[kept], times, spec, kept
+
+
+def group_by_image(
+    epochs: np.ndarray, image_ids: list[str], order: list[str]
+) -> np.ndarray:
+    """(n_trials, C, T) + per-trial ids -> (n_images, n_reps, C, T) in ``order``.
+
+    Images with fewer repetitions than the most common count are trimmed to the minimum so the
+    array stays rectangular (logged).
+    """
+    by_id: dict[str, list[int]] = defaultdict(list)
+    for i, img in enumerate(image_ids):
+        by_id[img].append(i)
+    missing = [img for img in order if img not in by_id]
+    if missing:
+        raise DataError(
+            f"{len(missing)} images have no epochs (e.g. {missing[:3]}); the events do not match "
+            "the image list"
+        )
+    n_rep = min(len(by_id[img]) for img in order)
+    if max(len(by_id[img]) for img in order) != n_rep:
+        log.warning("unequal repetitions per image; keeping the first %d of each", n_rep)
+    idx = np.array([by_id[img][:n_rep] for img in order])
+    return epochs[idx]
+
+
+def _read_annotated_raw(path: Path) -> tuple[np.ndarray, float, list[str], list[str], np.ndarray, list[str]]:
+    import mne
+
+    if not path.is_file():
+        raise DataError(f"{path}: continuous recording not found")
+    raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    onsets = raw.time_as_index(raw.annotations.onset - raw.first_time, use_rounding=True)
+    descriptions = [str(d) for d in raw.annotations.description]
+    picks = mne.pick_types(raw.info, eeg=True, meg=True, seeg=True, misc=True, exclude=[])
+    names = [raw.ch_names[i] for i in picks]
+    types = raw.get_channel_types(picks=picks)
+    return raw.get_data(picks=picks), raw.info["sfreq"], names, types, onsets, descriptions
+
+
+def load_simulated_continuous(sim_dir: Path, pre: PreprocessingConfig) -> BrainDataset:
+    """Epoch the simulator's continuous sessions with neuralign's causal chain (exact live parity)."""
+    sim_dir = Path(sim_dir)
+    meta_path = sim_dir / "image_set" / "metadata.csv"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: not found - is {sim_dir} a 'neuralign simulate' output?")
+    with meta_path.open(newline="", encoding="utf-8") as fh:
+        meta = list(csv.DictReader(fh))
+    rows = {split: [r for r in meta if r["split"] == split] for split in ("train", "test", "template")}
+    splits = {}
+    ch_names: list[str] = []
+    ch_types: list[str] = []
+    times = np.array([])
+    for split, fname in (("train", "sim_training_raw.fif"), ("test", "sim_test_raw.fif")):
+        data, sfreq, names, ch_types, onsets, ids = _read_annotated_raw(sim_dir / fname)
+        epochs, times, _, kept = epochs_from_continuous(data, sfreq, names, onsets, pre)
+        kept_ids = [img for img, k in zip(ids, kept) if k]
+        order = [str(r["image_id"]) for r in rows[split]]
+        splits[split] = SplitData(
+            group_by_image(epochs, kept_ids, order), order, [str(r["concept"]) for r in rows[split]]
+        )
+        ch_names = names
+    image_files = {str(r["image_id"]): sim_dir / "image_set" / str(r["file"]) for r in meta}
+    templates: dict[str, list[str]] = defaultdict(list)
+    for r in rows["template"]:
+        templates[str(r["concept"])].append(str(r["image_id"]))
+    return BrainDataset(
+        train=splits["train"], test=splits["test"], ch_names=ch_names,
+        ch_types=ch_types, sfreq=float(1.0 / (times[1] - times[0])), times=times,
+        modality=_modality(ch_types), image_files=image_files, template_ids=dict(templates),
+        provenance="neuralign-causal", source=str(sim_dir),
+    )
+
+
+def _modality(ch_types: list[str]) -> str:
+    if any(t in ("mag", "grad") for t in ch_types):
+        return "meg"
+    return "eeg" if "eeg" in ch_types else "mua"

@@ -1,0 +1,152 @@
+"""A run directory and what the CLI does with it: evaluate, export, ablate.
+
+A run directory holds ``config.yaml``, ``prepared.npz`` (the exact arrays trained on),
+``model.safetensors`` (best-validation checkpoint) and ``history.json``; ``evaluate`` adds
+``report.json`` and ``figures/``; ``export`` writes a bundle from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from neuralign.config import Config, config_from_dict, dump_config
+from neuralign.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ABLATIONS = {
+    "full": {},
+    "w/o L_con": {"con": 0.0},
+    "w/o L_fea": {"fea": 0.0},
+    "w/o L_recon": {"recon_b": 0.0, "recon_i": 0.0},
+    "w/o L_reconB": {"recon_b": 0.0},
+    "w/o L_reconI": {"recon_i": 0.0},
+}
+
+
+def load_run(run_dir: Path):
+    """(config, prepared, model) of a finished run; missing pieces are one DataError."""
+    import torch
+    from safetensors.torch import load_file
+
+    from neuralign.models import build_model
+    from neuralign.offline.prepare import Prepared
+    from neuralign.offline.train import MODEL_FILE
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(f"{cfg_path}: not found - is {run_dir} a run written by 'neuralign train'?")
+    config = config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+    prep = Prepared.load(run_dir / "prepared.npz")
+    weights = run_dir / MODEL_FILE
+    if not weights.is_file():
+        raise DataError(f"{weights}: no checkpoint - training did not finish")
+    model = build_model(config.model, n_chans=prep.x_train.shape[2], n_times=prep.x_train.shape[3],
+                        feature_dim=prep.f_train.shape[1])
+    model.load_state_dict(load_file(weights))
+    torch.set_grad_enabled(True)
+    return config, prep, model.eval()
+
+
+def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool = True,
+                 masks: bool = True) -> dict:
+    from neuralign.offline.evaluate import Evaluator, ridge_baselines, write_figures
+
+    config, prep, model = load_run(run_dir)
+    t0 = time.perf_counter()
+    report = {"run": str(run_dir), "model": config.model.name, "dataset": prep.meta.get("kind"),
+              "provenance": prep.meta.get("provenance"),
+              "n_test_images": len(prep.test_ids), "n_train_images": len(prep.train_ids),
+              **Evaluator(model, prep, seed=config.training.seed).run(masks=masks)}
+    if baselines:
+        report["ridge"] = ridge_baselines(prep)
+    history = Path(run_dir) / "history.json"
+    if history.is_file():
+        h = json.loads(history.read_text())
+        report["training"] = {k: h[k] for k in ("best_epoch", "best_val_loss", "epochs", "seconds",
+                                                "samples_per_second") if k in h}
+    report["figures"] = [str(p) for p in write_figures(report, prep, Path(run_dir) / "figures")]
+    report["evaluation_seconds"] = time.perf_counter() - t0
+    out = Path(json_path) if json_path else Path(run_dir) / "report.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _thumbnails(prep, ids: list[str], size: int = 48) -> np.ndarray:
+    from PIL import Image
+
+    files = prep.meta.get("image_files", {})
+    thumbs = np.zeros((len(ids), size, size, 3), np.uint8)
+    for i, img in enumerate(ids):
+        path = files.get(img)
+        if path and Path(path).is_file():
+            with Image.open(path) as im:
+                thumbs[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+    return thumbs
+
+
+def export_run(run_dir: Path, out_dir: Path) -> Path:
+    """Write the engine's bundle: weights, template bank (test images), full preprocessing spec."""
+    import torch
+
+    from neuralign.bundle import save_bundle
+
+    config, prep, model = load_run(run_dir)
+    with torch.no_grad():
+        bank = model.encode_image(torch.from_numpy(prep.f_test)).numpy()
+    bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+    pre = config.preprocessing
+    manifest = {
+        "channels": {"names": prep.ch_names, "types": prep.ch_types},
+        "sfreq": prep.sfreq,
+        "modality": prep.meta.get("modality"),
+        "epoch": {"tmin": pre.tmin, "tmax": pre.tmax,
+                  "baseline": list(pre.baseline) if pre.baseline else None,
+                  "n_times": int(prep.x_train.shape[3])},
+        "preprocessing": pre.model_dump(mode="json"),
+        "noise_normalization": prep.normalizer,
+        "model": {"config": config.model.model_dump(mode="json"),
+                  "n_chans": int(prep.x_train.shape[2]), "n_times": int(prep.x_train.shape[3]),
+                  "feature_dim": int(prep.f_train.shape[1])},
+        "template_bank": {"image_ids": prep.test_ids, "concepts": prep.test_concepts,
+                          "kind": "retrieval (test images)", "normalised": True},
+        "provenance": prep.meta.get("provenance"),
+        "training_config": dump_config(config),
+    }
+    return save_bundle(Path(out_dir), manifest, model.state_dict(), bank,
+                       _thumbnails(prep, prep.test_ids))
+
+
+def run_ablation(config: Config, out_dir: Path, data_dir: Path | None, features: Path | None,
+                 variants: list[str] | None = None) -> dict:
+    """BrainAE Table 4: retrain with loss terms removed; report decoding top-1 and encoding r."""
+    from neuralign.offline.prepare import prepare
+    from neuralign.offline.train import train_model
+
+    prep = prepare(config, data_dir, features)
+    out_dir = Path(out_dir)
+    results = {}
+    for name in variants or list(ABLATIONS):
+        cfg = config.model_copy(deep=True)
+        for term, value in ABLATIONS[name].items():
+            setattr(cfg.model.loss_weights, term, value)
+        sub = out_dir / name.replace("/", "").replace(" ", "_")
+        train_model(cfg, prep, sub, progress=False)
+        prep.save(sub / "prepared.npz")
+        rep = evaluate_run(sub, masks=False, baselines=False)
+        results[name] = {"retrieval_top1": rep["retrieval"]["top1"],
+                         "retrieval_top5": rep["retrieval"]["top5"],
+                         "classification_top1": rep.get("classification", {}).get("top1"),
+                         "encoding_r_all": rep.get("encoding", {}).get("pearson_r_all"),
+                         "encoding_r_visual": rep.get("encoding", {}).get("pearson_r_visual")}
+        log.info("ablation %s: %s", name, results[name])
+    (out_dir / "ablation.json").write_text(json.dumps(results, indent=1))
+    return results

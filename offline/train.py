@@ -1,0 +1,229 @@
+"""The BrainAE training loop (paper Appendix E), on CPU, one GPU or many through ``torchrun``.
+
+Adam(lr, betas); each epoch trains on shuffled batches and scores a held-out validation split of
+training images; the checkpoint with the lowest VALIDATION loss is kept (never chosen on test).
+Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel (gloo on CPU,
+nccl on CUDA); every rank draws the same seeded permutation and takes its own slice of each batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from neuralign.config import Config, dump_config
+from neuralign.offline.prepare import Prepared
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "cuda" and not torch.cuda.is_available():
+        from neuralign.errors import UserError
+
+        raise UserError("training.device: 'cuda' requested but no CUDA device is available")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def model_inputs(prep: Prepared, index: np.ndarray, average: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Brain epochs and their image features for the given training images.
+
+    ``average``: one sample per image (mean over repetitions, as the paper); otherwise one sample
+    per repetition (more, noisier samples - closer to what a live single-trial session sees).
+    """
+    x = prep.x_train[index]
+    f = prep.f_train[index]
+    if average:
+        return x.mean(axis=1), f
+    n, r = x.shape[:2]
+    return x.reshape(n * r, *x.shape[2:]), np.repeat(f, r, axis=0)
+
+
+def compute_loss(model, x: torch.Tensor, f: torch.Tensor, config: Config):
+    from neuralign.models.losses import brainae_loss, clip_loss
+
+    out = model(x, f)
+    core = model.module if hasattr(model, "module") else model
+    if config.model.name == "brainae":
+        return brainae_loss(out, x, f, config.model.loss_weights, tau=core.tau)
+    return clip_loss(out, tau=core.tau if hasattr(core, "tau") else config.model.tau)
+
+
+@torch.no_grad()
+def evaluate_loss(model, x: np.ndarray, f: np.ndarray, config: Config, device, batch: int) -> dict:
+    """Mean loss components over a split, and top-1 retrieval among that split's images."""
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    zb_all, zi_all = [], []
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(x[i : i + batch]).to(device)
+        fb = torch.from_numpy(f[i : i + batch]).to(device)
+        _, parts = compute_loss(model, xb, fb, config)
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v * len(xb)
+        n += len(xb)
+        core = model.module if hasattr(model, "module") else model
+        zb_all.append(torch.nn.functional.normalize(core.encode_brain(xb), dim=-1))
+        zi_all.append(torch.nn.functional.normalize(core.encode_image(fb), dim=-1))
+    res = {k: v / n for k, v in sums.items()}
+    sim = torch.cat(zb_all) @ torch.cat(zi_all).T
+    res["top1"] = float((sim.argmax(1) == torch.arange(len(sim), device=sim.device)).float().mean())
+    return res
+
+
+def state_digest(model) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.device | None = None,
+                progress: bool = True) -> dict:
+    """Train, keep the best-validation checkpoint in ``run_dir/model.safetensors``; return history."""
+    from safetensors.torch import save_file
+
+    from neuralign.models import build_model
+
+    tr = config.training
+    device = device or resolve_device(tr.device)
+    dist_info = init_distributed(device)
+    if dist_info.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    if tr.num_threads:
+        torch.set_num_threads(tr.num_threads)
+    seed_everything(tr.seed)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    n_chans, n_times = prep.x_train.shape[2], prep.x_train.shape[3]
+    model = build_model(config.model, n_chans=n_chans, n_times=n_times,
+                        feature_dim=prep.f_train.shape[1]).to(device)
+    core = model
+    if dist_info.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.Adam(core.parameters(), lr=tr.lr, betas=tuple(tr.betas),
+                           weight_decay=tr.weight_decay)
+    use_amp = tr.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    x_fit, f_fit = model_inputs(prep, prep.fit_index, tr.average_train_repetitions)
+    x_val, f_val = model_inputs(prep, prep.val_index, True)
+    gen = np.random.default_rng(tr.seed)
+    batch = min(tr.batch_size, len(x_fit))
+    history: list[dict] = []
+    best = {"val_total": float("inf"), "epoch": -1}
+    t_start = time.perf_counter()
+    n_samples = 0
+    bar = tqdm(range(tr.epochs), desc="train", unit="epoch",
+               disable=not (progress and dist_info.is_main))
+    for epoch in bar:
+        model.train()
+        perm = gen.permutation(len(x_fit))
+        sums: dict[str, float] = {}
+        n_seen = 0
+        for i in range(0, len(perm) - 1, batch):
+            idx = perm[i : i + batch]
+            if len(idx) < 2:
+                continue  # InfoNCE and BatchNorm need at least two samples
+            idx = idx[dist_info.rank :: dist_info.world]
+            xb = torch.from_numpy(x_fit[idx]).to(device, non_blocking=True)
+            fb = torch.from_numpy(f_fit[idx]).to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss, parts = compute_loss(model, xb, fb, config)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            n_seen += len(idx)
+        n_samples += n_seen
+        train_parts = {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
+        val = evaluate_loss(core, x_val, f_val, config, device, batch)
+        row = {"epoch": epoch, **train_parts, **{f"val_{k}": v for k, v in val.items()}}
+        history.append(row)
+        if val["total"] < best["val_total"]:
+            best = {"val_total": val["total"], "epoch": epoch, "val_top1": val["top1"]}
+            if dist_info.is_main:
+                save_file({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()},
+                          run_dir / MODEL_FILE)
+        bar.set_postfix(loss=f"{train_parts.get('train_total', 0):.3f}",
+                        val=f"{val['total']:.3f}", val_top1=f"{val['top1']:.2f}")
+    elapsed = time.perf_counter() - t_start
+    summary = {
+        "best_epoch": best["epoch"], "best_val_loss": best["val_total"],
+        "best_val_top1": best.get("val_top1"), "epochs": tr.epochs, "seconds": elapsed,
+        "samples_per_second": n_samples * dist_info.world / max(elapsed, 1e-9),
+        "world_size": dist_info.world, "device": str(device), "history": history,
+    }
+    # Each rank records a digest of its final weights: DDP must leave them identical.
+    (run_dir / f"weights_rank{dist_info.rank}.sha256").write_text(state_digest(core))
+    if dist_info.is_main:
+        (run_dir / "history.json").write_text(json.dumps(summary, indent=1))
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(config), sort_keys=False))
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def run_training(config: Config, run_dir: Path, data_dir: Path | None = None,
+                 features: Path | None = None, progress: bool = True) -> dict:
+    """prepare -> save prepared.npz -> train. What ``neuralign train`` does."""
+    from neuralign.offline.prepare import prepare
+
+    device = resolve_device(config.training.device)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Every rank prepares (deterministic, so identical); only rank 0 writes the file.
+    prep = prepare(config, data_dir, features, device="cpu")
+    if int(os.environ.get("RANK", "0")) == 0:
+        prep.save(run_dir / "prepared.npz")
+    return train_model(config, prep, run_dir, device, progress=progress)
