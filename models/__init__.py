@@ -1,1 +1,64 @@
-"""Torch modules and losses, and a registry from config name to class. No file I/O, no LSL."""
+"""Torch modules and losses, and a registry from config name to class. No file I/O, no LSL.
+
+The registry (:mod:`.registry`) is built from ``__all__`` below: export a module class with a
+``registry_name`` and ``kind`` ("model" or "backbone") here and it becomes buildable by name.
+"""
+
+from .brainae import BrainAE, Temperature
+from .braindecode_backbones import (
+    BraindecodeBackbone,
+    ConformerBackbone,
+    DeepNetBackbone,
+    EEGNetBackbone,
+    ShallowNetBackbone,
+    braindecode_available,
+)
+from .losses import brainae_loss, clip_loss, feature_mse, info_nce, reconstruction_mse
+from .registry import (
+    backbone_names,
+    build_backbone,
+    build_model,
+    get_backbone_class,
+    get_model_class,
+    model_names,
+)
+from .tsconv import TSConvDecoder, TSConvEncoder, tsconv_n_pooled_times
+from .vna import (
+    VNA,
+    ConvImageDecoder,
+    ConvImageEncoder,
+    DirectDecoding,
+    DirectEncoding,
+    MLPNeuralEncoder,
+)
+
+__all__ = [
+    "BrainAE",
+    "VNA",
+    "DirectEncoding",
+    "DirectDecoding",
+    "TSConvEncoder",
+    "TSConvDecoder",
+    "EEGNetBackbone",
+    "ShallowNetBackbone",
+    "DeepNetBackbone",
+    "ConformerBackbone",
+    "BraindecodeBackbone",
+    "ConvImageEncoder",
+    "ConvImageDecoder",
+    "MLPNeuralEncoder",
+    "Temperature",
+    "braindecode_available",
+    "tsconv_n_pooled_times",
+    "info_nce",
+    "feature_mse",
+    "reconstruction_mse",
+    "brainae_loss",
+    "clip_loss",
+    "build_model",
+    "build_backbone",
+    "get_model_class",
+    "get_backbone_class",
+    "model_names",
+    "backbone_names",
+]

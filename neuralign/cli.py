@@ -294,13 +294,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo", help="run the whole product on the built-in simulator",
-        description="Simulate (or reuse) the demo dataset, then - as later stages land - train, "
-        "export, replay over LSL, decode live and show the viewer.",
+        description="Simulate (or reuse) the demo dataset, train BrainAE on it (or reuse the run), "
+        "evaluate it against the ridge baselines and export a bundle; replay over LSL, live "
+        "decoding and the viewer join as they land.",
     )
     _add_config_args(p)
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR / "demo-data"),
-                   help="where the simulated dataset is cached (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="re-simulate even if cached")
+    p.add_argument("--cache-dir", default=str(DEFAULT_DATA_DIR),
+                   help="where the dataset, run and bundle are cached (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="re-simulate and retrain even if cached")
     p.add_argument("--headless", action="store_true", help="no viewer; print progress")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -312,19 +313,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if config.dataset.simulation is None:
         raise UserError(f"{args.config}: dataset.kind: expected 'simulated' for the demo")
-    from neuralign.offline.simulator import simulate
-
-    data_dir = Path(args.data_dir)
-    marker = data_dir / "simulation.json"
-    if marker.is_file() and not args.force:
-        print(f"[1/1] Reusing simulated dataset in {data_dir} (--force to redo)")
+    cache = Path(args.cache_dir)
+    data_dir, run_dir, bundle_dir = cache / "demo-data", cache / "demo-run", cache / "demo-bundle"
+    print(f"[1/4] Dataset ({data_dir})")
+    _ensure_simulated(config, data_dir, force=args.force)
+    print(f"[2/4] Training {config.model.name} on CPU/GPU ({run_dir})")
+    if (run_dir / "model.safetensors").is_file() and not args.force:
+        print("  reusing the trained run (--force to retrain)")
     else:
-        print(f"[1/1] Simulating the demo dataset into {data_dir} ...")
-        t0 = time.perf_counter()
-        result = simulate(config.dataset.simulation, data_dir, preprocessing=config.preprocessing)
-        print(f"      done in {time.perf_counter() - t0:.1f} s")
-        print(result.summary())
-    print("Training, live decoding and the viewer join the demo as their issues land.")
+        from neuralign.offline.train import run_training
+
+        summary = run_training(config, run_dir, data_dir, None, progress=not args.headless)
+        print(f"  best epoch {summary['best_epoch']} of {summary['epochs']}, "
+              f"{summary['seconds']:.0f} s")
+    print("[3/4] Evaluating on held-out zero-shot concepts")
+    ns = argparse.Namespace(run=str(run_dir), json=None, no_masks=False)
+    cmd_evaluate(ns)
+    print(f"[4/4] Exporting the model bundle ({bundle_dir})")
+    cmd_export(argparse.Namespace(run=str(run_dir), out=str(bundle_dir)))
+    print("Live replay, decoding and the viewer join the demo as their issues land.")
     return 0
 
 

@@ -25,7 +25,7 @@ class _Section(BaseModel):
 
 
 class SimulationConfig(_Section):
-    """The built-in THINGS-like simulator (see ``neuralign.offline.simulate``)."""
+    """The built-in THINGS-like simulator (see ``neuralign.offline.simulator.simulate``)."""
 
     modality: Modality = "eeg"
     seed: int = 0
@@ -39,8 +39,9 @@ class SimulationConfig(_Section):
     sfreq: float = Field(1000.0, gt=0)
     soa: float = Field(0.2, gt=0, description="stimulus onset asynchrony, s")
     soa_jitter: float = Field(0.0, ge=0, description="uniform jitter added to each SOA, s")
-    # Difficulty: amplitude ratio of the image-dependent evoked signal to the background noise
-    # (RMS over occipital channels, 70-300 ms). 0.3 keeps single trials hard, averages decodable.
+    # Difficulty: RMS of the noise-free evoked response (shared + image-specific; the image-specific
+    # part is ~0.6 of it) in 70-300 ms over occipito-parietal channels, divided by the RMS of the
+    # background (pink + alpha + sensor noise). Single trials stay hard; averages are decodable.
     snr: float = Field(0.3, gt=0)
     line_freq: float = Field(50.0, ge=0, description="mains frequency; 0 disables line noise")
     alpha_freq: float = Field(10.0, gt=0)

@@ -1,0 +1,163 @@
+"""BrainAE (brain encoder/decoder + projected frozen image features in one shared space).
+
+The image encoder itself (ViT / CLIP / EVA-CLIP) is frozen and run before training, so this module
+takes its precomputed features ``f`` as input and only owns the trainable projection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from neuralign.config import ModelConfig
+
+from .tsconv import DecoderActivation, TSConvDecoder, TSConvEncoder
+
+log = logging.getLogger(__name__)
+
+ImageProjection = Literal["linear", "identity"]
+
+
+class Temperature(nn.Module):
+    """InfoNCE temperature stored as CLIP's log inverse temperature (saved with the weights).
+
+    Learned (a parameter, clamped at 1/tau <= 100 like CLIP) or fixed (a persistent buffer).
+    """
+
+    def __init__(self, tau: float = 0.07, learn: bool = False) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        value = torch.tensor(math.log(1.0 / tau))
+        if learn:
+            self.log_inv_tau = nn.Parameter(value)
+        else:
+            self.register_buffer("log_inv_tau", value)
+
+    def forward(self) -> Tensor:
+        return 1.0 / self.log_inv_tau.clamp(max=math.log(100.0)).exp()
+
+
+class BrainAE(nn.Module):
+    """BrainAE: E_B (brain encoder), D_B (mirrored brain decoder), image projection.
+
+    ``forward(x, f)`` returns ``zb = E_B(x)``, ``zi = P(f)``, ``xb_from_b = D_B(zb)`` (auto-encoding,
+    also masked-channel reconstruction) and ``xb_from_i = D_B(zi)`` (visual encoding).
+
+    ``image_projection='linear'`` (default) is the paper's "one linear layer" after the frozen
+    image encoder (Section 3.3.2, Appendix D.2). The public release instead feeds the frozen
+    features straight in (``'identity'``); then ``embed_dim`` must equal ``feature_dim``.
+    The decoder runs once on ``cat([zb, zi])`` so its BatchNorm statistics are the same mixture in
+    training and evaluation (two separate calls would normalise each half by its own statistics
+    in training, but by a blend of both at evaluation).
+    """
+
+    registry_name = "brainae"
+    kind = "model"
+
+    def __init__(
+        self,
+        n_chans: int,
+        n_times: int,
+        feature_dim: int,
+        embed_dim: int | None = None,
+        image_projection: ImageProjection = "linear",
+        backbone: str | nn.Module = "tsconv",
+        k: int = 40,
+        m1: int = 26,
+        m2: int = 5,
+        s: int = 5,
+        dropout: float = 0.0,
+        decoder_activation: DecoderActivation = "none",
+        tau: float = 0.07,
+        learn_tau: bool = False,
+        sfreq: float | None = None,
+    ) -> None:
+        super().__init__()
+        embed_dim = feature_dim if embed_dim is None else embed_dim
+        if image_projection == "identity" and embed_dim != feature_dim:
+            raise ValueError(
+                f"image_projection='identity' needs embed_dim == feature_dim, got embed_dim="
+                f"{embed_dim} and feature_dim={feature_dim} (use image_projection='linear')"
+            )
+        if image_projection not in ("linear", "identity"):
+            raise ValueError(f"image_projection must be 'linear' or 'identity', got {image_projection!r}")
+        self.n_chans, self.n_times = n_chans, n_times
+        self.feature_dim, self.embed_dim = feature_dim, embed_dim
+        self.image_projection_kind = image_projection
+        if isinstance(backbone, nn.Module):
+            self.brain_encoder = backbone
+        elif backbone == "tsconv":
+            self.brain_encoder = TSConvEncoder(
+                n_chans, n_times, embed_dim, k=k, m1=m1, m2=m2, s=s, dropout=dropout
+            )
+        else:
+            from .registry import build_backbone
+
+            self.brain_encoder = build_backbone(
+                backbone, n_chans=n_chans, n_times=n_times, embed_dim=embed_dim,
+                dropout=dropout, sfreq=sfreq,
+            )
+        self.brain_decoder = TSConvDecoder(
+            n_chans, n_times, embed_dim, k=k, m1=m1, m2=m2, s=s, activation=decoder_activation
+        )
+        self.image_projection = (
+            nn.Linear(feature_dim, embed_dim) if image_projection == "linear" else nn.Identity()
+        )
+        self.temperature = Temperature(tau, learn=learn_tau)
+
+    @classmethod
+    def from_config(
+        cls, model_cfg: ModelConfig, n_chans: int, n_times: int, feature_dim: int, **kwargs
+    ) -> BrainAE:
+        """Build from the ``model`` config section; ``kwargs`` (e.g. ``sfreq``) are passed on."""
+        return cls(
+            n_chans=n_chans,
+            n_times=n_times,
+            feature_dim=feature_dim,
+            embed_dim=model_cfg.embed_dim,
+            image_projection=model_cfg.image_projection,
+            backbone=model_cfg.backbone,
+            k=model_cfg.k,
+            m1=model_cfg.m1,
+            m2=model_cfg.m2,
+            s=model_cfg.s,
+            dropout=model_cfg.dropout,
+            decoder_activation=model_cfg.decoder_activation,
+            tau=model_cfg.tau,
+            learn_tau=model_cfg.learn_tau,
+            **kwargs,
+        )
+
+    @property
+    def tau(self) -> Tensor:
+        """Current InfoNCE temperature (a 0-d tensor; carries a gradient when learned)."""
+        return self.temperature()
+
+    def encode_brain(self, x: Tensor) -> Tensor:
+        """(b, n_chans, n_times) -> zb (b, embed_dim)."""
+        return self.brain_encoder(x)
+
+    def encode_image(self, f: Tensor) -> Tensor:
+        """Frozen image features (b, feature_dim) -> zi (b, embed_dim)."""
+        if f.ndim != 2 or f.shape[1] != self.feature_dim:
+            raise ValueError(f"expected image features (batch, {self.feature_dim}), got {tuple(f.shape)}")
+        return self.image_projection(f)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Shared-space embedding (b, embed_dim) -> brain activity (b, n_chans, n_times)."""
+        return self.brain_decoder(z)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """D_B(E_B(x)): fills masked channels/samples of ``x`` (BrainAE Section 4.6)."""
+        return self.decode(self.encode_brain(x))
+
+    def forward(self, x: Tensor, f: Tensor) -> dict[str, Tensor]:
+        zb = self.encode_brain(x)
+        zi = self.encode_image(f)
+        xb_from_b, xb_from_i = self.decode(torch.cat([zb, zi])).split(zb.shape[0])
+        return {"zb": zb, "zi": zi, "xb_from_b": xb_from_b, "xb_from_i": xb_from_i}
