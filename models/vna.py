@@ -135,9 +135,13 @@ class VNA(nn.Module):
     ) -> VNA:
         """Build from the ``model`` section; VNA encodes pixels, so ``feature_dim`` is unused.
 
-        ``embed_dim`` None falls back to 128; ``image_size`` may come in ``kwargs``.
+        ``embed_dim`` None falls back to 128; ``image_size`` may come in ``kwargs``, or follows
+        from ``feature_dim`` when the "features" are flattened RGB pixels (3 * size * size).
         """
-        del feature_dim
+        if feature_dim and "image_size" not in kwargs:
+            side = int(round((feature_dim / 3) ** 0.5))
+            if 3 * side * side == feature_dim:
+                kwargs["image_size"] = side
         return cls(
             n_chans=n_chans, n_times=n_times, embed_dim=model_cfg.embed_dim or 128,
             hidden=model_cfg.hidden, dropout=model_cfg.dropout, tau=model_cfg.tau,
@@ -152,6 +156,9 @@ class VNA(nn.Module):
         return self.neural_encoder(x)
 
     def encode_image(self, images: Tensor) -> Tensor:
+        """(b, 3, S, S) pixels in [0, 1], or the same flattened to (b, 3 * S * S)."""
+        if images.ndim == 2:
+            images = images.reshape(len(images), -1, self.image_size, self.image_size)
         return self.image_encoder(images)
 
     def forward(self, x: Tensor, images: Tensor) -> dict[str, Tensor]:

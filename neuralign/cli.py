@@ -158,8 +158,20 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what != "training":
-        raise NotYetAvailable("'neuralign bench latency' lands with the realtime engine issue.")
+    if args.what == "latency":
+        from neuralign.realtime.bench import format_report, latency_benchmark
+
+        bundle = Path(args.bundle or DEFAULT_DATA_DIR / "demo-bundle")
+        raw = Path(args.raw or DEFAULT_DATA_DIR / "demo-data" / "sim_test_raw.fif")
+        for p, what in ((bundle, "--bundle"), (raw, "--raw")):
+            if not p.exists():
+                raise UserError(f"{what}: {p} not found (run 'neuralign demo --headless' first, "
+                                "or pass it)")
+        res = latency_benchmark(bundle, raw, duration_s=args.duration, chunk_size=args.chunk_size,
+                                batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
+                                out=Path(args.json) if args.json else None)
+        print(format_report(res))
+        return 0
     from neuralign.offline.benchmarks import training_throughput
 
     res = training_throughput(n_chans=args.n_chans, n_times=args.n_times, batch_size=args.batch,
@@ -168,6 +180,109 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"{res['batch_size']}, {res['device']}, {res['threads']} threads): "
           f"{res['samples_per_second']:.1f} samples/s ({res['seconds_per_step'] * 1e3:.0f} ms/step)")
     return 0
+
+
+def make_source(spec: str, markers: str | None, rt, speed: float = 1.0):
+    """``lsl:NAME`` | ``lsl:source_id=ID`` | ``lsl:type=EEG`` | ``brainflow:synthetic`` |
+    ``brainflow:BOARD[:key=value,...]`` | ``file:PATH``; markers ``lsl:NAME`` (same forms)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "lsl":
+        from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+
+        marker_inlet = None
+        if markers:
+            mkind, _, mrest = markers.partition(":")
+            if mkind != "lsl":
+                raise UserError(f"--markers: expected lsl:NAME, got {markers!r}")
+            marker_inlet = LSLMarkerInlet(**_lsl_selector(mrest, "--markers"))
+        return LSLSource(**_lsl_selector(rest, "--source"), markers=marker_inlet,
+                         timeout=rt.connect_timeout_s, buffer_seconds=rt.buffer_seconds)
+    if kind == "brainflow":
+        from neuralign.realtime.sources.brainflow import BrainFlowSource
+
+        board, _, params = rest.partition(":")
+        kv = dict(p.split("=", 1) for p in params.split(",") if "=" in p)
+        return BrainFlowSource(board or "synthetic", kv, buffer_seconds=rt.buffer_seconds)
+    if kind == "file":
+        from neuralign.realtime.sources.file import FileSource
+
+        if not Path(rest).is_file():
+            raise UserError(f"--source: {rest}: file not found")
+        return FileSource(Path(rest), speed=speed, chunk_size=rt.chunk_size,
+                          buffer_seconds=rt.buffer_seconds)
+    raise UserError(f"--source: expected lsl:NAME, brainflow:BOARD or file:PATH, got {spec!r}")
+
+
+def _lsl_selector(rest: str, flag: str) -> dict:
+    if not rest:
+        raise UserError(f"{flag}: expected lsl:NAME (or lsl:source_id=ID / lsl:type=TYPE)")
+    if "=" in rest:
+        key, value = rest.split("=", 1)
+        keys = {"name": "name", "type": "stype", "source_id": "source_id"}
+        if key not in keys:
+            raise UserError(f"{flag}: expected name=, type= or source_id=, got {key!r}")
+        return {keys[key]: value}
+    return {"name": rest}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from neuralign.bundle import load_bundle
+    from neuralign.config import RealtimeConfig
+
+    if not args.headless:
+        raise NotYetAvailable("the viewer lands with the replay-and-viewer issue; use --headless")
+    bundle = load_bundle(Path(args.bundle))
+    rt = RealtimeConfig(batch_size=args.batch_size, top_k=args.top_k,
+                        max_wait_ms=args.max_wait_ms, fill_missing=args.fill_missing)
+    source = make_source(args.source, args.markers, rt, speed=args.speed)
+    recorder = None
+    from neuralign.realtime.engine import Engine
+
+    engine = Engine(bundle, source, rt, device=args.device)
+    desc = source.open()
+    if args.record:
+        from neuralign.realtime.recorder import Recorder
+
+        recorder = Recorder(Path(args.record), desc.ch_names, desc.ch_types, desc.sfreq)
+        engine.recorder = recorder
+    engine.start()
+    print(f"Decoding '{desc.name}' ({len(desc.ch_names)} ch @ {desc.sfreq:g} Hz) with "
+          f"{args.bundle}; results on LSL stream '{rt.result_stream_name}'. Ctrl-C to stop.")
+    t0 = time.monotonic()
+    next_status = t0 + args.status_every
+    shown = 0
+    try:
+        while engine.error is None:
+            time.sleep(0.1)
+            if args.verbose_results:
+                for r in list(engine.results)[shown:]:
+                    print(f"  epoch {r['epoch_id']} {r['marker']}: top-3 {r['topk_ids'][:3]}")
+                shown = len(engine.results)
+            now = time.monotonic()
+            if now >= next_status:
+                _print_status(engine)
+                next_status += args.status_every
+            if (args.n_epochs and engine.n_decoded >= args.n_epochs) or (
+                    args.duration and now - t0 >= args.duration):
+                break
+    except KeyboardInterrupt:
+        print("stopping ...")
+    finally:
+        engine.stop()
+    _print_status(engine, final=True)
+    if engine.error is not None:
+        raise UserError(f"engine stopped: {engine.error}")
+    return 0
+
+
+def _print_status(engine, final: bool = False) -> None:
+    st = engine.status()
+    lat = st["latency_ms"].get("engine_total", {})
+    lat_txt = (f"engine latency p50 {lat['p50']:.1f} ms / p99 {lat['p99']:.1f} ms"
+               if lat else "no epochs yet")
+    print(f"{'final: ' if final else ''}decoded {st['decoded']}, {lat_txt}, received "
+          f"{st['received']} samples, dropped {st['dropped']}, gaps {st['gaps']}, "
+          f"reconnects {st['reconnects']}")
 
 
 def _ensure_simulated(config, data_dir: Path, force: bool) -> None:
@@ -268,9 +383,27 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Read LSL / BrainFlow / file sources, filter causally, decode in "
         "fixed-latency batches, publish results on LSL.",
     )
-    p.add_argument("--bundle", help="model bundle directory")
-    p.add_argument("--source", help="lsl:NAME | brainflow:synthetic | brainflow:ID[:params] | file:PATH")
-    p.set_defaults(func=_not_yet("realtime engine"))
+    p.add_argument("--bundle", required=True, help="model bundle directory ('neuralign export')")
+    p.add_argument("--source", required=True,
+                   help="lsl:NAME | lsl:source_id=ID | brainflow:synthetic | "
+                   "brainflow:BOARD[:serial_port=...,ip_address=...] | file:PATH")
+    p.add_argument("--markers", help="stimulus marker stream, lsl:NAME (image id per marker); "
+                   "without markers the engine decodes a sliding window")
+    p.add_argument("--record", help="record raw input, events and results to this directory")
+    p.add_argument("--headless", action="store_true", help="no viewer; print status lines")
+    p.add_argument("--fill-missing", action="store_true",
+                   help="reconstruct a few missing channels with the model instead of refusing")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-wait-ms", type=float, default=20.0,
+                   help="deadline: the longest an epoch waits for its batch")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--speed", type=float, default=1.0, help="file: sources: replay speed factor")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--n-epochs", type=int, help="stop after this many decoded epochs")
+    p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    p.add_argument("--verbose-results", action="store_true", help="print every decoded epoch")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "view", help="open the Qt viewer of a running engine",
@@ -281,8 +414,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench", help="measure what the engine adds to latency, stage by stage",
         description="'training': BrainAE training throughput (samples/s) for a given input shape "
-        "(default the THINGS-EEG2 shape 63 x 250). 'latency': the engine's end-to-end latency "
-        "(lands with the realtime engine issue).",
+        "(default the THINGS-EEG2 shape 63 x 250). 'latency': replay a recording over LSL, "
+        "decode it live, and report end-to-end latency (consumer receive time - timestamp of "
+        "the epoch's last input sample) with p50/p95/p99/max per engine stage.",
     )
     p.add_argument("what", choices=["training", "latency"], help="what to measure")
     p.add_argument("--n-chans", type=int, default=63)
@@ -290,6 +424,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--bundle", help="latency: bundle (default: the demo's)")
+    p.add_argument("--raw", help="latency: continuous .fif with annotations to replay "
+                   "(default: the demo's simulated test session, 63 ch @ 1000 Hz, SOA 200 ms)")
+    p.add_argument("--duration", type=float, default=60.0, help="latency: seconds to replay")
+    p.add_argument("--chunk-size", type=int, default=10, help="latency: replay chunk size")
+    p.add_argument("--batch-size", type=int, default=8, help="latency: engine batch size")
+    p.add_argument("--max-wait-ms", type=float, default=20.0, help="latency: batch deadline")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

@@ -147,7 +147,10 @@ class TrainingConfig(_Section):
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     n_val_trials: int = Field(740, ge=1)
-    average_train_repetitions: bool = True
+    # True: one sample per image, the mean of its repetitions (the paper); False: every single
+    # trial; "random": each epoch, each image's sample is the mean of a random non-empty subset of
+    # its repetitions (augmentation: as many steps as averaging, the variety of single trials).
+    average_train_repetitions: bool | Literal["random"] = True
     seed: int = 2024
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False

@@ -161,3 +161,16 @@ def compute_features(
     encoder = make_encoder(spec, device)
     log.info("computing %s features for %d images", encoder.name, len(image_ids))
     return encoder.encode_files([image_files[i] for i in image_ids]).astype(np.float32)
+
+
+def pixel_features(image_files: dict[str, Path], image_ids: Sequence[str],
+                   size: int = BUILTIN_SIZE) -> np.ndarray:
+    """Flattened RGB pixels in [0, 1] at ``size`` x ``size`` (channels first): VNA's input."""
+    missing = [i for i in image_ids if i not in image_files]
+    if missing:
+        raise DataError(f"{len(missing)} images have no file (e.g. {missing[:3]}); VNA needs pixels")
+    out = np.empty((len(image_ids), 3 * size * size), np.float32)
+    for n, img in enumerate(image_ids):
+        rgb = Image.fromarray(_read_rgb(image_files[img])).resize((size, size), Image.BILINEAR)
+        out[n] = (np.asarray(rgb, np.float32) / 255.0).transpose(2, 0, 1).ravel()
+    return out

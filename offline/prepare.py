@@ -100,8 +100,15 @@ def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
         return load_simulated_continuous(Path(root), config.preprocessing)
     if root is None:
         raise UserError(f"dataset.path: expected the {ds.kind} data directory (or pass --data DIR)")
+    if ds.kind == "things_eeg2" and ds.source == "raw":
+        from neuralign.offline.preprocess import load_things_eeg2_raw_dataset
+
+        return load_things_eeg2_raw_dataset(Path(root), ds.subject, config.preprocessing)
     if ds.kind == "things_eeg2":
         from neuralign.offline.loaders.things_eeg2 import load_things_eeg2_preprocessed
+
+        log.warning("training on externally preprocessed epochs: live parity with the engine's "
+                    "causal chain is approximate (use dataset.source=raw for exact parity)")
 
         return load_things_eeg2_preprocessed(
             Path(root), subject=ds.subject, tmin=config.preprocessing.tmin,
@@ -110,11 +117,16 @@ def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
     if ds.kind == "things_meg":
         from neuralign.offline.loaders.things_meg import load_things_meg
 
-        return load_things_meg(Path(root), subject=ds.subject)
+        fif = Path(root)
+        if fif.is_dir():  # a folder: the subject's preprocessed_P{n}-epo.fif inside it
+            fif = fif / f"preprocessed_P{ds.subject}-epo.fif"
+        pre = config.preprocessing
+        return load_things_meg(fif, tmin=pre.tmin, tmax=pre.tmax)
     if ds.kind == "tvsd":
-        from neuralign.offline.loaders.tvsd import load_tvsd
+        from neuralign.offline.loaders.tvsd import load_tvsd_mua
 
-        return load_tvsd(Path(root))
+        mat = Path(root)
+        return load_tvsd_mua(mat / "THINGS_MUA_trials.mat" if mat.is_dir() else mat)
     from neuralign.offline.loaders.allen import load_allen_natural_scenes
 
     return load_allen_natural_scenes(Path(root))
@@ -122,6 +134,10 @@ def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
 
 def _features_for(config: Config, dataset: BrainDataset, ids: list[str], features: Path | None,
                   device: str) -> np.ndarray:
+    if config.model.name == "vna":
+        from neuralign.offline.image_features import pixel_features
+
+        return pixel_features(dataset.image_files, ids)  # VNA learns its image encoder from pixels
     if features is not None:
         from neuralign.offline.feature_files import load_features
 

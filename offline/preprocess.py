@@ -74,7 +74,26 @@ def group_by_image(
     return epochs[idx]
 
 
-def _read_annotated_raw(path: Path) -> tuple[np.ndarray, float, list[str], list[str], np.ndarray, list[str]]:
+def select_channels(ch_names: list[str], picks) -> list[str]:
+    """``preprocessing.picks``: 'all', 'visual' (occipital/parietal/temporal) or a name list.
+
+    Picks are applied BEFORE the causal chain, so an average reference is taken over exactly the
+    channels the model (and the live engine) uses.
+    """
+    if picks == "all":
+        return list(ch_names)
+    if picks == "visual":
+        from neuralign.offline.prepare import visual_channel_mask
+
+        return [c for c, keep in zip(ch_names, visual_channel_mask(ch_names)) if keep]
+    lower = {c.lower(): c for c in ch_names}
+    missing = [c for c in picks if c.lower() not in lower]
+    if missing:
+        raise DataError(f"preprocessing.picks: channels {missing} are not in the recording")
+    return [lower[c.lower()] for c in picks]
+
+
+def _read_annotated_raw(path: Path, picks="all") -> tuple[np.ndarray, float, list[str], list[str], np.ndarray, list[str]]:
     import mne
 
     if not path.is_file():
@@ -82,10 +101,10 @@ def _read_annotated_raw(path: Path) -> tuple[np.ndarray, float, list[str], list[
     raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
     onsets = raw.time_as_index(raw.annotations.onset - raw.first_time, use_rounding=True)
     descriptions = [str(d) for d in raw.annotations.description]
-    picks = mne.pick_types(raw.info, eeg=True, meg=True, seeg=True, misc=True, exclude=[])
-    names = [raw.ch_names[i] for i in picks]
-    types = raw.get_channel_types(picks=picks)
-    return raw.get_data(picks=picks), raw.info["sfreq"], names, types, onsets, descriptions
+    idx = mne.pick_types(raw.info, eeg=True, meg=True, seeg=True, misc=True, exclude=[])
+    names = select_channels([raw.ch_names[i] for i in idx], picks)
+    types = raw.get_channel_types(picks=names)
+    return raw.get_data(picks=names), raw.info["sfreq"], names, types, onsets, descriptions
 
 
 def load_simulated_continuous(sim_dir: Path, pre: PreprocessingConfig) -> BrainDataset:
@@ -102,7 +121,7 @@ def load_simulated_continuous(sim_dir: Path, pre: PreprocessingConfig) -> BrainD
     ch_types: list[str] = []
     times = np.array([])
     for split, fname in (("train", "sim_training_raw.fif"), ("test", "sim_test_raw.fif")):
-        data, sfreq, names, ch_types, onsets, ids = _read_annotated_raw(sim_dir / fname)
+        data, sfreq, names, ch_types, onsets, ids = _read_annotated_raw(sim_dir / fname, pre.picks)
         epochs, times, _, kept = epochs_from_continuous(data, sfreq, names, onsets, pre)
         kept_ids = [img for img, k in zip(ids, kept) if k]
         order = [str(r["image_id"]) for r in rows[split]]
@@ -126,3 +145,52 @@ def _modality(ch_types: list[str]) -> str:
     if any(t in ("mag", "grad") for t in ch_types):
         return "meg"
     return "eeg" if "eeg" in ch_types else "mua"
+
+
+def load_things_eeg2_raw_dataset(root: Path, subject: int, pre: PreprocessingConfig) -> BrainDataset:
+    """Re-preprocess THINGS-EEG2 raw sessions with neuralign's causal chain (exact live parity).
+
+    Each session is filtered on its own from its first sample (as a live session would be), epochs
+    are cut at the stim-channel events (target trials 99999 already dropped by the loader; the
+    event code is the 1-based image condition), then repetitions are grouped per image.
+    """
+    import mne
+
+    from neuralign.offline.loaders.things_eeg2 import (
+        _metadata,
+        find_image_set,
+        find_things_eeg2_raw,
+        load_things_eeg2_raw,
+    )
+
+    root = Path(root)
+    parts = {}
+    ch_names: list[str] = []
+    times = np.array([])
+    for part in ("training", "test"):
+        epochs_all, codes = [], []
+        for path in find_things_eeg2_raw(root, subject, part):
+            raw, events = load_things_eeg2_raw(path)
+            raw.pick(mne.pick_types(raw.info, eeg=True, exclude=[]))
+            ch_names = select_channels(raw.ch_names, pre.picks)
+            ep, times, _, kept = epochs_from_continuous(
+                raw.get_data(picks=ch_names), raw.info["sfreq"], ch_names,
+                events[:, 0] - raw.first_samp, pre)
+            epochs_all.append(ep)
+            codes += [int(c) for c, k in zip(events[:, 2], kept) if k]
+        parts[part] = (np.concatenate(epochs_all), codes)
+    n_train = max(parts["training"][1])
+    n_test = max(parts["test"][1])
+    tr_ids, tr_con, te_ids, te_con, files, templates = _metadata(
+        find_image_set(root), n_train, n_test)
+    splits = {}
+    for part, ids, con in (("training", tr_ids, tr_con), ("test", te_ids, te_con)):
+        ep, codes = parts[part]
+        labels = [ids[c - 1] for c in codes]
+        splits[part] = SplitData(group_by_image(ep, labels, ids), ids, con)
+    return BrainDataset(
+        train=splits["training"], test=splits["test"], ch_names=ch_names,
+        ch_types=["eeg"] * len(ch_names), sfreq=float(1.0 / (times[1] - times[0])), times=times,
+        modality="eeg", image_files=files, template_ids=templates,
+        provenance="neuralign-causal", source=str(root),
+    )

@@ -66,14 +66,22 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def model_inputs(prep: Prepared, index: np.ndarray, average: bool) -> tuple[np.ndarray, np.ndarray]:
+def model_inputs(prep: Prepared, index: np.ndarray, average: bool | str,
+                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Brain epochs and their image features for the given training images.
 
-    ``average``: one sample per image (mean over repetitions, as the paper); otherwise one sample
-    per repetition (more, noisier samples - closer to what a live single-trial session sees).
+    ``average`` True: one sample per image (mean over repetitions, as the paper); False: one
+    sample per repetition; "random": per image, the mean of a random non-empty subset of its
+    repetitions (drawn anew each call, i.e. each epoch).
     """
     x = prep.x_train[index]
     f = prep.f_train[index]
+    if average == "random":
+        rng = rng or np.random.default_rng(0)
+        mask = rng.random(x.shape[:2]) < rng.random((x.shape[0], 1))
+        mask[np.arange(len(mask)), rng.integers(0, x.shape[1], len(mask))] = True
+        w = (mask / mask.sum(axis=1, keepdims=True)).astype(np.float32)
+        return np.einsum("nr,nrct->nct", w, x, optimize=True), f
     if average:
         return x.mean(axis=1), f
     n, r = x.shape[:2]
@@ -151,9 +159,9 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     use_amp = tr.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    x_fit, f_fit = model_inputs(prep, prep.fit_index, tr.average_train_repetitions)
-    x_val, f_val = model_inputs(prep, prep.val_index, True)
     gen = np.random.default_rng(tr.seed)
+    x_fit, f_fit = model_inputs(prep, prep.fit_index, tr.average_train_repetitions, gen)
+    x_val, f_val = model_inputs(prep, prep.val_index, True)
     batch = min(tr.batch_size, len(x_fit))
     history: list[dict] = []
     best = {"val_total": float("inf"), "epoch": -1}
@@ -163,6 +171,8 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
                disable=not (progress and dist_info.is_main))
     for epoch in bar:
         model.train()
+        if tr.average_train_repetitions == "random" and epoch > 0:
+            x_fit, f_fit = model_inputs(prep, prep.fit_index, "random", gen)
         perm = gen.permutation(len(x_fit))
         sums: dict[str, float] = {}
         n_seen = 0

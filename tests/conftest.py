@@ -8,3 +8,53 @@ os.environ["LSLAPICFG"] = str(_LSL_CFG)  # the suite never uses a user's LSL con
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MNE_DONTWRITE_HOME", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+
+TINY_SIM = {
+    "n_train_concepts": 10, "images_per_train_concept": 3, "train_repetitions": 2,
+    "n_test_concepts": 6, "test_repetitions": 4, "template_images_per_test_concept": 2,
+    "sfreq": 500.0, "soa": 0.2, "soa_jitter": 0.02, "snr": 1.0, "seed": 7,
+}
+# Overrides that make a training run take seconds (the shapes stay the paper's).
+FAST_TRAIN = ["training.epochs=2", "training.batch_size=16", "training.n_val_trials=4",
+              "model.k=8"]
+
+
+def tiny_config(tmp_root: Path, overrides: list[str] | None = None):
+    """The demo config with the tiny simulator settings, written next to the data."""
+    import yaml
+
+    from neuralign.config import dump_config, load_config
+
+    sets = [f"dataset.simulation.{k}={v}" for k, v in TINY_SIM.items()] + (overrides or [])
+    cfg = load_config("demo", sets)
+    path = tmp_root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(dump_config(cfg)))
+    return cfg, path
+
+
+@pytest.fixture(scope="session")
+def tiny_sim(tmp_path_factory):
+    """A small simulated dataset shared by the offline tests: (config, config path, data dir)."""
+    from neuralign.offline.simulator import simulate
+
+    root = tmp_path_factory.mktemp("tiny_sim")
+    cfg, path = tiny_config(root)
+    simulate(cfg.dataset.simulation, root / "data", preprocessing=cfg.preprocessing)
+    return cfg, path, root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_sim, tmp_path_factory):
+    """A tiny BrainAE trained on ``tiny_sim`` and exported: (bundle dir, data dir)."""
+    from neuralign.config import load_config
+    from neuralign.offline.runs import export_run
+    from neuralign.offline.train import run_training
+
+    _, cfg_path, data = tiny_sim
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    cfg = load_config(cfg_path, FAST_TRAIN)
+    run_training(cfg, root / "run", data, None, progress=False)
+    export_run(root / "run", root / "bundle")
+    return root / "bundle", data

@@ -1,0 +1,44 @@
+"""Offline single-trial decoding of a continuous recording with a bundle: the parity reference.
+
+This is what the realtime engine must reproduce trial by trial: the bundle's causal chain over the
+whole recording from its first sample, epochs cut at the annotation onsets, the frozen noise
+normaliser, the encoder, and cosine top-k over the bundle's template bank.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuralign.bundle import Bundle
+from neuralign.config import PreprocessingConfig
+from neuralign.offline.mvnn import NoiseNormalizer
+from neuralign.offline.preprocess import epochs_from_continuous
+
+
+def decode_recording(bundle: Bundle, raw_path: Path, top_k: int = 5) -> list[dict]:
+    """One dict per annotated stimulus: ``marker``, ``onset_sample``, ``topk_ids``, ``topk_scores``."""
+    import mne
+
+    raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
+    raw.pick(bundle.ch_names)
+    onsets = raw.time_as_index(raw.annotations.onset - raw.first_time, use_rounding=True)
+    labels = [str(d) for d in raw.annotations.description]
+    pre = PreprocessingConfig(**bundle.manifest["preprocessing"])
+    epochs, _, _, kept = epochs_from_continuous(raw.get_data(), raw.info["sfreq"], bundle.ch_names,
+                                                onsets, pre)
+    x = NoiseNormalizer.from_dict(bundle.manifest["noise_normalization"]).apply(epochs)
+    model = bundle.build_model()
+    bank = torch.from_numpy(bundle.template_embeddings)
+    with torch.inference_mode():
+        z = torch.nn.functional.normalize(model.encode_brain(torch.from_numpy(
+            np.ascontiguousarray(x, np.float32))), dim=-1)
+        scores, idx = (z @ bank.T).topk(min(top_k, len(bank)), dim=1)
+    kept_onsets = np.asarray(onsets)[kept]
+    kept_labels = [lab for lab, k in zip(labels, kept) if k]
+    ids = bundle.template_ids
+    return [{"marker": lab, "onset_sample": int(o), "topk_ids": [ids[j] for j in row],
+             "topk_scores": sc} for lab, o, row, sc in
+            zip(kept_labels, kept_onsets, idx.tolist(), scores.tolist())]

@@ -1,0 +1,62 @@
+"""Latency instrumentation: per-epoch stage times -> running p50/p95/p99/max (DESIGN.md).
+
+End-to-end latency of one epoch = (local LSL clock when its result is received by an LSL consumer)
+- (LSL timestamp of the last input sample the epoch needed). Inside the engine we measure up to
+publication; a consumer adds its receive time (see ``neuralign bench latency``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+# stage name -> (from, to) stage keys in Epoch.stages; 'sample' is the last input sample's timestamp
+STAGES = {
+    "acquire": ("sample", "acquired"),
+    "filter": ("acquired", "filtered"),
+    "epoch": ("filtered", "epoched"),
+    "normalize": ("epoched", "normalized"),
+    "wait_in_batch": ("normalized", "batch_start"),
+    "inference": ("batch_start", "inferred"),
+    "publish": ("inferred", "published"),
+    "engine_total": ("sample", "published"),
+}
+
+
+def stage_durations(stages: dict[str, float]) -> dict[str, float]:
+    """Milliseconds spent in each stage of one epoch (missing stages are skipped)."""
+    out = {}
+    for name, (a, b) in STAGES.items():
+        if a in stages and b in stages:
+            out[name] = 1e3 * (stages[b] - stages[a])
+    return out
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
+
+
+class LatencyStats:
+    """Thread-safe running window of per-epoch stage durations (ms)."""
+
+    def __init__(self, window: int = 10000):
+        self._rows: deque[dict[str, float]] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add(self, stages: dict[str, float]) -> dict[str, float]:
+        d = stage_durations(stages)
+        with self._lock:
+            self._rows.append(d)
+        return d
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            rows = list(self._rows)
+        return {name: summarize([r[name] for r in rows if name in r]) for name in STAGES
+                if any(name in r for r in rows)}

@@ -1,0 +1,79 @@
+"""A preallocated ring buffer of samples and their timestamps, addressed by GLOBAL sample index.
+
+The writer (one acquisition thread) appends; readers ask for ``[start, stop)`` in global indices
+(sample 0 = the first sample ever received) and get a copy, or None if the range is not (or no
+longer) in the buffer. Nothing is ever reallocated or rolled, so acquisition cost is constant.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+class RingBuffer:
+    def __init__(self, n_channels: int, capacity: int, dtype=np.float32):
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.n_channels, self.capacity = n_channels, capacity
+        self._data = np.zeros((n_channels, capacity), dtype=dtype)
+        self._ts = np.zeros(capacity, dtype=np.float64)
+        self._n = 0  # total samples ever written
+        self._lock = threading.Lock()
+
+    @property
+    def n_written(self) -> int:
+        return self._n
+
+    @property
+    def first_available(self) -> int:
+        return max(0, self._n - self.capacity)
+
+    def write(self, data: np.ndarray, timestamps: np.ndarray) -> None:
+        """Append (channels, n) samples with their (n,) timestamps."""
+        n = data.shape[1]
+        if n == 0:
+            return
+        if data.shape[0] != self.n_channels or len(timestamps) != n:
+            raise ValueError(f"expected ({self.n_channels}, n) + n timestamps, got {data.shape}, "
+                             f"{len(timestamps)}")
+        if n > self.capacity:
+            data, timestamps = data[:, -self.capacity:], timestamps[-self.capacity:]
+            with self._lock:
+                self._n += n - self.capacity
+            n = self.capacity
+        with self._lock:
+            start = self._n % self.capacity
+            first = min(n, self.capacity - start)
+            self._data[:, start:start + first] = data[:, :first]
+            self._ts[start:start + first] = timestamps[:first]
+            if first < n:
+                self._data[:, : n - first] = data[:, first:]
+                self._ts[: n - first] = timestamps[first:]
+            self._n += n
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Copy of samples [start, stop) and their timestamps, or None if not available."""
+        with self._lock:
+            if start < self.first_available or stop > self._n or stop < start:
+                return None
+            idx = np.arange(start, stop) % self.capacity
+            return self._data[:, idx].copy(), self._ts[idx].copy()
+
+    def index_of_time(self, t: float) -> int | None:
+        """Global index of the sample whose timestamp is nearest to ``t`` (None if outside)."""
+        with self._lock:
+            lo, hi = self.first_available, self._n
+            if hi == lo:
+                return None
+            idx = np.arange(lo, hi) % self.capacity
+            ts = self._ts[idx]
+        if t < ts[0] - 1.0 or t > ts[-1] + 1.0:
+            return None
+        j = int(np.searchsorted(ts, t))
+        if j == len(ts):
+            j -= 1
+        elif j > 0 and abs(ts[j - 1] - t) <= abs(ts[j] - t):
+            j -= 1
+        return lo + j

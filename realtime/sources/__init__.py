@@ -1,0 +1,1 @@
+"""Acquisition sources: LSL, BrainFlow, in-process file replay. One interface (``Source``)."""

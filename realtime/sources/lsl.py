@@ -1,0 +1,388 @@
+"""LSL acquisition: a data inlet into the ring buffer, gap detection, reconnection, marker inlets.
+
+Timestamps are the sender's, untouched: no ``proc_dejitter`` (it smooths timestamps with a
+regression, so a sample's time would no longer be the time the sender stamped, and markers stamped
+with the exact onset-sample time would stop matching the samples they refer to — the engine's
+online/offline parity depends on that match). Clock synchronisation is applied only when the
+outlet runs on another host (``clock_sync='auto'``): on this host both ends read the same clock, so
+the true offset is exactly 0, while liblsl's estimate is biased by tens of microseconds of
+asymmetric loopback latency (-32 us measured here) and differs between the data and the marker
+inlet. ``clock_sync='lsl'`` forces ``proc_clocksync``, ``'none'`` disables it.
+
+Reconnection is done here rather than by liblsl (``recover=False``): liblsl's silent recovery hides
+the outage from us (no gap, no event) and destroying an inlet while it is recovering has crashed
+liblsl (sccn/liblsl#220).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pylsl
+
+from neuralign.errors import UserError
+from neuralign.realtime.lsl import (
+    LostError,
+    channel_names,
+    channel_types,
+    describe,
+    is_local,
+    local_clock,
+    quote_xpath,
+    resolve_stream,
+)
+from neuralign.realtime.sources.base import Marker, Source, SourceHealth, StreamDescription
+
+log = logging.getLogger(__name__)
+
+#: Per-call wait of a pull: bounds the acquisition loop's latency and its reaction to stop().
+PULL_WAIT_S = 0.005
+#: Inlet transmission chunk (samples). Small so the sender's chunking cannot add lag (0 would
+#: inherit the sender's chunk size; a 1200-sample sender chunk once caused 20 s of lag).
+MAX_CHUNKLEN = 32
+#: Inlet-side queue in seconds: a slow consumer loses nothing for this long.
+MAX_BUFLEN_S = 360
+#: ``health.events`` keeps the most recent this many entries.
+MAX_EVENTS = 500
+_NUMPY_DTYPES = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64,
+                 pylsl.cf_int32: np.int32, pylsl.cf_int16: np.int16, pylsl.cf_int8: np.int8,
+                 pylsl.cf_int64: np.int64}
+
+
+def _processing_flags(info: pylsl.StreamInfo, clock_sync: str) -> int:
+    if clock_sync not in ("auto", "lsl", "none"):
+        raise ValueError(f"clock_sync must be 'auto', 'lsl' or 'none', got {clock_sync!r}")
+    if clock_sync == "lsl" or (clock_sync == "auto" and not is_local(info)):
+        return pylsl.proc_clocksync
+    return 0
+
+
+def _find(name: str | None, stype: str | None, source_id: str | None, timeout: float,
+          regular: bool) -> pylsl.StreamInfo | None:
+    """Quiet resolve for reconnection: None instead of a UserError (no stream listing)."""
+    clauses = [f"{k}={quote_xpath(v)}" for k, v in (("name", name), ("type", stype),
+                                         ("source_id", source_id)) if v is not None]
+    clauses.append("nominal_srate>0" if regular else "nominal_srate=0")
+    found = pylsl.resolve_bypred(" and ".join(clauses), 1, timeout)
+    return found[0] if found else None
+
+
+def check_timestamps(prev: float | None, ts: np.ndarray, sfreq: float
+                     ) -> tuple[int, int, list[str]]:
+    """Count discontinuities in ``ts`` (preceded by ``prev``) against the nominal rate.
+
+    A forward step larger than 1.5 periods is one gap with ``round(step * sfreq) - 1`` samples
+    missing; a step backwards is one gap with nothing counted as dropped (the sender restarted
+    or its clock was reset). Returns ``(n_gaps, n_dropped, descriptions)``.
+    """
+    if len(ts) == 0 or sfreq <= 0:
+        return 0, 0, []
+    steps = np.diff(ts) if prev is None else np.diff(ts, prepend=prev)
+    period = 1.0 / sfreq
+    fwd = np.flatnonzero(steps > 1.5 * period)
+    back = np.flatnonzero(steps < 0)
+    n_dropped, events = 0, []
+    for i in fwd:
+        missing = int(round(steps[i] * sfreq)) - 1
+        n_dropped += missing
+        events.append(f"gap: timestamps jump {steps[i] * 1e3:.1f} ms forward "
+                      f"(~{missing} samples missing) at t={ts[i]:.4f}")
+    for i in back:
+        events.append(f"gap: timestamps go back {-steps[i] * 1e3:.1f} ms at t={ts[i]:.4f}")
+    return len(fwd) + len(back), n_dropped, events
+
+
+class LSLMarkerInlet:
+    """Stimulus markers from an LSL stream, as :class:`Marker` (local-clock timestamps).
+
+    Accepts the two encodings met in practice: string streams (type ``Markers``; the first
+    non-empty channel is the label) and mne-lsl ``PlayerLSL`` annotation streams, which are either
+    strings (``annotations_encoding='string'``) or one float channel per annotation description
+    (``'one-hot'``: a non-zero value on channel k means "annotation named like channel k"). A
+    single-channel numeric trigger stream gives the value itself (``"3"`` for 3.0).
+
+    ``offset_s`` is added to every timestamp: mne-lsl's player stamps annotations one sample
+    before the data sample they belong to, so ``offset_s=1/sfreq`` realigns those.
+    """
+
+    def __init__(self, name: str | None = None, stype: str | None = None,
+                 source_id: str | None = None, timeout: float = 5.0, clock_sync: str = "auto",
+                 offset_s: float = 0.0):
+        if name is None and stype is None and source_id is None:
+            stype = "Markers"
+        self.name, self.stype, self.source_id = name, stype, source_id
+        self.timeout, self.clock_sync, self.offset_s = timeout, clock_sync, offset_s
+        self._inlet: pylsl.StreamInlet | None = None
+        self._labels: list[str] = []
+        self._string = True
+        self._one_hot = False
+        self.connected = False
+        self._next_retry = 0.0
+
+    def open(self) -> None:
+        """Resolve and connect; :class:`UserError` when the stream is not found in time."""
+        info = resolve_stream(self.name, self.stype, self.source_id, self.timeout, regular=False)
+        self._attach(info)
+
+    def _attach(self, info: pylsl.StreamInfo) -> None:
+        inlet = pylsl.StreamInlet(info, max_buflen=MAX_BUFLEN_S, max_chunklen=1, recover=False,
+                                  processing_flags=_processing_flags(info, self.clock_sync))
+        inlet.open_stream(self.timeout)
+        full = inlet.info(self.timeout)
+        self._string = full.channel_format() == pylsl.cf_string
+        self._labels = channel_names(full)
+        self._one_hot = not self._string and (full.type().lower() == "annotations"
+                                              or full.channel_count() > 1)
+        if self.source_id is None and full.source_id():
+            self.source_id = full.source_id()  # reconnect to the same sender, not any "Markers"
+        self._inlet = inlet
+        self.connected = True
+        log.info("marker inlet connected: %s (%s, %d ch, %s)", full.name(), full.type(),
+                 full.channel_count(), "one-hot" if self._one_hot else
+                 ("string" if self._string else "numeric"))
+
+    def pull(self) -> list[Marker]:
+        """Markers available now (never waits). Tries to reconnect every 0.5 s when lost."""
+        if self._inlet is None:
+            now = time.monotonic()
+            if now >= self._next_retry:
+                self._next_retry = now + 0.5
+                info = _find(self.name, self.stype, self.source_id, 0.05, regular=False)
+                if info is not None:
+                    self._attach(info)
+            if self._inlet is None:
+                return []
+        try:
+            samples, stamps = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
+        except LostError:
+            log.warning("marker stream %s lost; will keep trying to reconnect",
+                        describe(self.name, self.stype, self.source_id))
+            self._inlet, self.connected = None, False
+            return []
+        now = local_clock()
+        out = []
+        for sample, t in zip(samples, stamps):
+            for value in self._decode(sample):
+                out.append(Marker(timestamp=t + self.offset_s, value=value, received=now))
+        return out
+
+    def _decode(self, sample: Sequence) -> list[str]:
+        if self._string:
+            vals = [str(v) for v in sample if str(v) != ""]
+            return vals[:1]
+        if self._one_hot:
+            return [self._labels[k] for k, v in enumerate(sample) if v != 0]
+        v = float(sample[0])
+        return [str(int(v)) if v.is_integer() else repr(v)] if v != 0 else []
+
+    def close(self) -> None:
+        self._inlet, self.connected = None, False
+
+
+class LSLSource(Source):
+    """A live LSL stream (resolved by name / type / source_id) acquired into the ring buffer.
+
+    One acquisition thread pulls at most :data:`PULL_WAIT_S` per call with ``min_samples=1`` so a
+    sample is in the buffer ~as soon as it arrives, into a preallocated numpy array (no Python
+    lists). Markers from ``markers`` are polled in the same thread (no extra thread to stop).
+    """
+
+    def __init__(self, name: str | None = None, stype: str | None = None,
+                 source_id: str | None = None, markers: LSLMarkerInlet | None = None,
+                 timeout: float = 5.0, buffer_seconds: float = 30.0,
+                 expected_sfreq: float | None = None,
+                 expected_channels: int | Sequence[str] | None = None,
+                 clock_sync: str = "auto", reconnect_interval: float = 0.5,
+                 stall_timeout: float = 1.0, max_pull: int = 1024):
+        super().__init__(buffer_seconds)
+        self.name, self.stype, self.source_id = name, stype, source_id
+        self.marker_inlet = markers
+        self.has_markers = markers is not None  # the engine epochs on markers, else slides
+        self.timeout = timeout
+        self.expected_sfreq, self.expected_channels = expected_sfreq, expected_channels
+        self.clock_sync = clock_sync
+        self.reconnect_interval, self.stall_timeout = reconnect_interval, stall_timeout
+        self.max_pull = max_pull
+        self._inlet: pylsl.StreamInlet | None = None
+        self._pull_buf: np.ndarray | None = None
+        self._last_ts: float | None = None
+        self._last_data = 0.0  # monotonic time of the last received chunk
+        self._stall_reported = False
+        self._next_retry = 0.0
+        self._after_reconnect = False
+        self._sfreq = 0.0
+        self._n_channels = 0
+        self._last_warning = -1e9
+
+    # --- connection ---------------------------------------------------------------------------
+    def _query(self) -> str:
+        return describe(self.name, self.stype, self.source_id)
+
+    def _open_inlet(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
+        inlet = pylsl.StreamInlet(info, max_buflen=MAX_BUFLEN_S, max_chunklen=MAX_CHUNKLEN,
+                                  recover=False,
+                                  processing_flags=_processing_flags(info, self.clock_sync))
+        inlet.open_stream(self.timeout)
+        return inlet, inlet.info(self.timeout)
+
+    def _validate(self, full: pylsl.StreamInfo) -> None:
+        """UserError naming the stream, what was expected and what it has."""
+        label = f"LSL stream {full.name()!r} ({self._query()})"
+        if full.nominal_srate() <= 0:
+            raise UserError(f"{label} has an irregular rate; a data stream needs a nominal "
+                            "sampling rate (marker streams go to LSLMarkerInlet)")
+        if full.channel_format() not in _NUMPY_DTYPES:
+            raise UserError(f"{label} carries strings; a data stream must be numeric")
+        if self.expected_sfreq is not None and abs(full.nominal_srate()
+                                                   - self.expected_sfreq) > 1e-6:
+            raise UserError(f"{label}: expected sampling rate {self.expected_sfreq:g} Hz, "
+                            f"got {full.nominal_srate():g} Hz")
+        exp = self.expected_channels
+        if exp is not None:
+            n_exp = exp if isinstance(exp, int) else len(exp)
+            if full.channel_count() != n_exp:
+                raise UserError(f"{label}: expected {n_exp} channels, got "
+                                f"{full.channel_count()}")
+            names = channel_names(full)
+            if not isinstance(exp, int) and names[0] != "ch0" and list(exp) != names:
+                missing = [c for c in exp if c not in names]
+                raise UserError(f"{label}: expected channels {list(exp)}, got {names}"
+                                + (f" (missing: {missing})" if missing else " (order differs)"))
+
+    def _connect(self) -> StreamDescription:
+        info = resolve_stream(self.name, self.stype, self.source_id, self.timeout, regular=True)
+        inlet, full = self._open_inlet(info)
+        try:
+            self._validate(full)
+        except UserError:
+            del inlet
+            raise
+        self._inlet = inlet
+        if self.source_id is None and full.source_id():
+            self.source_id = full.source_id()  # reconnect to this sender only
+        self._sfreq = full.nominal_srate()
+        self._n_channels = full.channel_count()
+        self._pull_buf = np.zeros((self.max_pull, self._n_channels),
+                                  dtype=_NUMPY_DTYPES[full.channel_format()])
+        self._last_data = time.monotonic()
+        if self.marker_inlet is not None and self.marker_inlet._inlet is None:
+            try:
+                self.marker_inlet.open()
+            except Exception:
+                self._inlet = None
+                raise
+        self.health = SourceHealth(connected=True)
+        log.info("LSL source connected: %s (%d ch @ %g Hz, host %s, clock sync %s)", full.name(),
+                 self._n_channels, self._sfreq, full.hostname(),
+                 "on" if _processing_flags(full, self.clock_sync) else "off (same host)")
+        return StreamDescription(name=full.name(), stype=full.type(), sfreq=self._sfreq,
+                                 ch_names=channel_names(full), ch_types=channel_types(full),
+                                 source_id=full.source_id())
+
+    def _event(self, msg: str, level: int = logging.INFO) -> None:
+        """Record ``msg`` in ``health.events`` (last :data:`MAX_EVENTS`) and log it; repeated
+        warnings within a second go to DEBUG so a jittery sender cannot flood the log."""
+        events = self.health.events
+        events.append(msg)
+        if len(events) > MAX_EVENTS:
+            del events[: len(events) - MAX_EVENTS]
+        now = time.monotonic()
+        if level >= logging.WARNING and now - self._last_warning < 1.0 and level < logging.ERROR:
+            level = logging.DEBUG
+        elif level >= logging.WARNING:
+            self._last_warning = now
+        log.log(level, "%s: %s", self._query(), msg)
+
+    def _mark_lost(self, reason: str) -> None:
+        self._inlet = None  # inlet only: we own no outlet
+        self.health.connected = False
+        self.health.last_error = reason
+        self._next_retry = time.monotonic()
+        self._event(f"disconnected ({reason}) after {self.health.n_received} samples; "
+                    "trying to reconnect", logging.WARNING)
+
+    def _try_reconnect(self) -> None:
+        now = time.monotonic()
+        if now < self._next_retry:
+            self._stop.wait(min(self._next_retry - now, PULL_WAIT_S * 10))
+            return
+        self._next_retry = now + self.reconnect_interval
+        info = _find(self.name, self.stype, self.source_id, min(0.2, self.reconnect_interval),
+                     regular=True)
+        if info is None:
+            return
+        try:
+            inlet, full = self._open_inlet(info)
+        except Exception as exc:  # the sender vanished again while we connected
+            self.health.last_error = repr(exc)
+            return
+        if full.channel_count() != self._n_channels or abs(full.nominal_srate()
+                                                           - self._sfreq) > 1e-6:
+            self.health.last_error = (f"stream came back with {full.channel_count()} ch @ "
+                                      f"{full.nominal_srate():g} Hz, expected {self._n_channels} "
+                                      f"ch @ {self._sfreq:g} Hz; not reconnecting")
+            self._event(self.health.last_error, logging.ERROR)
+            return
+        self._inlet = inlet
+        self.health.connected = True
+        self.health.n_reconnects += 1
+        self._after_reconnect = True
+        self._last_data = time.monotonic()
+        self._stall_reported = False
+        self._event(f"reconnected (#{self.health.n_reconnects})")
+
+    # --- acquisition --------------------------------------------------------------------------
+    def _acquire_once(self) -> None:
+        if self.marker_inlet is not None:
+            for m in self.marker_inlet.pull():
+                self.markers.append(m)
+        if self._inlet is None:
+            self._try_reconnect()
+            return
+        try:
+            samples, ts = self._inlet.pull_chunk(timeout=PULL_WAIT_S, max_samples=self.max_pull,
+                                                 dest_obj=self._pull_buf, min_samples=1,
+                                                 as_numpy=True)
+        except LostError:
+            self._mark_lost("stream lost")
+            return
+        n = len(ts)
+        if n == 0:
+            self._check_stall()
+            return
+        self._last_data = time.monotonic()
+        self._stall_reported = False
+        gaps, dropped, events = check_timestamps(self._last_ts, ts, self._sfreq)
+        if self._after_reconnect:
+            self._after_reconnect = False
+            if gaps == 0:
+                gaps, events = 1, [f"gap: reconnected at t={ts[0]:.4f}"]
+        if gaps:
+            self.health.n_gaps += gaps
+            self.health.n_dropped += dropped
+            for e in events:
+                self._event(e, logging.WARNING)
+        self.buffer.write(samples.T, ts)
+        self._last_ts = float(ts[-1])
+        self.health.n_received += n
+
+    def _check_stall(self) -> None:
+        """No data for a while: find out whether the sender is gone (then reconnect) or paused."""
+        quiet = time.monotonic() - self._last_data
+        limit = max(self.stall_timeout, 10.0 / self._sfreq)
+        if quiet < limit or self._stall_reported:
+            return
+        self._stall_reported = True
+        if _find(self.name, self.stype, self.source_id, 0.3, regular=True) is None:
+            self._mark_lost(f"no data for {quiet:.1f} s and the stream is no longer visible")
+        else:
+            self._event(f"no data for {quiet:.1f} s (sender paused; stream still visible)",
+                        logging.WARNING)
+
+    def _disconnect(self) -> None:
+        if self.marker_inlet is not None:
+            self.marker_inlet.close()
+        self._inlet = None
