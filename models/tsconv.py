@@ -13,7 +13,7 @@ decoder (b, embed_dim)
     -> spatial   ConvTranspose2d(k, k, (C, 1)) + BN + ELU  (b, k, C, T')
     -> upsample  (nearest) to an explicit (C, T - m1 + 1) (b, k, C, T - m1 + 1)
     -> temporal  ConvTranspose2d(k, 1, (1, m1))        (b, 1, C, T) -> (b, C, T)
-    -> optional tanh (off by default)
+    -> + output_bias (C, T), the intercept; optional tanh (off by default)
 
 BN/ELU placement: the paper says "convolutional layers are followed by batch normalization and
 ELU" without fixing where the pooling sits; we pool right after the temporal conv and then apply
@@ -170,10 +170,15 @@ class TSConvDecoder(nn.Module):
         )
         self.temporal = nn.ConvTranspose2d(k, 1, (1, m1), stride=(1, 1))
         self.activation = nn.Tanh() if activation == "tanh" else nn.Identity()
+        # A (C, T) intercept: the response common to all images. The trainer initialises it to
+        # the mean training epoch, so the conv path only has to learn what depends on the image
+        # (a ridge encoder has the same intercept). Without it the decoder spent most of a CPU
+        # training budget re-learning the average ERP and stayed below it.
+        self.output_bias = nn.Parameter(torch.zeros(n_chans, n_times))
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.upsample(self.spatial(self.unflatten(self.head(z))))
-        return self.activation(self.temporal(h).squeeze(1))
+        return self.activation(self.temporal(h).squeeze(1) + self.output_bias)
 
     def layer_shapes(self, batch_size: int = 1) -> OrderedDict[str, tuple]:
         """Output shape of each stage for a zero input (documents Table 7; used by tests)."""

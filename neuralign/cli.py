@@ -202,7 +202,11 @@ def make_source(spec: str, markers: str | None, rt, speed: float = 1.0):
 
         board, _, params = rest.partition(":")
         kv = dict(p.split("=", 1) for p in params.split(",") if "=" in p)
-        return BrainFlowSource(board or "synthetic", kv, buffer_seconds=rt.buffer_seconds)
+        if markers not in (None, "board"):
+            raise UserError(f"--markers: a BrainFlow source takes its markers from the board's "
+                            f"marker row: use --markers board (got {markers!r})")
+        return BrainFlowSource(board or "synthetic", kv, buffer_seconds=rt.buffer_seconds,
+                               markers=markers == "board")
     if kind == "file":
         from neuralign.realtime.sources.file import FileSource
 
@@ -283,6 +287,50 @@ def _print_status(engine, final: bool = False) -> None:
     print(f"{'final: ' if final else ''}decoded {st['decoded']}, {lat_txt}, received "
           f"{st['received']} samples, dropped {st['dropped']}, gaps {st['gaps']}, "
           f"reconnects {st['reconnects']}")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import uuid
+
+    from neuralign.realtime.replay import LSLReplayer
+    from neuralign.realtime.replay_sources import load_timeline
+
+    tl = load_timeline(Path(args.path), soa=args.soa, split=args.split)
+    data, names, types = tl.data, tl.ch_names, tl.ch_types
+    if args.picks:
+        wanted = [c.strip() for c in args.picks.split(",") if c.strip()]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise UserError(f"--picks: channels {missing} are not in {args.path}")
+        idx = [names.index(c) for c in wanted]
+        data, names, types = data[idx], wanted, [types[i] for i in idx]
+    start = int(round(args.start * tl.sfreq))
+    if start >= data.shape[1]:
+        raise UserError(f"--start: {args.start} s is past the end ({data.shape[1] / tl.sfreq:.1f} s)")
+    data = data[:, start:]
+    events = [(o - start, lab) for o, lab in tl.events if o >= start]
+    sid = args.source_id or uuid.uuid4().hex
+    speed = float("inf") if args.speed <= 0 else args.speed
+    rep = LSLReplayer(data, tl.sfreq, names, types, events=events, name=args.name,
+                      stype=args.type, source_id=sid, marker_name=args.marker_name,
+                      chunk_size=args.chunk_size, speed=speed, loop=args.loop,
+                      wait_for_consumers=args.wait)
+    rep.start()
+    print(f"Replaying {tl.description}: {len(names)} ch @ {tl.sfreq:g} Hz, {len(events)} events, "
+          f"{data.shape[1] / tl.sfreq:.1f} s at speed {args.speed:g}{' (looping)' if args.loop else ''}")
+    print(f"  data stream '{args.name}' (type {args.type}, source_id {sid}); markers "
+          f"'{rep.marker_name}' (type Markers). Ctrl-C to stop.")
+    try:
+        while not rep.wait_done(0.5):
+            pass
+        if rep.error is not None:
+            raise UserError(f"replay failed: {rep.error}")
+        print(f"done: {rep.n_sent} samples sent")
+    except KeyboardInterrupt:
+        print("stopping ...")
+    finally:
+        rep.stop()
+    return 0
 
 
 def _ensure_simulated(config, data_dir: Path, force: bool) -> None:
@@ -375,8 +423,24 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Stream a .fif/.edf/.bdf/.vhdr/.set recording, a THINGS-EEG2 file or a "
         "neuralign recording over LSL (local host by default), with a marker stream.",
     )
-    p.add_argument("path", nargs="?", help="file to replay")
-    p.set_defaults(func=_not_yet("replay and viewer"))
+    p.add_argument("path", help="recording (.fif/.edf/.bdf/.vhdr/.set), THINGS-EEG2 "
+                   "raw_eeg_*.npy / preprocessed_eeg_*.npy, TVSD .mat, or a neuralign recording dir")
+    p.add_argument("--name", default="neuralign-replay", help="LSL data stream name")
+    p.add_argument("--type", default="EEG", help="LSL stream type (EEG, MEG, ...)")
+    p.add_argument("--source-id", help="LSL source_id (default: a new uuid)")
+    p.add_argument("--marker-name", help="marker stream name (default: NAME-markers)")
+    p.add_argument("--chunk-size", type=int, default=10, help="samples per pushed chunk")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="1 = real time, 4 = four times faster, 0 = as fast as possible")
+    p.add_argument("--loop", action="store_true", help="start again at the end (timestamps go on)")
+    p.add_argument("--start", type=float, default=0.0, help="start offset in seconds")
+    p.add_argument("--picks", help="comma-separated channel subset")
+    p.add_argument("--soa", type=float, help="epoched datasets: seconds between stitched trials")
+    p.add_argument("--split", choices=["train", "test"], default="test",
+                   help="TVSD: which split to stitch")
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="wait up to this many seconds for a consumer before sending")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
         "run", help="decode a live stream with a model bundle",
@@ -387,8 +451,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True,
                    help="lsl:NAME | lsl:source_id=ID | brainflow:synthetic | "
                    "brainflow:BOARD[:serial_port=...,ip_address=...] | file:PATH")
-    p.add_argument("--markers", help="stimulus marker stream, lsl:NAME (image id per marker); "
-                   "without markers the engine decodes a sliding window")
+    p.add_argument("--markers", help="stimulus markers: lsl:NAME (a Markers stream, image id per "
+                   "marker; mne-lsl player annotation streams work too) or 'board' (BrainFlow's "
+                   "marker row); without markers the engine decodes a sliding window")
     p.add_argument("--record", help="record raw input, events and results to this directory")
     p.add_argument("--headless", action="store_true", help="no viewer; print status lines")
     p.add_argument("--fill-missing", action="store_true",

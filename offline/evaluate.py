@@ -296,7 +296,7 @@ def write_figures(report: dict, prep: Prepared, out_dir: Path) -> list[Path]:
             import mne
 
             info = mne.create_info(prep.ch_names, 100.0, "eeg")
-            info.set_montage("standard_1005", on_missing="ignore")
+            info.set_montage("easycap-M1", on_missing="ignore")
             fig, ax = plt.subplots(figsize=(3.5, 3.5))
             mne.viz.plot_topomap(np.asarray(enc["pearson_r_per_channel"]), info, axes=ax, show=False)
             ax.set_title("encoding r per channel")

@@ -162,6 +162,10 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     gen = np.random.default_rng(tr.seed)
     x_fit, f_fit = model_inputs(prep, prep.fit_index, tr.average_train_repetitions, gen)
     x_val, f_val = model_inputs(prep, prep.val_index, True)
+    decoder = getattr(core, "brain_decoder", None)
+    if decoder is not None and hasattr(decoder, "output_bias"):
+        with torch.no_grad():  # the intercept starts at the mean training epoch (fit rows only)
+            decoder.output_bias.copy_(torch.from_numpy(prep.x_train[prep.fit_index].mean(axis=(0, 1))))
     batch = min(tr.batch_size, len(x_fit))
     history: list[dict] = []
     best = {"val_total": float("inf"), "epoch": -1}

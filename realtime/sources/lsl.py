@@ -60,13 +60,20 @@ def _processing_flags(info: pylsl.StreamInfo, clock_sync: str) -> int:
     return 0
 
 
-def _find(name: str | None, stype: str | None, source_id: str | None, timeout: float,
-          regular: bool) -> pylsl.StreamInfo | None:
-    """Quiet resolve for reconnection: None instead of a UserError (no stream listing)."""
+RESOLVE_WAVE_S = 1.0
+
+
+def _predicate(name: str | None, stype: str | None, source_id: str | None, regular: bool) -> str:
     clauses = [f"{k}={quote_xpath(v)}" for k, v in (("name", name), ("type", stype),
                                          ("source_id", source_id)) if v is not None]
     clauses.append("nominal_srate>0" if regular else "nominal_srate=0")
-    found = pylsl.resolve_bypred(" and ".join(clauses), 1, timeout)
+    return " and ".join(clauses)
+
+
+def _find(name: str | None, stype: str | None, source_id: str | None, timeout: float,
+          regular: bool) -> pylsl.StreamInfo | None:
+    """Quiet resolve for reconnection: None instead of a UserError (no stream listing)."""
+    found = pylsl.resolve_bypred(_predicate(name, stype, source_id, regular), 1, timeout)
     return found[0] if found else None
 
 
@@ -120,7 +127,7 @@ class LSLMarkerInlet:
         self._string = True
         self._one_hot = False
         self.connected = False
-        self._next_retry = 0.0
+        self._resolver: pylsl.ContinuousResolver | None = None
 
     def open(self) -> None:
         """Resolve and connect; :class:`UserError` when the stream is not found in time."""
@@ -147,12 +154,15 @@ class LSLMarkerInlet:
     def pull(self) -> list[Marker]:
         """Markers available now (never waits). Tries to reconnect every 0.5 s when lost."""
         if self._inlet is None:
-            now = time.monotonic()
-            if now >= self._next_retry:
-                self._next_retry = now + 0.5
-                info = _find(self.name, self.stype, self.source_id, 0.05, regular=False)
-                if info is not None:
-                    self._attach(info)
+            # A continuous resolver searches in liblsl's own thread, so this never blocks the
+            # data acquisition that calls it (a blocking resolve needs ~1 s to find old outlets).
+            if self._resolver is None:
+                self._resolver = pylsl.ContinuousResolver(pred=_predicate(
+                    self.name, self.stype, self.source_id, regular=False), forget_after=2.0)
+            found = self._resolver.results()
+            if found:
+                self._attach(found[0])
+                self._resolver = None
             if self._inlet is None:
                 return []
         try:
@@ -179,7 +189,7 @@ class LSLMarkerInlet:
         return [str(int(v)) if v.is_integer() else repr(v)] if v != 0 else []
 
     def close(self) -> None:
-        self._inlet, self.connected = None, False
+        self._inlet, self.connected, self._resolver = None, False, None
 
 
 class LSLSource(Source):
@@ -310,8 +320,9 @@ class LSLSource(Source):
             self._stop.wait(min(self._next_retry - now, PULL_WAIT_S * 10))
             return
         self._next_retry = now + self.reconnect_interval
-        info = _find(self.name, self.stype, self.source_id, min(0.2, self.reconnect_interval),
-                     regular=True)
+        # 1 s, not less: with machine scope only the newest outlet answers the multicast wave and
+        # older ones are found through KnownPeers' unicast wave, which takes ~0.5 s (measured).
+        info = _find(self.name, self.stype, self.source_id, RESOLVE_WAVE_S, regular=True)
         if info is None:
             return
         try:
@@ -376,7 +387,7 @@ class LSLSource(Source):
         if quiet < limit or self._stall_reported:
             return
         self._stall_reported = True
-        if _find(self.name, self.stype, self.source_id, 0.3, regular=True) is None:
+        if _find(self.name, self.stype, self.source_id, RESOLVE_WAVE_S, regular=True) is None:
             self._mark_lost(f"no data for {quiet:.1f} s and the stream is no longer visible")
         else:
             self._event(f"no data for {quiet:.1f} s (sender paused; stream still visible)",

@@ -1,0 +1,81 @@
+"""Entry points the CLI calls: open a viewer over a feed, or over an LSL result stream.
+
+Both create the ``QApplication`` only when none exists (tests and embedding apps own theirs) and
+return the event loop's exit code. Ctrl+C in the terminal closes the window cleanly: Python only
+runs signal handlers between bytecodes, so a cheap timer hands control back to Python regularly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from PyQt6.QtCore import QTimer
+from PyQt6.QtWidgets import QApplication
+
+from neuralign.ui.feeds import EngineFeed, Feed, LSLResultFeed
+from neuralign.ui.viewer import ViewerWindow
+
+log = logging.getLogger(__name__)
+
+
+def _application() -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("neuralign viewer")
+    return app
+
+
+def run_viewer(feed: Feed, owns=None, **window_kw) -> int:
+    """Show a :class:`ViewerWindow` over ``feed`` and run the Qt event loop until it closes.
+
+    ``owns``: what closing the window stops besides the feed's threads: ``True`` or the feed's
+    engine itself = the engine (``neuralign run --view``); any other object with ``stop()`` or a
+    sequence of them (e.g. ``[engine, replayer]``) = stopped in that order. ``None`` = nothing.
+    """
+    app = _application()
+    owned: list = []
+    owns_engine = False
+    items = owns if isinstance(owns, (list, tuple)) else ([] if owns in (None, False) else [owns])
+    for o in items:
+        if o is True or (isinstance(feed, EngineFeed) and o is feed.engine):
+            owns_engine = True
+        else:
+            owned.append(o)
+    win = ViewerWindow(feed, owns_engine=owns_engine, owned=owned, **window_kw)
+    win.show()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: win.close())
+    pump = QTimer()
+    pump.timeout.connect(lambda: None)  # lets Python run the SIGINT handler
+    pump.start(200)
+    try:
+        code = app.exec()
+    finally:
+        pump.stop()
+        win.shutdown()  # also when the loop ended another way (app.quit())
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return int(code)
+
+
+def view_lsl(result_stream: str, bundle_dir: Path, timeout: float = 5.0,
+             owns: Sequence = ()) -> int:
+    """``neuralign view``: show an engine's LSL result stream (by stream name) with its bundle.
+
+    The bundle supplies thumbnails and the template ids that make accuracy computable. A missing
+    bundle or stream raises the usual one-line ``DataError`` / ``UserError`` before any window
+    opens.
+    """
+    from neuralign.bundle import load_bundle
+
+    bundle = load_bundle(Path(bundle_dir))
+    feed = LSLResultFeed(result_stream, bundle, timeout=timeout)
+    feed.start()
+    return run_viewer(feed, owns=list(owns) or None)
