@@ -11,11 +11,10 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from neuralign import __version__
-from neuralign.errors import NotYetAvailable, UserError
+from neuralign.errors import UserError
 
 log = logging.getLogger("neuralign")
 
@@ -34,15 +33,6 @@ def _add_config_args(p: argparse.ArgumentParser, default: str | None = "demo") -
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set training.epochs=5 (repeatable; value is YAML)",
     )
-
-
-def _not_yet(issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise NotYetAvailable(
-            f"'neuralign {args.command}' is not available yet: it lands with the {issue} issue."
-        )
-
-    return run
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,6 +104,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     rep = evaluate_run(Path(args.run), Path(args.json) if args.json else None,
                        masks=not args.no_masks)
+    _print_report(rep, args.json or Path(args.run) / "report.json")
+    return 0
+
+
+def _print_report(rep: dict, path) -> None:
     r, ridge = rep["retrieval"], rep.get("ridge", {})
     print(f"{rep['n_test_images']}-way zero-shot retrieval: top-1 {r['top1']:.3f}, top-5 "
           f"{r['top5']:.3f} (chance {r['chance_top1']:.3f})")
@@ -128,8 +123,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"encoding Pearson r: all {e['pearson_r_all']:.3f}, visual {e['pearson_r_visual']:.3f}"
               + (f" (ridge: {ridge['encoding']['pearson_r_all']:.3f} / "
                  f"{ridge['encoding']['pearson_r_visual']:.3f})" if ridge else ""))
-    print(f"report: {args.json or Path(args.run) / 'report.json'}")
-    return 0
+    print(f"report: {path}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -233,8 +227,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from neuralign.bundle import load_bundle
     from neuralign.config import RealtimeConfig
 
-    if not args.headless:
-        raise NotYetAvailable("the viewer lands with the replay-and-viewer issue; use --headless")
     bundle = load_bundle(Path(args.bundle))
     rt = RealtimeConfig(batch_size=args.batch_size, top_k=args.top_k,
                         max_wait_ms=args.max_wait_ms, fill_missing=args.fill_missing)
@@ -252,6 +244,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine.start()
     print(f"Decoding '{desc.name}' ({len(desc.ch_names)} ch @ {desc.sfreq:g} Hz) with "
           f"{args.bundle}; results on LSL stream '{rt.result_stream_name}'. Ctrl-C to stop.")
+    if not args.headless:
+        from neuralign.ui.app import run_viewer
+        from neuralign.ui.feeds import EngineFeed
+
+        try:
+            run_viewer(EngineFeed(engine, bundle))
+        finally:
+            engine.stop()
+        _print_status(engine, final=True)
+        return 0
     t0 = time.monotonic()
     next_status = t0 + args.status_every
     shown = 0
@@ -287,6 +289,15 @@ def _print_status(engine, final: bool = False) -> None:
     print(f"{'final: ' if final else ''}decoded {st['decoded']}, {lat_txt}, received "
           f"{st['received']} samples, dropped {st['dropped']}, gaps {st['gaps']}, "
           f"reconnects {st['reconnects']}")
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from neuralign.ui.app import view_lsl
+
+    bundle = Path(args.bundle)
+    if not bundle.is_dir():
+        raise UserError(f"--bundle: {bundle}: not a bundle directory")
+    return int(view_lsl(args.stream, bundle) or 0)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -455,7 +466,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    "marker; mne-lsl player annotation streams work too) or 'board' (BrainFlow's "
                    "marker row); without markers the engine decodes a sliding window")
     p.add_argument("--record", help="record raw input, events and results to this directory")
-    p.add_argument("--headless", action="store_true", help="no viewer; print status lines")
+    p.add_argument("--headless", action="store_true",
+                   help="no viewer (default: open the Qt viewer in this process); print status lines")
     p.add_argument("--fill-missing", action="store_true",
                    help="reconstruct a few missing channels with the model instead of refusing")
     p.add_argument("--batch-size", type=int, default=8)
@@ -472,9 +484,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "view", help="open the Qt viewer of a running engine",
-        description="PyQt6 + pyqtgraph viewer: traces, top-k images, reconstructions, latency.",
+        description="PyQt6 + pyqtgraph viewer of an engine's LSL result stream (top-k images, "
+        "running accuracy, latency). For live traces and masked-channel reconstruction, start "
+        "the engine with the viewer in one process: 'neuralign run ... ' without --headless.",
     )
-    p.set_defaults(func=_not_yet("replay and viewer"))
+    p.add_argument("--bundle", required=True, help="the bundle the engine runs (for thumbnails)")
+    p.add_argument("--stream", default="neuralign-results", help="result stream name")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser(
         "bench", help="measure what the engine adds to latency, stage by stage",
@@ -501,44 +517,128 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="run the whole product on the built-in simulator",
         description="Simulate (or reuse) the demo dataset, train BrainAE on it (or reuse the run), "
-        "evaluate it against the ridge baselines and export a bundle; replay over LSL, live "
-        "decoding and the viewer join as they land.",
+        "evaluate it against the ridge baselines, export a bundle, then replay the test session "
+        "over LSL, decode it live and show the viewer (or, --headless, print running accuracy and "
+        "latency and check live/offline parity).",
     )
     _add_config_args(p)
     p.add_argument("--cache-dir", default=str(DEFAULT_DATA_DIR),
                    help="where the dataset, run and bundle are cached (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="re-simulate and retrain even if cached")
-    p.add_argument("--headless", action="store_true", help="no viewer; print progress")
+    p.add_argument("--headless", action="store_true",
+                   help="no viewer: print running accuracy and latency, then exit")
+    p.add_argument("--n-trials", type=int, default=200,
+                   help="live part: decode this many test trials (default %(default)s)")
+    p.add_argument("--speed", type=float, default=1.0, help="live part: replay speed factor")
+    p.add_argument("--print-every", type=int, default=25, help="headless: status every N trials")
+    p.add_argument("--json", help="headless: write live accuracy, latency and parity here")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import json
+    import os
+
     from neuralign.config import load_config
 
     config = load_config(args.config, args.overrides)
     if config.dataset.simulation is None:
         raise UserError(f"{args.config}: dataset.kind: expected 'simulated' for the demo")
+    headless = args.headless
+    if not headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                             or os.environ.get("QT_QPA_PLATFORM")):
+        print("No display found: running headless (set DISPLAY or pass --headless to silence this)")
+        headless = True
     cache = Path(args.cache_dir)
     data_dir, run_dir, bundle_dir = cache / "demo-data", cache / "demo-run", cache / "demo-bundle"
-    print(f"[1/4] Dataset ({data_dir})")
+    print(f"[1/5] Dataset ({data_dir})")
     _ensure_simulated(config, data_dir, force=args.force)
-    print(f"[2/4] Training {config.model.name} on CPU/GPU ({run_dir})")
+    print(f"[2/5] Training {config.model.name} ({run_dir})")
     if (run_dir / "model.safetensors").is_file() and not args.force:
         print("  reusing the trained run (--force to retrain)")
     else:
         from neuralign.offline.train import run_training
 
         summary = run_training(config, run_dir, data_dir, None, progress=not args.headless)
-        print(f"  best epoch {summary['best_epoch']} of {summary['epochs']}, "
+        print(f"  best epoch {summary['best_epoch']} of {summary['epochs']} (by validation loss), "
               f"{summary['seconds']:.0f} s")
-    print("[3/4] Evaluating on held-out zero-shot concepts")
-    ns = argparse.Namespace(run=str(run_dir), json=None, no_masks=False)
-    cmd_evaluate(ns)
-    print(f"[4/4] Exporting the model bundle ({bundle_dir})")
+    print("[3/5] Offline evaluation on held-out zero-shot concepts")
+    if (run_dir / "report.json").is_file() and not args.force:
+        _print_report(json.loads((run_dir / "report.json").read_text()), run_dir / "report.json")
+    else:
+        cmd_evaluate(argparse.Namespace(run=str(run_dir), json=None, no_masks=False))
+    print(f"[4/5] Model bundle ({bundle_dir})")
     cmd_export(argparse.Namespace(run=str(run_dir), out=str(bundle_dir)))
-    print("Live replay, decoding and the viewer join the demo as their issues land.")
+    print("[5/5] Live: replaying the test session over LSL and decoding it")
+    return _demo_live(config, bundle_dir, data_dir / "sim_test_raw.fif", args, headless)
+
+
+def _demo_live(config, bundle_dir: Path, raw_path: Path, args, headless: bool) -> int:
+    import json
+
+    from neuralign.bundle import load_bundle
+    from neuralign.realtime.session import replay_session
+
+    bundle = load_bundle(bundle_dir)
+    rt = config.realtime
+    session = replay_session(bundle, raw_path, rt, speed=args.speed, n_trials=args.n_trials)
+    session.start()
+    if not headless:
+        from neuralign.ui.app import run_viewer
+        from neuralign.ui.feeds import EngineFeed
+
+        try:
+            run_viewer(EngineFeed(session.engine, bundle))
+        finally:
+            session.stop()
+        return 0
+    t0 = time.monotonic()
+    shown = 0
+    try:
+        while session.engine.n_decoded < session.n_trials and session.engine.error is None:
+            time.sleep(0.2)
+            if session.engine.n_decoded - shown >= args.print_every:
+                shown = session.engine.n_decoded
+                _print_live(session)
+            if time.monotonic() - t0 > session.n_trials * 0.5 / args.speed + 60:
+                print("  timed out waiting for results")
+                break
+    except KeyboardInterrupt:
+        print("stopping ...")
+    finally:
+        session.stop()
+    _print_live(session, final=True)
+    from neuralign.offline.single_trial import decode_recording
+
+    offline = decode_recording(bundle, raw_path)[: session.n_trials]
+    online = sorted(session.engine.results, key=lambda r: r["marker_timestamp"])
+    same = sum(a["topk_ids"][0] == b["topk_ids"][0] for a, b in zip(online, offline))
+    print(f"  parity: {same}/{len(offline)} trials have the same top-1 live as offline")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "n_trials": session.n_trials, "decoded": session.engine.n_decoded,
+            "accuracy": session.accuracy(), "latency_ms": session.engine.stats.summary(),
+            "parity_same_top1": same, "parity_n": len(offline),
+            "online_top1": [r["topk_ids"][0] for r in online],
+            "offline_top1": [o["topk_ids"][0] for o in offline]}, indent=1))
+    if session.engine.error is not None:
+        raise UserError(f"engine stopped: {session.engine.error}")
     return 0
+
+
+def _print_live(session, final: bool = False) -> None:
+    acc = session.accuracy()
+    lat = session.engine.stats.summary().get("engine_total", {})
+    txt = f"  {'final: ' if final else ''}decoded {session.engine.n_decoded}/{session.n_trials}"
+    if acc.get("n"):
+        txt += (f", single-trial top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} "
+                f"(chance {acc['chance_top1']:.2f})")
+        if "avg_top1" in acc:
+            txt += f", averaged ({acc['avg_n_repetitions']} reps) top-1 {acc['avg_top1']:.2f}"
+    if lat:
+        txt += f", engine latency p50 {lat['p50']:.1f} / p99 {lat['p99']:.1f} ms"
+    print(txt)
 
 
 def main(argv: list[str] | None = None) -> int:

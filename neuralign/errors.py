@@ -23,7 +23,3 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data, features or bundle file is missing, malformed or inconsistent."""
-
-
-class NotYetAvailable(UserError):
-    """A subcommand whose issue has not landed yet."""

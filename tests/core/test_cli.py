@@ -56,7 +56,10 @@ def test_bad_override_value():
     assert "dataset.simulation.snr" in out.stderr and "greater than 0" in out.stderr
 
 
-def test_subcommands_not_landed_say_so():
-    out = run("view")
-    assert out.returncode == 2
-    assert "not available yet" in out.stderr
+def test_missing_bundle_is_one_line_error(tmp_path):
+    for args in (("view", "--bundle", str(tmp_path / "nope")),
+                 ("run", "--bundle", str(tmp_path / "nope"), "--source", "lsl:x", "--headless"),
+                 ("export", "--run", str(tmp_path), "--out", str(tmp_path / "b"))):
+        out = run(*args)
+        assert out.returncode == 2, args
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

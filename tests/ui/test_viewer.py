@@ -235,3 +235,13 @@ def test_owned_engine_stops_with_the_window(qtbot, live_engine):
     win.close()
     assert not any(t.is_alive() for t in win.feed.threads)
     assert not engine._threads  # Engine.stop() joined and cleared its threads
+
+
+def test_view_lsl_names_a_missing_result_stream(tiny_bundle):
+    """``neuralign view`` with a wrong stream name: one clear UserError before any window opens."""
+    from neuralign.errors import UserError
+    from neuralign.ui.app import view_lsl
+
+    missing = f"no-such-results-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(UserError, match=missing):
+        view_lsl(missing, tiny_bundle[0], timeout=0.5)
