@@ -137,6 +137,9 @@ class ModelConfig(_Section):
     tau: float = Field(0.07, gt=0)
     learn_tau: bool = False
     loss_weights: LossWeights = LossWeights()
+    # L_fea on L2-normalised embeddings (2 - 2 cos; scale-free like InfoNCE) or the paper's literal
+    # element-wise MSE between zb and zi (which also aligns their magnitudes).
+    fea_normalize: bool = True
     hidden: int = Field(512, ge=1, description="VNA MLP width")
 
 

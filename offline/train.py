@@ -94,7 +94,8 @@ def compute_loss(model, x: torch.Tensor, f: torch.Tensor, config: Config):
     out = model(x, f)
     core = model.module if hasattr(model, "module") else model
     if config.model.name == "brainae":
-        return brainae_loss(out, x, f, config.model.loss_weights, tau=core.tau)
+        return brainae_loss(out, x, f, config.model.loss_weights, tau=core.tau,
+                            fea_normalize=config.model.fea_normalize)
     return clip_loss(out, tau=core.tau if hasattr(core, "tau") else config.model.tau)
 
 

@@ -224,12 +224,6 @@ class Engine:
             prefix = "" if kind == "single" else "avg_"
             r[prefix + "topk_ids"] = dec.topk_ids
             r[prefix + "topk_scores"] = [round(s, 6) for s in dec.topk_scores]
-        if self.masked_channels:
-            ep = batch[-1]
-            rec = self.decoder.reconstruct(ep.data, self.masked_channels)
-            self.last_reconstruction = {"epoch_id": ep.epoch_id, "channels": list(self.masked_channels),
-                                        "original": ep.data[self.masked_channels],
-                                        "reconstructed": rec[self.masked_channels]}
         for ep in batch:
             ep.stages["inferred"] = t_inf
             r = by_epoch[ep.epoch_id]
@@ -242,6 +236,12 @@ class Engine:
             if self.recorder is not None:
                 self.recorder.write_result(r)
             self.n_decoded += 1
+        masked = list(self.masked_channels)
+        if masked:  # after publishing: the viewer's reconstruction never delays a result
+            ep = batch[-1]
+            rec = self.decoder.reconstruct(ep.data, masked)
+            self.last_reconstruction = {"epoch_id": ep.epoch_id, "channels": masked,
+                                        "original": ep.data[masked], "reconstructed": rec[masked]}
 
     # ---- status --------------------------------------------------------------------------------
     def status(self) -> dict:

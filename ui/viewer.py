@@ -231,6 +231,7 @@ class ViewerWindow(QMainWindow):
             path = self.screenshot_dir / f"neuralign-viewer-{time.strftime('%Y%m%d-%H%M%S')}.png"
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.statusBar().clearMessage()  # no stale "saved …" line in the picture
         if not self.grab().save(str(path)):
             self.statusBar().showMessage(f"could not save {path}", 5000)
             log.error("could not save a screenshot to %s", path)
