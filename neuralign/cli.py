@@ -39,41 +39,31 @@ def _add_config_args(p: argparse.ArgumentParser, default: str | None = "demo") -
 # Subcommand implementations
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def _load_config_with_flags(args: argparse.Namespace, flags: dict[str, str]):
+    """The config of ``--config`` + ``--set`` overrides + dedicated flags (``{attr: dotted key}``)."""
     from neuralign.config import load_config
 
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"dataset.simulation.seed={args.seed}")
-    if args.snr is not None:
-        overrides.append(f"dataset.simulation.snr={args.snr}")
-    if args.modality is not None:
-        overrides.append(f"dataset.simulation.modality={args.modality}")
-    config = load_config(args.config, overrides)
+    overrides = list(args.overrides) + [f"{key}={getattr(args, attr)}" for attr, key in flags.items()
+                                        if getattr(args, attr) is not None]
+    return load_config(args.config, overrides)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    config = _load_config_with_flags(args, {"seed": "dataset.simulation.seed",
+                                            "snr": "dataset.simulation.snr",
+                                            "modality": "dataset.simulation.modality"})
     if config.dataset.kind != "simulated" or config.dataset.simulation is None:
         raise UserError(
             f"{args.config}: dataset.kind: expected 'simulated' for 'neuralign simulate' "
             f"(got {config.dataset.kind!r})"
         )
-    from neuralign.offline.simulator import simulate
-
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    result = simulate(config.dataset.simulation, out, preprocessing=config.preprocessing)
-    print(f"Simulated dataset written to {out} in {time.perf_counter() - t0:.1f} s")
-    print(result.summary())
+    _ensure_simulated(config, Path(args.out), force=True)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from neuralign.config import load_config
-
-    overrides = list(args.overrides)
-    if args.epochs is not None:
-        overrides.append(f"training.epochs={args.epochs}")
-    if args.device is not None:
-        overrides.append(f"training.device={args.device}")
-    config = load_config(args.config, overrides)
+    config = _load_config_with_flags(args, {"epochs": "training.epochs",
+                                            "device": "training.device"})
     data = Path(args.data) if args.data else None
     if data is None and config.dataset.kind == "simulated" and config.dataset.path is None:
         data = DEFAULT_DATA_DIR / f"{config.name}-data"
@@ -353,7 +343,7 @@ def _ensure_simulated(config, data_dir: Path, force: bool) -> None:
     print(f"Simulating the {config.name} dataset into {data_dir} ...")
     t0 = time.perf_counter()
     result = simulate(config.dataset.simulation, data_dir, preprocessing=config.preprocessing)
-    print(f"  done in {time.perf_counter() - t0:.1f} s")
+    print(f"  written to {data_dir} in {time.perf_counter() - t0:.1f} s")
     print(result.summary())
 
 
