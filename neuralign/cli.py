@@ -73,7 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.ablation:
         from neuralign.offline.runs import run_ablation
 
-        results = run_ablation(config, out, data, features)
+        variants = [v.strip() for v in args.ablation_variants.split(";")] if args.ablation_variants else None
+        results = run_ablation(config, out, data, features, variants)
         print(f"Ablation (BrainAE Table 4) written to {out / 'ablation.json'}")
         for name, r in results.items():
             print(f"  {name:14s} retrieval top-1 {r['retrieval_top1']:.3f}  "
@@ -386,6 +387,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override training.device")
     p.add_argument("--ablation", action="store_true",
                    help="train the BrainAE Table 4 variants (loss terms removed) and compare")
+    p.add_argument("--ablation-variants", help="';'-separated subset of: full; w/o L_con; "
+                   "w/o L_fea; w/o L_recon; w/o L_reconB; w/o L_reconI")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -460,7 +463,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="no viewer (default: open the Qt viewer in this process); print status lines")
     p.add_argument("--fill-missing", action="store_true",
                    help="reconstruct a few missing channels with the model instead of refusing")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4, help="fixed inference batch shape")
     p.add_argument("--max-wait-ms", type=float, default=20.0,
                    help="deadline: the longest an epoch waits for its batch")
     p.add_argument("--top-k", type=int, default=5)
@@ -500,7 +503,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "(default: the demo's simulated test session, 63 ch @ 1000 Hz, SOA 200 ms)")
     p.add_argument("--duration", type=float, default=60.0, help="latency: seconds to replay")
     p.add_argument("--chunk-size", type=int, default=10, help="latency: replay chunk size")
-    p.add_argument("--batch-size", type=int, default=8, help="latency: engine batch size")
+    p.add_argument("--batch-size", type=int, default=4, help="latency: engine batch size")
     p.add_argument("--max-wait-ms", type=float, default=20.0, help="latency: batch deadline")
     p.set_defaults(func=cmd_bench)
 

@@ -165,7 +165,9 @@ class RealtimeConfig(_Section):
     markers: str | None = None
     chunk_size: int = Field(10, ge=1)
     buffer_seconds: float = Field(30.0, gt=0)
-    batch_size: int = Field(8, ge=1)
+    # Fixed batch shape (zero-padded): inference cost is the same whatever the load. A repeated
+    # image needs two slots (single trial + running average). 4 suits RSVP at SOA >= 100 ms on CPU.
+    batch_size: int = Field(4, ge=1)
     max_wait_ms: float = Field(20.0, ge=0)
     cadence_ms: float = Field(10.0, gt=0)
     top_k: int = Field(5, ge=1)

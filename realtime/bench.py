@@ -25,7 +25,7 @@ from neuralign.realtime.latency import summarize
 
 
 def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0,
-                      chunk_size: int = 10, batch_size: int = 8, max_wait_ms: float = 20.0,
+                      chunk_size: int = 10, batch_size: int = 4, max_wait_ms: float = 20.0,
                       torch_threads: int = 1, out: Path | None = None) -> dict:
     import mne
 
@@ -55,7 +55,9 @@ def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0
                 received.append((json.loads(sample[0]), pylsl.local_clock()))
         inlet.close_stream()
 
-    n_expected = len(raw.annotations)
+    window_end = bundle.manifest["epoch"]["tmax"]
+    n_expected = int(sum(o - raw.first_time + window_end <= raw.times[-1]
+                         for o in raw.annotations.onset))  # epochs whose window is complete
     rep.start()
     engine.start()
     consumer = threading.Thread(target=consume, daemon=True)

@@ -61,6 +61,7 @@ class Engine:
         self._rep_n: dict[str, int] = {}
         self.n_decoded = 0
         self.n_lost_samples = 0
+        self._next_ready_s: float | None = None  # written by the processing thread
         self.masked_channels: list[int] = []
         self.last_reconstruction: dict | None = None
         self.error: BaseException | None = None
@@ -140,6 +141,7 @@ class Engine:
                 self._stamp_chunk(ep)
                 self._ready.put(ep)
                 worked = True
+            self._next_ready_s = pipe.seconds_until_next_ready()
             if not worked:
                 self._stop.wait(0.001)
 
@@ -189,9 +191,18 @@ class Engine:
                     pending and self._run_batch(pending)
                     return
             if pending and (len(pending) >= self._capacity(pending)
-                            or local_clock() - pending[0].stages["queued"] >= max_wait):
+                            or local_clock() - pending[0].stages["queued"] >= max_wait
+                            or self._nothing_can_join(pending[0], max_wait)):
                 self._run_batch(pending)
                 pending = []
+
+    def _nothing_can_join(self, first: Epoch, max_wait: float) -> bool:
+        """True when no further epoch can be ready before the oldest one's deadline."""
+        if not self._ready.empty():
+            return False
+        nxt = self._next_ready_s
+        left = first.stages["queued"] + max_wait - local_clock()
+        return nxt is None or nxt > left
 
     def _capacity(self, pending: list[Epoch]) -> int:
         """Epochs that fit one fixed-size batch (a repeated image also needs its average)."""

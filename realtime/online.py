@@ -141,6 +141,17 @@ class OnlinePipeline:
         self._pending = keep
         return out
 
+    def seconds_until_next_ready(self) -> float | None:
+        """Stream time until the next pending epoch's window is complete (None: none pending).
+
+        Lets the batcher dispatch at once when no other epoch can join the batch before its
+        deadline, instead of always waiting for the deadline.
+        """
+        if not self._pending:
+            return None
+        end = min(self._window_bounds(p.onset_index)[1] for p in self._pending)
+        return max(0.0, (end - self.processed.n_written) / self.sfreq_out)
+
     def _schedule_sliding(self, raw_timestamp_of) -> None:
         """Sliding-window mode: a window (tmin..tmax relative to its start) every hop."""
         if self._next_window is None:

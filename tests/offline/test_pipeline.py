@@ -127,3 +127,18 @@ def test_torchrun_two_processes_end_with_identical_weights(tiny_sim, tmp_path):
     assert h0 == h1
     hist = json.loads((run / "history.json").read_text())
     assert hist["world_size"] == 2
+
+
+def test_vna_trains_from_pixels_and_is_scored_by_auc(tiny_sim, tmp_path):
+    from neuralign.config import load_config
+    from neuralign.offline.runs import evaluate_run
+    from neuralign.offline.train import run_training
+
+    _, cfg_path, data = tiny_sim
+    cfg = load_config(cfg_path, ["model.name=vna", "model.embed_dim=32", "training.epochs=2",
+                                 "training.batch_size=16", "training.n_val_trials=4"])
+    run_training(cfg, tmp_path / "vna", data, None, progress=False)
+    rep = evaluate_run(tmp_path / "vna", masks=False)
+    assert rep["model"] == "vna"
+    assert 0.0 <= rep["decoding_auc"] <= 1.0 and rep["retrieval"]["n_way"] == 6
+    assert "encoding" not in rep  # VNA has no brain decoder; its encoding side is the AUC
