@@ -122,6 +122,19 @@ def evaluate_loss(model, x: np.ndarray, f: np.ndarray, config: Config, device, b
     return res
 
 
+def _broadcast_buffers(model) -> None:
+    """Give every rank rank 0's BatchNorm running statistics.
+
+    DDP broadcasts buffers at the START of each forward, so after the last step each rank holds
+    its own update; without this, validation (hence the best checkpoint) and the final weights
+    would differ between ranks.
+    """
+    import torch.distributed as dist
+
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
+
+
 def state_digest(model) -> str:
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
@@ -198,6 +211,8 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             n_seen += len(idx)
         n_samples += n_seen
+        if dist_info.world > 1:
+            _broadcast_buffers(core)
         train_parts = {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
         val = evaluate_loss(core, x_val, f_val, config, device, batch)
         row = {"epoch": epoch, **train_parts, **{f"val_{k}": v for k, v in val.items()}}
