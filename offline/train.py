@@ -67,12 +67,15 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def model_inputs(prep: Prepared, index: np.ndarray, average: bool | str,
-                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Brain epochs and their image features for the given training images.
+                 rng: np.random.Generator | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encoder inputs, image features and reconstruction targets for the given training images.
 
     ``average`` True: one sample per image (mean over repetitions, as the paper); False: one
-    sample per repetition; "random": per image, the mean of a random non-empty subset of its
-    repetitions (drawn anew each call, i.e. each epoch).
+    sample per repetition (target: the trial itself); "random": the input is, per image, the mean
+    of a random non-empty subset of its repetitions (drawn anew each call, i.e. each epoch) and
+    the reconstruction target is the mean of all of them - the paper's averaged response, so the
+    augmentation adds variety to what is encoded, not noise to what is predicted.
     """
     x = prep.x_train[index]
     f = prep.f_train[index]
@@ -81,20 +84,25 @@ def model_inputs(prep: Prepared, index: np.ndarray, average: bool | str,
         mask = rng.random(x.shape[:2]) < rng.random((x.shape[0], 1))
         mask[np.arange(len(mask)), rng.integers(0, x.shape[1], len(mask))] = True
         w = (mask / mask.sum(axis=1, keepdims=True)).astype(np.float32)
-        return np.einsum("nr,nrct->nct", w, x, optimize=True), f
+        return np.einsum("nr,nrct->nct", w, x, optimize=True), f, x.mean(axis=1)
     if average:
-        return x.mean(axis=1), f
+        mean = x.mean(axis=1)
+        return mean, f, mean
     n, r = x.shape[:2]
-    return x.reshape(n * r, *x.shape[2:]), np.repeat(f, r, axis=0)
+    single = x.reshape(n * r, *x.shape[2:])
+    return single, np.repeat(f, r, axis=0), single
 
 
-def compute_loss(model, x: torch.Tensor, f: torch.Tensor, config: Config):
+def compute_loss(model, x: torch.Tensor, f: torch.Tensor, config: Config,
+                 target: torch.Tensor | None = None):
+    """The configured model's objective; ``target`` (default ``x``) is what reconstructions aim at."""
     from neuralign.models.losses import brainae_loss, clip_loss
 
     out = model(x, f)
     core = model.module if hasattr(model, "module") else model
     if config.model.name == "brainae":
-        return brainae_loss(out, x, f, config.model.loss_weights, tau=core.tau,
+        return brainae_loss(out, x if target is None else target, f, config.model.loss_weights,
+                            tau=core.tau,
                             fea_normalize=config.model.fea_normalize)
     return clip_loss(out, tau=core.tau if hasattr(core, "tau") else config.model.tau)
 
@@ -174,8 +182,8 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     gen = np.random.default_rng(tr.seed)
-    x_fit, f_fit = model_inputs(prep, prep.fit_index, tr.average_train_repetitions, gen)
-    x_val, f_val = model_inputs(prep, prep.val_index, True)
+    x_fit, f_fit, t_fit = model_inputs(prep, prep.fit_index, tr.average_train_repetitions, gen)
+    x_val, f_val, _ = model_inputs(prep, prep.val_index, True)
     decoder = getattr(core, "brain_decoder", None)
     if decoder is not None and hasattr(decoder, "output_bias"):
         with torch.no_grad():  # the intercept starts at the mean training epoch (fit rows only)
@@ -190,7 +198,7 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     for epoch in bar:
         model.train()
         if tr.average_train_repetitions == "random" and epoch > 0:
-            x_fit, f_fit = model_inputs(prep, prep.fit_index, "random", gen)
+            x_fit, f_fit, t_fit = model_inputs(prep, prep.fit_index, "random", gen)
         perm = gen.permutation(len(x_fit))
         sums: dict[str, float] = {}
         n_seen = 0
@@ -201,8 +209,9 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
             idx = idx[dist_info.rank :: dist_info.world]
             xb = torch.from_numpy(x_fit[idx]).to(device, non_blocking=True)
             fb = torch.from_numpy(f_fit[idx]).to(device, non_blocking=True)
+            tb = torch.from_numpy(t_fit[idx]).to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=use_amp):
-                loss, parts = compute_loss(model, xb, fb, config)
+                loss, parts = compute_loss(model, xb, fb, config, tb)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
