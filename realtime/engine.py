@@ -211,8 +211,11 @@ class Engine:
     def _run_batch(self, batch: list[Epoch]) -> None:
         t_batch = local_clock()
         items, owners = [], []
+        missing = self.pipeline.missing
         for ep in batch:
             ep.stages["batch_start"] = t_batch
+            if len(missing):  # --fill-missing: the model reconstructs absent channels first
+                ep.data[missing] = self.decoder.reconstruct(ep.data, missing.tolist())[missing]
             items.append(ep.data)
             owners.append((ep, "single"))
             if ep.label is not None:

@@ -77,6 +77,16 @@ class OnlinePipeline:
         self.tstart = min(self.tmin, self.baseline[0]) if self.baseline else self.tmin
         self.n_pre = int(round((self.tmin - self.tstart) * self.sfreq_out))
         self.processed = RingBuffer(len(bundle.ch_names), int(buffer_seconds * self.sfreq_out))
+        self.missing = np.flatnonzero(self.channel_map.index < 0)  # filled by the model
+        nn_cfg = self.pre.noise_normalization
+        # Optional online noise normalisation: an exponentially weighted channel covariance of the
+        # filtered stream, re-whitened once a second. Off by default: it breaks exact parity with
+        # the offline evaluation, by design (it adapts to the live session's noise).
+        self.online_update = nn_cfg.online_update and self.normalizer.method == "mvnn"
+        self._ew_alpha = 1.0 - 0.5 ** (1.0 / (nn_cfg.online_halflife_s * self.sfreq_out))
+        self._ew_cov: np.ndarray | None = None
+        self._ew_next = 0
+        self._ew_floor = nn_cfg.eigenvalue_floor
         self.sliding_hop = (int(round(sliding_hop_s * stream_sfreq)) if sliding_hop_s else None)
         self._next_window = None
         self._pending: list[_Pending] = []
@@ -93,8 +103,22 @@ class OnlinePipeline:
         if y.shape[1]:
             self.processed.write(y.astype(np.float32), timestamps[(-self.n_in) % self.q :: self.q]
                                  [: y.shape[1]])
+            if self.online_update:
+                self._update_whitening(y)
         self.n_in += data.shape[1]
         return t0, local_clock()
+
+    def _update_whitening(self, y: np.ndarray) -> None:
+        """Fold new samples into the EW covariance; recompute W = Sigma^-1/2 once per second."""
+        from neuralign.offline.mvnn import inverse_sqrt
+
+        yc = y - y.mean(axis=1, keepdims=True)
+        cov = yc @ yc.T / max(y.shape[1], 1)
+        a = 1.0 - (1.0 - self._ew_alpha) ** y.shape[1]  # weight of this chunk
+        self._ew_cov = cov if self._ew_cov is None else (1 - a) * self._ew_cov + a * cov
+        if self.processed.n_written >= self._ew_next:
+            self._ew_next = self.processed.n_written + int(self.sfreq_out)
+            self.w = inverse_sqrt(self._ew_cov, self._ew_floor).astype(np.float32)
 
     # ---- events -----------------------------------------------------------------------------
     def add_marker(self, label: str | None, onset_index: int, onset_timestamp: float,

@@ -183,3 +183,46 @@ def test_source_that_disappears_is_reconnected_and_everything_keeps_going(tiny_b
     assert engine.n_decoded > decoded_before + 3  # decoding went on after the reconnection
     rdata, _, _, _, _ = read_recording(tmp_path / "rec")
     assert rdata.shape[1] == src.health.n_received  # the recording kept going too
+
+
+def test_fill_missing_lets_the_model_reconstruct_absent_channels(tiny_bundle):
+    bundle_dir, data = tiny_bundle
+    bundle = load_bundle(bundle_dir)
+    raw = mne.io.read_raw_fif(data / "sim_test_raw.fif", preload=True, verbose="error")
+    raw.crop(0, 5.0)  # the session starts after a lead-in; this holds several complete epochs
+    absent = ["O1", "Oz", "O2"]
+    sid = uuid.uuid4().hex
+    rep = LSLReplayer.from_raw(raw.copy().drop_channels(absent), name=f"fill-{sid[:6]}",
+                               source_id=sid, wait_for_consumers=20.0)
+    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=f"{sid}-markers"), timeout=10)
+    engine = Engine(bundle, src, RealtimeConfig(batch_size=4, fill_missing=True), publish_lsl=False)
+    rep.start()
+    try:
+        engine.start()
+        assert list(engine.pipeline.channel_map.missing) == absent
+        assert engine.wait_for(3, timeout=30), engine.status()
+    finally:
+        engine.stop()
+        rep.stop()
+    assert engine.error is None
+
+
+def test_online_noise_normalisation_adapts_to_the_session(tiny_bundle):
+    from neuralign.realtime.online import OnlinePipeline
+
+    bundle = load_bundle(tiny_bundle[0])
+    bundle.manifest["preprocessing"]["noise_normalization"]["online_update"] = True
+    bundle.manifest["preprocessing"]["noise_normalization"]["online_halflife_s"] = 2.0
+    pipe = OnlinePipeline(bundle, bundle.ch_names, 500.0)
+    w0 = pipe.w.copy()
+    rng = np.random.default_rng(0)
+    mix = rng.standard_normal((63, 63)) * 1e-6
+    for _ in range(40):  # 8 s of spatially correlated noise in 0.2 s chunks
+        pipe.push(mix @ rng.standard_normal((63, 100)), np.zeros(100))
+    assert not np.allclose(pipe.w, w0)
+    recent, _ = pipe.processed.read(pipe.processed.n_written - 500, pipe.processed.n_written)
+    white = pipe.w @ (recent - recent.mean(axis=1, keepdims=True))
+    cov = white @ white.T / white.shape[1]
+    # average reference removes one dimension; the rest is ~white
+    eig = np.sort(np.linalg.eigvalsh(cov))[1:]
+    assert 0.3 < np.median(eig) < 3.0
