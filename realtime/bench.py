@@ -20,28 +20,21 @@ import pylsl
 
 from neuralign.bundle import load_bundle
 from neuralign.config import RealtimeConfig
-from neuralign.realtime.engine import Engine
 from neuralign.realtime.latency import summarize
 
 
 def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0,
                       chunk_size: int = 10, batch_size: int = 4, max_wait_ms: float = 20.0,
                       torch_threads: int = 1, out: Path | None = None) -> dict:
-    import mne
-
-    from neuralign.realtime.replay import LSLReplayer
-    from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+    from neuralign.realtime.session import replay_session
 
     bundle = load_bundle(bundle_dir)
-    raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
-    raw.crop(0, min(duration_s, raw.times[-1]))
-    sid, result_sid = uuid.uuid4().hex, uuid.uuid4().hex
-    rep = LSLReplayer.from_raw(raw, name=f"bench-{sid[:6]}", source_id=sid, chunk_size=chunk_size,
-                               wait_for_consumers=20.0)
-    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=f"{sid}-markers"), timeout=10)
+    result_sid = uuid.uuid4().hex
     rt = RealtimeConfig(batch_size=batch_size, max_wait_ms=max_wait_ms, chunk_size=chunk_size,
                         torch_threads=torch_threads)
-    engine = Engine(bundle, src, rt, result_source_id=result_sid)
+    session = replay_session(bundle, raw_path, rt, duration_s=duration_s,
+                             result_source_id=result_sid, name="bench")
+    engine = session.engine
     received: list[tuple[dict, float]] = []
     stop = threading.Event()
 
@@ -55,11 +48,8 @@ def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0
                 received.append((json.loads(sample[0]), pylsl.local_clock()))
         inlet.close_stream()
 
-    window_end = bundle.manifest["epoch"]["tmax"]
-    n_expected = int(sum(o - raw.first_time + window_end <= raw.times[-1]
-                         for o in raw.annotations.onset))  # epochs whose window is complete
-    rep.start()
-    engine.start()
+    n_expected = session.n_trials
+    session.start()
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
     t0 = time.monotonic()
@@ -71,13 +61,12 @@ def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0
     finally:
         stop.set()
         consumer.join(timeout=5)
-        engine.stop()
-        rep.stop()
+        session.stop()
     e2e = [1e3 * (recv - r["last_sample_timestamp"]) for r, recv in received]
     status = engine.status()
     res = {
-        "input": {"channels": len(bundle.ch_names), "sfreq": raw.info["sfreq"],
-                  "chunk_size": chunk_size, "duration_s": float(raw.times[-1])},
+        "input": {"channels": len(bundle.ch_names), "sfreq": session.sfreq,
+                  "chunk_size": chunk_size, "duration_s": session.duration_s},
         "model": {"sfreq": bundle.manifest["sfreq"], "n_times": bundle.manifest["epoch"]["n_times"],
                   "epoch_window_s": [bundle.manifest["epoch"]["tmin"], bundle.manifest["epoch"]["tmax"]]},
         "engine": {"batch_size": batch_size, "max_wait_ms": max_wait_ms,

@@ -179,7 +179,7 @@ class Engine:
                 ep = self._ready.get(timeout=timeout)
                 ep.stages["queued"] = local_clock()
                 pending.append(ep)
-                while len(pending) < self._capacity(pending):
+                while len(pending) < self._capacity:
                     try:
                         ep = self._ready.get_nowait()
                     except queue.Empty:
@@ -190,7 +190,7 @@ class Engine:
                 if self._stop.is_set():
                     pending and self._run_batch(pending)
                     return
-            if pending and (len(pending) >= self._capacity(pending)
+            if pending and (len(pending) >= self._capacity
                             or local_clock() - pending[0].stages["queued"] >= max_wait
                             or self._nothing_can_join(pending[0], max_wait)):
                 self._run_batch(pending)
@@ -204,7 +204,8 @@ class Engine:
         left = first.stages["queued"] + max_wait - local_clock()
         return nxt is None or nxt > left
 
-    def _capacity(self, pending: list[Epoch]) -> int:
+    @property
+    def _capacity(self) -> int:
         """Epochs that fit one fixed-size batch (a repeated image also needs its average)."""
         return max(1, self.cfg.batch_size // 2)
 

@@ -23,8 +23,10 @@ from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
 class ReplaySession:
     replayer: LSLReplayer
     engine: Engine
-    n_trials: int
+    n_trials: int  # stimuli whose whole epoch window is replayed (the results to expect)
     template_ids: set[str] = field(default_factory=set)
+    duration_s: float = 0.0
+    sfreq: float = 0.0
 
     def start(self) -> None:
         self.replayer.start()
@@ -51,18 +53,27 @@ class ReplaySession:
 
 
 def replay_session(bundle: Bundle, raw_path: Path, rt: RealtimeConfig, speed: float = 1.0,
-                   n_trials: int | None = None, device: str = "auto") -> ReplaySession:
-    """Build (not start) a replay of ``raw_path``'s first ``n_trials`` stimuli and an engine."""
+                   n_trials: int | None = None, duration_s: float | None = None,
+                   device: str = "auto", result_source_id: str | None = None,
+                   name: str = "neuralign-demo") -> ReplaySession:
+    """Build (not start) a replay of ``raw_path`` (its first ``n_trials`` stimuli and/or first
+    ``duration_s`` seconds) over LSL and an engine reading it through an LSL source."""
     raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
+    window_end = bundle.manifest["epoch"]["tmax"]
     if n_trials is not None and n_trials < len(raw.annotations):
         # keep the window after the last kept onset so its epoch completes
-        end = raw.annotations.onset[n_trials - 1] - raw.first_time + 1.2
+        end = raw.annotations.onset[n_trials - 1] - raw.first_time + window_end + 0.2
         raw.crop(0, min(end, raw.times[-1]))
         raw.set_annotations(raw.annotations[:n_trials])
+    if duration_s is not None:
+        raw.crop(0, min(duration_s, raw.times[-1]))
+    complete = int(sum(o - raw.first_time + window_end <= raw.times[-1]
+                       for o in raw.annotations.onset))
     sid = uuid.uuid4().hex
-    rep = LSLReplayer.from_raw(raw, name=f"neuralign-demo-{sid[:6]}", source_id=sid, speed=speed,
+    rep = LSLReplayer.from_raw(raw, name=f"{name}-{sid[:6]}", source_id=sid, speed=speed,
                                chunk_size=rt.chunk_size, wait_for_consumers=30.0)
     src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=f"{sid}-markers"),
                     timeout=rt.connect_timeout_s, buffer_seconds=rt.buffer_seconds)
-    engine = Engine(bundle, src, rt, device=device)
-    return ReplaySession(rep, engine, len(raw.annotations), set(bundle.template_ids))
+    engine = Engine(bundle, src, rt, device=device, result_source_id=result_source_id)
+    return ReplaySession(rep, engine, complete, set(bundle.template_ids),
+                         float(raw.times[-1]), raw.info["sfreq"])
