@@ -109,6 +109,18 @@ class BrainAE(nn.Module):
             nn.Linear(feature_dim, embed_dim) if image_projection == "linear" else nn.Identity()
         )
         self.temperature = Temperature(tau, learn=learn_tau)
+        # Visual-encoding read-out (see predict_response). Identity until the trainer calibrates it.
+        self.register_buffer("encoding_mean", torch.zeros(n_chans, n_times))
+        self.register_buffer("encoding_center", torch.zeros(n_chans, n_times))
+        self.register_buffer("encoding_gain", torch.ones(()))
+        self._register_load_state_dict_pre_hook(self._uncalibrated_if_absent)
+
+    def _uncalibrated_if_absent(self, state_dict, prefix, *_args) -> None:
+        """Weights saved before the encoding read-out existed load as uncalibrated (identity)."""
+        for name in ("encoding_mean", "encoding_center", "encoding_gain"):
+            if prefix + name not in state_dict:
+                default = torch.ones(()) if name == "encoding_gain" else torch.zeros(self.n_chans, self.n_times)
+                state_dict[prefix + name] = default
 
     @classmethod
     def from_config(
@@ -151,6 +163,17 @@ class BrainAE(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Shared-space embedding (b, embed_dim) -> brain activity (b, n_chans, n_times)."""
         return self.brain_decoder(z)
+
+    def predict_response(self, f: Tensor) -> Tensor:
+        """Visual encoding: the brain response predicted for images with frozen features ``f``.
+
+        ``encoding_mean + encoding_gain * (D_B(P(f)) - encoding_center)``: the decoder's output,
+        re-centred on the mean training response and scaled, with the three set by
+        :func:`neuralign.offline.train.calibrate_encoding` after training (closed-form intercept,
+        least-squares gain on the validation images). Before calibration it is ``D_B(P(f))``.
+        """
+        raw = self.decode(self.encode_image(f))
+        return self.encoding_mean + self.encoding_gain * (raw - self.encoding_center)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """D_B(E_B(x)): fills masked channels/samples of ``x`` (BrainAE Section 4.6)."""

@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"Ablation (BrainAE Table 4) written to {out / 'ablation.json'}")
         for name, r in results.items():
             print(f"  {name:14s} retrieval top-1 {r['retrieval_top1']:.3f}  "
-                  f"encoding r (all) {r['encoding_r_all']:.3f}")
+                  f"encoding r (all, decoder output) {r['encoding_r_all']:.3f}")
         return 0
     from neuralign.offline.train import run_training
 
@@ -113,7 +113,22 @@ def _print_report(rep: dict, path) -> None:
         e = rep["encoding"]
         print(f"encoding Pearson r: all {e['pearson_r_all']:.3f}, visual {e['pearson_r_visual']:.3f}"
               + (f" (ridge: {ridge['encoding']['pearson_r_all']:.3f} / "
-                 f"{ridge['encoding']['pearson_r_visual']:.3f})" if ridge else ""))
+                 f"{ridge['encoding']['pearson_r_visual']:.3f}; mean training response: "
+                 f"{ridge['mean_response']['encoding']['pearson_r_all']:.3f} / "
+                 f"{ridge['mean_response']['encoding']['pearson_r_visual']:.3f})" if ridge else ""))
+        if "encoding_raw_decoder" in rep:
+            raw = rep["encoding_raw_decoder"]
+            print(f"  decoder output before calibration: all {raw['pearson_r_all']:.3f}, "
+                  f"visual {raw['pearson_r_visual']:.3f}")
+        if "encoding_vs_ridge" in rep:
+            v = rep["encoding_vs_ridge"]["visual"]
+            print(f"  vs ridge, visual, per image: mean difference {v['mean_difference']:+.3f}, better on "
+                  f"{v['images_better']:.0%} of images, Wilcoxon p {v['wilcoxon_p']:.2g}")
+        if "pearson_r_across_images_visual" in e:
+            print(f"encoding r across images (image-specific part), visual: "
+                  f"{e['pearson_r_across_images_visual']:.3f}"
+                  + (f" (ridge: {ridge['encoding']['pearson_r_across_images_visual']:.3f})"
+                     if ridge else ""))
     print(f"report: {path}")
 
 

@@ -148,7 +148,18 @@ class TrainingConfig(_Section):
     batch_size: int = Field(800, ge=2)
     lr: float = Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="L2 on conv/linear weights only; biases, "
+                                "BatchNorm, the decoder intercept and the temperature are not decayed")
+    # "constant": the paper's fixed Adam lr. "cosine": anneal to 0 over all steps (per batch);
+    # on short budgets this lets the weights settle instead of ending mid random walk.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Exponential moving average of the weights (per step; None = off). Validation, the best
+    # checkpoint and the exported model then use the averaged weights.
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    # After training, fit BrainAE's encoding read-out on training data only (closed-form intercept,
+    # least-squares gain on the validation images; see BrainAE.predict_response). False keeps the
+    # raw decoder output D_B(P(f)) as the prediction.
+    calibrate_encoding: bool = True
     n_val_trials: int = Field(740, ge=1)
     # True: one sample per image, the mean of its repetitions (the paper); False: every single
     # trial; "random": each epoch, each image's sample is the mean of a random non-empty subset of

@@ -58,6 +58,27 @@ def pearson_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(den, 1e-12)
 
 
+def encoding_metrics(pred: np.ndarray, true: np.ndarray, visual: np.ndarray) -> dict[str, float]:
+    """Encoding scores of predicted vs recorded (images, C, T) responses, on all / visual channels.
+
+    ``pearson_r_*`` (BrainAE Table 1): r per image over channels x time, averaged over images; the
+    response common to all images dominates it. ``pearson_r_across_images_*`` (Gifford 2022): r
+    across images per channel and time point, averaged; only the image-specific part counts.
+    """
+    res = {}
+    n = len(pred)
+    for name, mask in (("all", np.ones_like(visual)), ("visual", visual)):
+        p = pred[:, mask].reshape(n, -1)
+        t = true[:, mask].reshape(n, -1)
+        per_image = pearson_per_row(p, t)
+        res[f"pearson_r_{name}"] = float(per_image.mean())
+        res[f"pearson_r_per_image_{name}"] = per_image.tolist()
+        res[f"mse_{name}"] = float(((p - t) ** 2).mean())
+        res[f"pearson_r_across_images_{name}"] = float(np.nanmean(pearson_per_row(p.T, t.T))) if n > 2 \
+            else float("nan")
+    return res
+
+
 class Evaluator:
     """Scores one trained model on a :class:`Prepared` dataset."""
 
@@ -135,19 +156,16 @@ class Evaluator:
 
     # ---- encoding ----------------------------------------------------------------------------
     @torch.no_grad()
-    def predicted_responses(self, f: np.ndarray) -> np.ndarray | None:
-        if not hasattr(self.model, "decode"):
+    def predicted_responses(self, f: np.ndarray, raw: bool = False) -> np.ndarray | None:
+        """The model's visual encoding of images ``f``; ``raw=True``: the uncalibrated D_B(P(f))."""
+        if not hasattr(self.model, "predict_response"):
             return None
-        z = self.model.encode_image(torch.from_numpy(f).to(self.device))
-        return self.model.decode(z).cpu().numpy()
+        ft = torch.from_numpy(f).to(self.device)
+        out = self.model.decode(self.model.encode_image(ft)) if raw else self.model.predict_response(ft)
+        return out.cpu().numpy()
 
     def encoding_scores(self, pred: np.ndarray, true: np.ndarray) -> dict:
-        res = {}
-        for name, mask in (("all", np.ones_like(self.visual)), ("visual", self.visual)):
-            p = pred[:, mask].reshape(len(pred), -1)
-            t = true[:, mask].reshape(len(true), -1)
-            res[f"pearson_r_{name}"] = float(pearson_per_row(p, t).mean())
-            res[f"mse_{name}"] = float(((p - t) ** 2).mean())
+        res = encoding_metrics(pred, true, self.visual)
         # per channel r over (images x time): for the topomap
         pc = pred.transpose(1, 0, 2).reshape(pred.shape[1], -1)
         tc = true.transpose(1, 0, 2).reshape(true.shape[1], -1)
@@ -208,10 +226,29 @@ class Evaluator:
         pred = self.predicted_responses(self.prep.f_test)
         if pred is not None:
             report["encoding"] = self.encoding_scores(pred, true)
+            report["encoding"]["read_out"] = (
+                "calibrated: mean training response + gain * (D_B(P(f)) - mean prediction on "
+                f"training images), gain {float(self.model.encoding_gain):.3f} fitted on validation images")
+            # The paper's quantity, the decoder's output as is (Table 1 / Table 4).
+            report["encoding_raw_decoder"] = encoding_metrics(
+                self.predicted_responses(self.prep.f_test, raw=True), true, self.visual)
         report["accuracy_vs_repetitions"] = self.accuracy_vs_repetitions()
         if masks:
             report["masked_reconstruction"] = self.masked_reconstruction()
         return report
+
+
+def paired_comparison(model_enc: dict, baseline_enc: dict) -> dict:
+    """Per-image encoding r of the model minus the baseline's, with a two-sided Wilcoxon test."""
+    from scipy.stats import wilcoxon
+
+    out = {}
+    for name in ("all", "visual"):
+        d = (np.asarray(model_enc[f"pearson_r_per_image_{name}"])
+             - np.asarray(baseline_enc[f"pearson_r_per_image_{name}"]))
+        out[name] = {"mean_difference": float(d.mean()), "images_better": float((d > 0).mean()),
+                     "wilcoxon_p": float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0}
+    return out
 
 
 def ridge_baselines(prep: Prepared, seed: int = 0) -> dict:
@@ -240,12 +277,10 @@ def ridge_baselines(prep: Prepared, seed: int = 0) -> dict:
     enc = RidgeCV(alphas=RIDGE_ALPHAS).fit(f_tr, x_tr.reshape(len(x_tr), -1))
     pred = enc.predict(f_te).reshape(n, c, t)
     visual = visual_channel_mask(prep.ch_names)
-    enc_res = {"alpha": float(enc.alpha_)}
-    for name, mask in (("all", np.ones_like(visual)), ("visual", visual)):
-        p, tt = pred[:, mask].reshape(n, -1), x_te[:, mask].reshape(n, -1)
-        enc_res[f"pearson_r_{name}"] = float(pearson_per_row(p, tt).mean())
-        enc_res[f"mse_{name}"] = float(((p - tt) ** 2).mean())
-    out["encoding"] = enc_res
+    out["encoding"] = {"alpha": float(enc.alpha_), **encoding_metrics(pred, x_te, visual)}
+    # The floor every encoder should clear: the mean training response, the same for every image.
+    out["mean_response"] = {"encoding": encoding_metrics(
+        np.broadcast_to(x_tr.mean(axis=0), x_te.shape), x_te, visual)}
     return out
 
 

@@ -143,6 +143,55 @@ def _broadcast_buffers(model) -> None:
         dist.broadcast(buf, src=0)
 
 
+@torch.no_grad()
+def calibrate_encoding(model, prep: Prepared, device, batch: int) -> dict:
+    """Fit BrainAE's encoding read-out ``mean + gain * (D_B(P(f)) - center)`` on training data.
+
+    ``mean``: the mean training response (the reconstruction targets' mean; ridge's intercept);
+    ``center``: the mean raw prediction over the fitting images, so the read-out's common part is
+    exactly ``mean``; ``gain``: least squares of the validation images' recorded deviations on the
+    predicted ones (floored at 0). The decoder's common part is learnt through a BatchNorm'd,
+    shared zb/zi path and lands off the mean response, and its image-specific part is as confident
+    on new images as on fitted ones; this is the calibration ridge gets from its intercept and
+    cross-validated penalty. Never sees test data. Returns the fitted values and validation MSEs.
+    """
+    model.eval()
+
+    def raw(f: np.ndarray) -> np.ndarray:
+        return np.concatenate([
+            model.decode(model.encode_image(torch.from_numpy(f[i : i + batch]).to(device))).cpu().numpy()
+            for i in range(0, len(f), batch)])
+
+    mean = prep.x_train[prep.fit_index].mean(axis=(0, 1))
+    center = raw(prep.f_train[prep.fit_index]).mean(axis=0)
+    pred_val = raw(prep.f_train[prep.val_index]) - center
+    true_val = prep.x_train[prep.val_index].mean(axis=1) - mean
+    gain = max(float((pred_val * true_val).sum() / max(float((pred_val**2).sum()), 1e-12)), 0.0)
+    model.encoding_mean.copy_(torch.from_numpy(mean))
+    model.encoding_center.copy_(torch.from_numpy(center))
+    model.encoding_gain.fill_(gain)
+    return {"gain": gain,
+            "val_mse_raw": float(((pred_val + center - mean - true_val) ** 2).mean()),
+            "val_mse_calibrated": float(((gain * pred_val - true_val) ** 2).mean()),
+            "val_mse_mean_response": float((true_val**2).mean())}
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay conv/linear weights only (ndim >= 2); biases, BatchNorm, the decoder's (C, T)
+    intercept and the temperature get none.
+
+    The intercept's MSE gradient is ~residual / (C * T) per element, so even a weight decay of
+    1e-4 pulled it off the mean response it is initialised to.
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and name.split(".")[-1] == "weight" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
 def state_digest(model) -> str:
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
@@ -176,8 +225,7 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     if dist_info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.Adam(core.parameters(), lr=tr.lr, betas=tuple(tr.betas),
-                           weight_decay=tr.weight_decay)
+    opt = torch.optim.Adam(parameter_groups(core, tr.weight_decay), lr=tr.lr, betas=tuple(tr.betas))
     use_amp = tr.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -188,7 +236,14 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     if decoder is not None and hasattr(decoder, "output_bias"):
         with torch.no_grad():  # the intercept starts at the mean training epoch (fit rows only)
             decoder.output_bias.copy_(torch.from_numpy(prep.x_train[prep.fit_index].mean(axis=(0, 1))))
+    ema = (torch.optim.swa_utils.AveragedModel(
+        core, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tr.ema_decay), use_buffers=True)
+        if tr.ema_decay else None)
+    scored = ema.module if ema is not None else core  # what validation sees and the checkpoint holds
     batch = min(tr.batch_size, len(x_fit))
+    steps_per_epoch = sum(1 for i in range(0, len(x_fit) - 1, batch) if min(batch, len(x_fit) - i) >= 2)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr.epochs * steps_per_epoch)
+                if tr.lr_schedule == "cosine" else None)
     history: list[dict] = []
     best = {"val_total": float("inf"), "epoch": -1}
     t_start = time.perf_counter()
@@ -216,21 +271,28 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if schedule is not None:
+                schedule.step()
+            if ema is not None:
+                ema.update_parameters(core)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             n_seen += len(idx)
         n_samples += n_seen
         if dist_info.world > 1:
             _broadcast_buffers(core)
+            if ema is not None:  # each rank averaged its own BatchNorm statistics
+                _broadcast_buffers(ema.module)
         train_parts = {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
-        val = evaluate_loss(core, x_val, f_val, config, device, batch)
-        row = {"epoch": epoch, **train_parts, **{f"val_{k}": v for k, v in val.items()}}
+        val = evaluate_loss(scored, x_val, f_val, config, device, batch)
+        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_parts,
+               **{f"val_{k}": v for k, v in val.items()}}
         history.append(row)
         if val["total"] < best["val_total"]:
             best = {"val_total": val["total"], "epoch": epoch, "val_top1": val["top1"]}
-            if dist_info.is_main:
-                save_file({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()},
-                          run_dir / MODEL_FILE)
+            best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
+            if dist_info.is_main:  # on disk at once: an interrupted run keeps its best epoch
+                save_file({k: v.contiguous() for k, v in best_state.items()}, run_dir / MODEL_FILE)
         bar.set_postfix(loss=f"{train_parts.get('train_total', 0):.3f}",
                         val=f"{val['total']:.3f}", val_top1=f"{val['top1']:.2f}")
     elapsed = time.perf_counter() - t_start
@@ -240,8 +302,14 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
         "samples_per_second": n_samples * dist_info.world / max(elapsed, 1e-9),
         "world_size": dist_info.world, "device": str(device), "history": history,
     }
+    if tr.calibrate_encoding and hasattr(scored, "predict_response") and best["epoch"] >= 0:
+        scored.load_state_dict(best_state)  # every rank holds the same best weights
+        summary["encoding_calibration"] = calibrate_encoding(scored, prep, device, batch)
+        if dist_info.is_main:
+            save_file({k: v.detach().cpu().contiguous() for k, v in scored.state_dict().items()},
+                      run_dir / MODEL_FILE)
     # Each rank records a digest of its final weights: DDP must leave them identical.
-    (run_dir / f"weights_rank{dist_info.rank}.sha256").write_text(state_digest(core))
+    (run_dir / f"weights_rank{dist_info.rank}.sha256").write_text(state_digest(scored))
     if dist_info.is_main:
         (run_dir / "history.json").write_text(json.dumps(summary, indent=1))
         (run_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(config), sort_keys=False))

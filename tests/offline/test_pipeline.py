@@ -63,6 +63,18 @@ def test_evaluate_report_has_the_protocols(trained_run, tmp_path):
     assert rep["retrieval"]["n_way"] == 6
     assert {"pearson_r_all", "pearson_r_visual", "mse_all", "encoding_auc"} <= set(rep["encoding"])
     assert {"pearson_r_all", "pearson_r_visual"} <= set(rep["ridge"]["encoding"])
+    # the calibrated read-out, the raw decoder (the paper's quantity), the floor and a paired test
+    assert {"pearson_r_visual", "pearson_r_across_images_visual"} <= set(rep["encoding_raw_decoder"])
+    assert rep["encoding"]["pearson_r_visual"] != rep["encoding_raw_decoder"]["pearson_r_visual"]
+    assert rep["ridge"]["mean_response"]["encoding"]["pearson_r_across_images_visual"] == pytest.approx(0.0, abs=1e-6)
+    pair = rep["encoding_vs_ridge"]["visual"]
+    assert 0.0 <= pair["images_better"] <= 1.0 and 0.0 <= pair["wilcoxon_p"] <= 1.0
+    per_image = np.subtract(rep["encoding"]["pearson_r_per_image_visual"],
+                            rep["ridge"]["encoding"]["pearson_r_per_image_visual"])
+    assert pair["mean_difference"] == pytest.approx(per_image.mean())
+    hist = json.loads((trained_run / "history.json").read_text())
+    assert hist["encoding_calibration"]["gain"] >= 0
+    assert "mean training response" in out.stdout and "Wilcoxon" in out.stdout
     reps = [r["n_repetitions"] for r in rep["accuracy_vs_repetitions"]]
     assert reps == [1, 2, 4]
     kinds = {r["mask"] for r in rep["masked_reconstruction"]}

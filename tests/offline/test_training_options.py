@@ -1,0 +1,107 @@
+"""Optimiser options of ``neuralign train``: decay-free parameter groups, cosine schedule, EMA."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neuralign.config import load_config
+from neuralign.models import BrainAE, build_model
+from neuralign.offline.train import (
+    calibrate_encoding,
+    evaluate_loss,
+    model_inputs,
+    parameter_groups,
+    train_model,
+)
+from tests.conftest import FAST_TRAIN, TINY_SIM
+
+
+def test_only_conv_and_linear_weights_are_decayed() -> None:
+    model = BrainAE(8, 64, 12, k=4, m1=9, m2=3, s=3, learn_tau=True)
+    decay, no_decay = parameter_groups(model, 1e-4)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert "brain_decoder.output_bias" in kept and "temperature.log_inv_tau" in kept
+    assert "brain_encoder.temporal.weight" in decayed and "image_projection.weight" in decayed
+    assert not any(n.endswith(".bias") for n in decayed)
+    assert not any(".pool.1." in n or ".spatial.1." in n for n in decayed)  # BatchNorm
+    assert decayed | kept == set(names.values())
+
+
+@pytest.fixture(scope="module")
+def tiny_prepared(tiny_sim):
+    from neuralign.offline.prepare import prepare
+
+    _, _, data = tiny_sim
+    cfg = load_config("demo", [f"dataset.simulation.{k}={v}" for k, v in TINY_SIM.items()] + FAST_TRAIN)
+    return cfg, prepare(cfg, data)
+
+
+def test_cosine_schedule_and_ema_checkpoint_is_what_was_validated(tiny_prepared, tmp_path) -> None:
+    base, prep = tiny_prepared
+    cfg = base.model_copy(update={"training": base.training.model_copy(
+        update={"epochs": 3, "lr_schedule": "cosine", "ema_decay": 0.5})})
+    hist = train_model(cfg, prep, tmp_path, progress=False)
+    lrs = [row["lr"] for row in hist["history"]]
+    assert lrs[0] < cfg.training.lr and lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-9
+    # The checkpoint holds the averaged weights, the ones the best validation loss was measured on.
+    model = build_model(cfg.model, n_chans=prep.x_train.shape[2], n_times=prep.x_train.shape[3],
+                        feature_dim=prep.f_train.shape[1])
+    model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    x_val, f_val, _ = model_inputs(prep, prep.val_index, True)
+    val = evaluate_loss(model, x_val, f_val, cfg, torch.device("cpu"), cfg.training.batch_size)
+    assert val["total"] == pytest.approx(hist["best_val_loss"], rel=1e-5)
+    assert np.isfinite(val["total"])
+
+
+def test_encoding_calibration_is_fitted_on_training_rows_only(tiny_prepared) -> None:
+    cfg, prep = tiny_prepared
+    torch.manual_seed(0)
+    model = build_model(cfg.model, n_chans=prep.x_train.shape[2], n_times=prep.x_train.shape[3],
+                        feature_dim=prep.f_train.shape[1]).eval()
+    f_fit = torch.from_numpy(prep.f_train[prep.fit_index])
+    raw_before = model.predict_response(f_fit).detach().numpy()
+    torch.testing.assert_close(model.predict_response(f_fit), model.decode(model.encode_image(f_fit)))
+    res = calibrate_encoding(model, prep, torch.device("cpu"), 8)
+    with torch.no_grad():
+        pred_fit = model.predict_response(f_fit).numpy()
+        pred_val = model.predict_response(torch.from_numpy(prep.f_train[prep.val_index])).numpy()
+    mean = prep.x_train[prep.fit_index].mean(axis=(0, 1))
+    # the read-out's common part over the fitting images is exactly the mean training response
+    np.testing.assert_allclose(pred_fit.mean(axis=0), mean, atol=1e-4)
+    # ... and its deviations are the raw ones scaled by the fitted gain
+    np.testing.assert_allclose(pred_fit - mean, res["gain"] * (raw_before - raw_before.mean(0)),
+                               atol=1e-4)
+    # the gain is the least-squares one on the validation images: nudging it only hurts
+    true_val = prep.x_train[prep.val_index].mean(axis=1)
+    dev = (pred_val - mean) / max(res["gain"], 1e-9)
+
+    def mse(g):
+        return float(((mean + g * dev - true_val) ** 2).mean())
+
+    assert res["gain"] >= 0 and mse(res["gain"]) <= min(mse(res["gain"] + 0.05), mse(res["gain"] + 0.5))
+    if res["gain"] > 0.05:
+        assert mse(res["gain"]) <= mse(res["gain"] - 0.05)
+    # the test split played no part: changing it changes nothing
+    prep2 = dataclasses.replace(prep, x_test=np.full_like(prep.x_test, 3.0))
+    model2 = build_model(cfg.model, n_chans=prep.x_train.shape[2], n_times=prep.x_train.shape[3],
+                         feature_dim=prep.f_train.shape[1]).eval()
+    model2.load_state_dict({k: v for k, v in model.state_dict().items()})
+    assert calibrate_encoding(model2, prep2, torch.device("cpu"), 8) == res
+
+
+def test_weights_without_encoding_read_out_load_uncalibrated() -> None:
+    torch.manual_seed(0)
+    model = BrainAE(8, 64, 12, k=4, m1=9, m2=3, s=3)
+    model.encoding_gain.fill_(0.3)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("encoding_")}
+    fresh = BrainAE(8, 64, 12, k=4, m1=9, m2=3, s=3)
+    fresh.load_state_dict(old)  # strict: the absent read-out comes back as the identity
+    fresh.eval()
+    f = torch.randn(3, 12)
+    torch.testing.assert_close(fresh.predict_response(f), fresh.decode(fresh.encode_image(f)))
