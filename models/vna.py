@@ -97,6 +97,20 @@ class ConvImageDecoder(nn.Module):
         return self.deconvs(self.unflatten(self.head(z)))
 
 
+def _image_size_from(feature_dim: int | None, kwargs: dict) -> dict:
+    """Infer ``image_size`` when the "features" are flattened RGB pixels (3 * size * size)."""
+    if feature_dim and "image_size" not in kwargs:
+        side = int(round((feature_dim / 3) ** 0.5))
+        if 3 * side * side == feature_dim:
+            kwargs = {**kwargs, "image_size": side}
+    return kwargs
+
+
+def _as_images(images: Tensor, image_size: int) -> Tensor:
+    """(b, 3, S, S) pixels, or the same flattened to (b, 3 * S * S), as (b, 3, S, S)."""
+    return images.reshape(len(images), -1, image_size, image_size) if images.ndim == 2 else images
+
+
 def _neg_mse_matrix(pred: Tensor, target: Tensor) -> Tensor:
     """-(mean squared difference) between every row of ``pred`` and every row of ``target``."""
     p, t = pred.flatten(1), target.flatten(1)
@@ -138,10 +152,7 @@ class VNA(nn.Module):
         ``embed_dim`` None falls back to 128; ``image_size`` may come in ``kwargs``, or follows
         from ``feature_dim`` when the "features" are flattened RGB pixels (3 * size * size).
         """
-        if feature_dim and "image_size" not in kwargs:
-            side = int(round((feature_dim / 3) ** 0.5))
-            if 3 * side * side == feature_dim:
-                kwargs["image_size"] = side
+        kwargs = _image_size_from(feature_dim, kwargs)
         return cls(
             n_chans=n_chans, n_times=n_times, embed_dim=model_cfg.embed_dim or 128,
             hidden=model_cfg.hidden, dropout=model_cfg.dropout, tau=model_cfg.tau,
@@ -157,9 +168,7 @@ class VNA(nn.Module):
 
     def encode_image(self, images: Tensor) -> Tensor:
         """(b, 3, S, S) pixels in [0, 1], or the same flattened to (b, 3 * S * S)."""
-        if images.ndim == 2:
-            images = images.reshape(len(images), -1, self.image_size, self.image_size)
-        return self.image_encoder(images)
+        return self.image_encoder(_as_images(images, self.image_size))
 
     def forward(self, x: Tensor, images: Tensor) -> dict[str, Tensor]:
         return {"zb": self.encode_brain(x), "zi": self.encode_image(images)}
@@ -181,7 +190,7 @@ class DirectEncoding(nn.Module):
         hidden: int = 512,
     ) -> None:
         super().__init__()
-        self.n_chans, self.n_times = n_chans, n_times
+        self.n_chans, self.n_times, self.image_size = n_chans, n_times, image_size
         self.image_encoder = ConvImageEncoder(hidden, image_size, in_channels)
         self.readout = nn.Sequential(nn.LeakyReLU(LEAKY_SLOPE), nn.Linear(hidden, n_chans * n_times))
 
@@ -190,12 +199,12 @@ class DirectEncoding(nn.Module):
         cls, model_cfg: ModelConfig, n_chans: int, n_times: int, feature_dim: int | None = None,
         **kwargs,
     ) -> DirectEncoding:
-        del feature_dim
+        kwargs = _image_size_from(feature_dim, kwargs)
         return cls(n_chans=n_chans, n_times=n_times, hidden=model_cfg.hidden, **kwargs)
 
     def forward(self, images: Tensor) -> Tensor:
-        """Predicted responses (b, n_chans, n_times)."""
-        out = self.readout(self.image_encoder(images))
+        """Predicted responses (b, n_chans, n_times) for pixels (b, 3, S, S) or (b, 3 * S * S)."""
+        out = self.readout(self.image_encoder(_as_images(images, self.image_size)))
         return out.view(-1, self.n_chans, self.n_times)
 
     def loss(self, images: Tensor, x: Tensor) -> Tensor:
@@ -217,7 +226,7 @@ class DirectDecoding(nn.Module):
         hidden: int = 512, latent: int = 128, dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.n_chans, self.n_times = n_chans, n_times
+        self.n_chans, self.n_times, self.image_size = n_chans, n_times, image_size
         self.neural_encoder = MLPNeuralEncoder(n_chans * n_times, latent, hidden, dropout)
         self.image_decoder = ConvImageDecoder(latent, image_size, out_channels)
 
@@ -226,7 +235,7 @@ class DirectDecoding(nn.Module):
         cls, model_cfg: ModelConfig, n_chans: int, n_times: int, feature_dim: int | None = None,
         **kwargs,
     ) -> DirectDecoding:
-        del feature_dim
+        kwargs = _image_size_from(feature_dim, kwargs)
         return cls(
             n_chans=n_chans, n_times=n_times, hidden=model_cfg.hidden,
             latent=model_cfg.embed_dim or 128, dropout=model_cfg.dropout, **kwargs,
@@ -237,7 +246,8 @@ class DirectDecoding(nn.Module):
         return self.image_decoder(self.neural_encoder(x))
 
     def loss(self, x: Tensor, images: Tensor) -> Tensor:
-        return F.mse_loss(self(x), images)
+        pred = self(x)
+        return F.mse_loss(pred, _as_images(images, self.image_size))
 
     def scores(self, x: Tensor, images: Tensor) -> Tensor:
         """-MSE between each response's predicted image and each candidate image."""

@@ -124,7 +124,8 @@ class LossWeights(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["brainae", "vna"] = "brainae"
+    # direct_encoding / direct_decoding: VNA's baselines (image -> response / response -> pixels, MSE)
+    name: Literal["brainae", "vna", "direct_encoding", "direct_decoding"] = "brainae"
     backbone: str = Field("tsconv", description="'tsconv' or a braindecode model name")
     k: int = Field(40, ge=1)
     m1: int = Field(26, ge=1)

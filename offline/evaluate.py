@@ -51,6 +51,21 @@ def pair_auc(sim: np.ndarray) -> float:
     return float(roc_auc_score(labels, sim.ravel()))
 
 
+def per_query_auc(sim: np.ndarray) -> float:
+    """Mean over rows of the ROC AUC of the matched (diagonal) candidate against the others.
+
+    Row i ranks every candidate for query i: discriminative decoding when rows are responses and
+    columns images, discriminative encoding on the transpose (VNA Section 4). Ties count half.
+    """
+    n = len(sim)
+    if n < 2:
+        return float("nan")
+    pos = np.diag(sim)[:, None]
+    off = ~np.eye(n, dtype=bool)
+    wins = ((sim < pos) & off).sum(1) + 0.5 * ((sim == pos) & off).sum(1)
+    return float((wins / (n - 1)).mean())
+
+
 def pearson_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
@@ -91,8 +106,11 @@ class Evaluator:
         self.rng = np.random.default_rng(seed)
         self.visual = visual_channel_mask(prep.ch_names)
         self.n_test = len(prep.test_ids)
-        self._template_bank = self._image_embeddings(prep.f_test)
-        self._concept_bank, self._concept_of_test = self._concept_centres()
+        # VNA's direct baselines have no shared space: they score (response, image) pairs.
+        self.embeds = hasattr(model, "encode_brain") and hasattr(model, "encode_image")
+        self._template_bank = self._image_embeddings(prep.f_test) if self.embeds else None
+        self._concept_bank, self._concept_of_test = (self._concept_centres() if self.embeds
+                                                     else (None, None))
 
     # ---- embeddings ------------------------------------------------------------------------
     @torch.no_grad()
@@ -121,13 +139,23 @@ class Evaluator:
         return bank, target
 
     # ---- decoding ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def similarity(self, x_avg: np.ndarray) -> np.ndarray:
+        """(responses, test images): cosine in the shared space, or the model's own pair scores."""
+        if self.embeds:
+            return self.brain_embeddings(x_avg) @ self._template_bank.T
+        f = torch.from_numpy(self.prep.f_test).to(self.device)
+        return np.concatenate([
+            self.model.scores(torch.from_numpy(np.ascontiguousarray(x_avg[i : i + self.batch],
+                                                                    np.float32)).to(self.device), f)
+            .cpu().numpy() for i in range(0, len(x_avg), self.batch)])
+
     def decode_scores(self, x_avg: np.ndarray) -> dict[str, dict[str, float]]:
-        zb = self.brain_embeddings(x_avg)
-        sim = zb @ self._template_bank.T
+        sim = self.similarity(x_avg)
         res = {"retrieval": {**topk(sim, np.arange(self.n_test)), "n_way": self.n_test,
                              "chance_top1": 1.0 / self.n_test}}
         if self._concept_bank is not None:
-            csim = zb @ self._concept_bank.T
+            csim = self.brain_embeddings(x_avg) @ self._concept_bank.T
             res["classification"] = {**topk(csim, self._concept_of_test),
                                      "n_way": len(self._concept_bank),
                                      "chance_top1": 1.0 / len(self._concept_bank)}
@@ -223,6 +251,10 @@ class Evaluator:
                   "prototype_normalisation": "cosine similarity; template embeddings L2-normalised; "
                   "concept centres = mean of normalised embeddings, re-normalised",
                   **self.decode_scores(true)}
+        sim = self.similarity(true)
+        report["discriminative"] = {  # VNA Section 4: rank candidates for each query
+            "decoding_auc": per_query_auc(sim), "encoding_auc": per_query_auc(sim.T),
+            "pair_score": "cosine in the shared space" if self.embeds else "-MSE (model.scores)"}
         pred = self.predicted_responses(self.prep.f_test)
         if pred is not None:
             report["encoding"] = self.encoding_scores(pred, true)

@@ -132,9 +132,12 @@ def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
     return load_allen_natural_scenes(Path(root))
 
 
+PIXEL_MODELS = ("vna", "direct_encoding", "direct_decoding")  # learn their image side from pixels
+
+
 def _features_for(config: Config, dataset: BrainDataset, ids: list[str], features: Path | None,
                   device: str) -> np.ndarray:
-    if config.model.name == "vna":
+    if config.model.name in PIXEL_MODELS:
         from neuralign.offline.image_features import pixel_features
 
         return pixel_features(dataset.image_files, ids)  # VNA learns its image encoder from pixels

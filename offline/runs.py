@@ -110,6 +110,9 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
     from neuralign.bundle import save_bundle
 
     config, prep, model = load_run(run_dir)
+    if not hasattr(model, "encode_image"):
+        raise DataError(f"{run_dir}: a {config.model.name} run is an offline baseline with no shared "
+                        "embedding space; the engine runs brainae or vna bundles")
     with torch.no_grad():
         bank = model.encode_image(torch.from_numpy(prep.f_test)).numpy()
     bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)

@@ -98,9 +98,16 @@ def compute_loss(model, x: torch.Tensor, f: torch.Tensor, config: Config,
     """The configured model's objective; ``target`` (default ``x``) is what reconstructions aim at."""
     from neuralign.models.losses import brainae_loss, clip_loss
 
+    name = config.model.name
+    if name in ("direct_encoding", "direct_decoding"):  # VNA's baselines: plain MSE regressions
+        # Called through ``model`` (not a bare method) so DDP sees the forward and syncs gradients.
+        pred = model(f) if name == "direct_encoding" else model(x)
+        goal = (x if target is None else target) if name == "direct_encoding" else f
+        loss = torch.nn.functional.mse_loss(pred, goal.reshape(pred.shape))
+        return loss, {"mse": float(loss.detach()), "total": float(loss.detach())}
     out = model(x, f)
     core = model.module if hasattr(model, "module") else model
-    if config.model.name == "brainae":
+    if name == "brainae":
         return brainae_loss(out, x if target is None else target, f, config.model.loss_weights,
                             tau=core.tau,
                             fea_normalize=config.model.fea_normalize)
@@ -122,10 +129,14 @@ def evaluate_loss(model, x: np.ndarray, f: np.ndarray, config: Config, device, b
             sums[k] = sums.get(k, 0.0) + v * len(xb)
         n += len(xb)
         core = model.module if hasattr(model, "module") else model
-        zb_all.append(torch.nn.functional.normalize(core.encode_brain(xb), dim=-1))
-        zi_all.append(torch.nn.functional.normalize(core.encode_image(fb), dim=-1))
+        if hasattr(core, "encode_brain"):
+            zb_all.append(torch.nn.functional.normalize(core.encode_brain(xb), dim=-1))
+            zi_all.append(torch.nn.functional.normalize(core.encode_image(fb), dim=-1))
     res = {k: v / n for k, v in sums.items()}
-    sim = torch.cat(zb_all) @ torch.cat(zi_all).T
+    if zb_all:
+        sim = torch.cat(zb_all) @ torch.cat(zi_all).T
+    else:  # the direct baselines score every (response, image) pair themselves
+        sim = core.scores(torch.from_numpy(x).to(device), torch.from_numpy(f).to(device))
     res["top1"] = float((sim.argmax(1) == torch.arange(len(sim), device=sim.device)).float().mean())
     return res
 

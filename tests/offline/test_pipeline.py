@@ -141,16 +141,38 @@ def test_torchrun_two_processes_end_with_identical_weights(tiny_sim, tmp_path):
     assert hist["world_size"] == 2
 
 
-def test_vna_trains_from_pixels_and_is_scored_by_auc(tiny_sim, tmp_path):
+@pytest.mark.parametrize("name", ["vna", "direct_encoding", "direct_decoding"])
+def test_vna_and_its_baselines_train_from_pixels_and_are_scored_by_auc(tiny_sim, tmp_path, name):
     from neuralign.config import load_config
-    from neuralign.offline.runs import evaluate_run
+    from neuralign.offline.runs import evaluate_run, export_run
     from neuralign.offline.train import run_training
 
     _, cfg_path, data = tiny_sim
-    cfg = load_config(cfg_path, ["model.name=vna", "model.embed_dim=32", "training.epochs=2",
-                                 "training.batch_size=16", "training.n_val_trials=4"])
-    run_training(cfg, tmp_path / "vna", data, None, progress=False)
-    rep = evaluate_run(tmp_path / "vna", masks=False)
-    assert rep["model"] == "vna"
+    cfg = load_config(cfg_path, [f"model.name={name}", "model.embed_dim=32", "model.hidden=64",
+                                 "training.epochs=2", "training.batch_size=16",
+                                 "training.n_val_trials=4"])
+    hist = run_training(cfg, tmp_path / name, data, None, progress=False)
+    assert all(np.isfinite(h["val_total"]) for h in hist["history"])
+    rep = evaluate_run(tmp_path / name, masks=False)
+    assert rep["model"] == name
     assert 0.0 <= rep["decoding_auc"] <= 1.0 and rep["retrieval"]["n_way"] == 6
-    assert "encoding" not in rep  # VNA has no brain decoder; its encoding side is the AUC
+    disc = rep["discriminative"]
+    assert 0.0 <= disc["encoding_auc"] <= 1.0 and 0.0 <= disc["decoding_auc"] <= 1.0
+    assert disc["pair_score"] == ("cosine in the shared space" if name == "vna" else "-MSE (model.scores)")
+    assert "encoding" not in rep  # no brain decoder; the encoding side is the discriminative AUC
+    if name != "vna":
+        with pytest.raises(DataError, match="offline baseline"):
+            export_run(tmp_path / name, tmp_path / "bundle")
+
+
+def test_per_query_auc_ranks_candidates_per_row():
+    from neuralign.offline.evaluate import per_query_auc
+
+    assert per_query_auc(np.eye(5)) == 1.0
+    assert per_query_auc(-np.eye(5)) == 0.0
+    assert per_query_auc(np.ones((4, 4))) == 0.5  # ties count half
+    sim = np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.1], [0.0, 0.3, 0.6]])
+    # row 0: beats both; row 1: beats one of two; row 2: beats both -> mean (1 + 0.5 + 1) / 3
+    assert per_query_auc(sim) == pytest.approx(2.5 / 3)
+    # columns: image 0 vs responses 1, 2: 0.9 > 0.8, 0.0 -> 1; image 1: 0.2 > 0.1, < 0.3 -> 0.5
+    assert per_query_auc(sim.T) == pytest.approx((1 + 0.5 + 1) / 3)
