@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from neuralign import __version__
-from neuralign.errors import DataError
+from neuralign.errors import DataError, read_json
 
 FORMAT = "neuralign-bundle"
 FORMAT_VERSION = 1
@@ -101,10 +101,7 @@ def load_bundle(directory: Path, verify: bool = True) -> Bundle:
     for name in (MANIFEST, WEIGHTS, TEMPLATES):
         if not (directory / name).is_file():
             raise DataError(f"{directory / name}: bundle file missing (is {directory} a bundle?)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{mpath}: not valid JSON (line {exc.lineno})") from exc
+    manifest = read_json(mpath, "bundle manifest")
     if manifest.get("format") != FORMAT:
         raise DataError(f"{mpath}: format: expected {FORMAT!r}, got {manifest.get('format')!r}")
     if manifest.get("format_version", 0) > FORMAT_VERSION:

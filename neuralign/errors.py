@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 
 class UserError(Exception):
     """A problem the user can fix (bad config, missing file, channel mismatch, ...).
@@ -23,3 +27,11 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data, features or bundle file is missing, malformed or inconsistent."""
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The parsed JSON file ``path``; a syntax error is one DataError naming the file and line."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: {what} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc

@@ -312,7 +312,7 @@ def ridge_baselines(prep: Prepared, seed: int = 0) -> dict:
     out["encoding"] = {"alpha": float(enc.alpha_), **encoding_metrics(pred, x_te, visual)}
     # The floor every encoder should clear: the mean training response, the same for every image.
     out["mean_response"] = {"encoding": encoding_metrics(
-        np.broadcast_to(x_tr.mean(axis=0), x_te.shape), x_te, visual)}
+        np.broadcast_to(prep.mean_response, x_te.shape), x_te, visual)}
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,12 @@ class Prepared:
         mask = np.ones(len(self.train_ids), dtype=bool)
         mask[self.val_index] = False
         return np.flatnonzero(mask)
+
+    @cached_property
+    def mean_response(self) -> np.ndarray:
+        """(C, T) mean of the fitting rows over images and repetitions: the response every image
+        shares. The decoder intercept starts here; encoders are scored against it as a floor."""
+        return self.x_train[self.fit_index].mean(axis=(0, 1))
 
     def save(self, path: Path) -> None:
         arrays = {k: getattr(self, k) for k in

@@ -173,7 +173,7 @@ def calibrate_encoding(model, prep: Prepared, device, batch: int) -> dict:
             model.decode(model.encode_image(torch.from_numpy(f[i : i + batch]).to(device))).cpu().numpy()
             for i in range(0, len(f), batch)])
 
-    mean = prep.x_train[prep.fit_index].mean(axis=(0, 1))
+    mean = prep.mean_response
     center = raw(prep.f_train[prep.fit_index]).mean(axis=0)
     pred_val = raw(prep.f_train[prep.val_index]) - center
     true_val = prep.x_train[prep.val_index].mean(axis=1) - mean
@@ -201,6 +201,11 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         (decay if p.ndim >= 2 and name.split(".")[-1] == "weight" else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached, contiguous CPU copy of the state dict: what safetensors writes."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
 def state_digest(model) -> str:
@@ -246,14 +251,16 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     decoder = getattr(core, "brain_decoder", None)
     if decoder is not None and hasattr(decoder, "output_bias"):
         with torch.no_grad():  # the intercept starts at the mean training epoch (fit rows only)
-            decoder.output_bias.copy_(torch.from_numpy(prep.x_train[prep.fit_index].mean(axis=(0, 1))))
+            decoder.output_bias.copy_(torch.from_numpy(prep.mean_response))
     ema = (torch.optim.swa_utils.AveragedModel(
         core, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tr.ema_decay), use_buffers=True)
         if tr.ema_decay else None)
     scored = ema.module if ema is not None else core  # what validation sees and the checkpoint holds
     batch = min(tr.batch_size, len(x_fit))
-    steps_per_epoch = sum(1 for i in range(0, len(x_fit) - 1, batch) if min(batch, len(x_fit) - i) >= 2)
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr.epochs * steps_per_epoch)
+    # Batch start offsets, the same every epoch (the number of images does not change). InfoNCE and
+    # BatchNorm need at least two samples, so a last batch of one is skipped.
+    starts = [i for i in range(0, len(x_fit) - 1, batch) if min(batch, len(x_fit) - i) >= 2]
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr.epochs * len(starts))
                 if tr.lr_schedule == "cosine" else None)
     history: list[dict] = []
     best = {"val_total": float("inf"), "epoch": -1}
@@ -268,11 +275,8 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
         perm = gen.permutation(len(x_fit))
         sums: dict[str, float] = {}
         n_seen = 0
-        for i in range(0, len(perm) - 1, batch):
-            idx = perm[i : i + batch]
-            if len(idx) < 2:
-                continue  # InfoNCE and BatchNorm need at least two samples
-            idx = idx[dist_info.rank :: dist_info.world]
+        for i in starts:
+            idx = perm[i : i + batch][dist_info.rank :: dist_info.world]
             xb = torch.from_numpy(x_fit[idx]).to(device, non_blocking=True)
             fb = torch.from_numpy(f_fit[idx]).to(device, non_blocking=True)
             tb = torch.from_numpy(t_fit[idx]).to(device, non_blocking=True)
@@ -301,9 +305,9 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
         history.append(row)
         if val["total"] < best["val_total"]:
             best = {"val_total": val["total"], "epoch": epoch, "val_top1": val["top1"]}
-            best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
+            best_state = cpu_state(scored)
             if dist_info.is_main:  # on disk at once: an interrupted run keeps its best epoch
-                save_file({k: v.contiguous() for k, v in best_state.items()}, run_dir / MODEL_FILE)
+                save_file(best_state, run_dir / MODEL_FILE)
         bar.set_postfix(loss=f"{train_parts.get('train_total', 0):.3f}",
                         val=f"{val['total']:.3f}", val_top1=f"{val['top1']:.2f}")
     elapsed = time.perf_counter() - t_start
@@ -317,8 +321,7 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
         scored.load_state_dict(best_state)  # every rank holds the same best weights
         summary["encoding_calibration"] = calibrate_encoding(scored, prep, device, batch)
         if dist_info.is_main:
-            save_file({k: v.detach().cpu().contiguous() for k, v in scored.state_dict().items()},
-                      run_dir / MODEL_FILE)
+            save_file(cpu_state(scored), run_dir / MODEL_FILE)
     # Each rank records a digest of its final weights: DDP must leave them identical.
     (run_dir / f"weights_rank{dist_info.rank}.sha256").write_text(state_digest(scored))
     if dist_info.is_main:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from neuralign.errors import DataError
+from neuralign.errors import DataError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +216,7 @@ def read_recording(directory: str | Path
     hpath = directory / _HEADER
     if not hpath.is_file():
         raise DataError(f"{directory}: not a neuralign recording (no {_HEADER})")
-    try:
-        header = json.loads(hpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{hpath}: corrupt header ({exc})") from exc
+    header = read_json(hpath, "recording header")
     if header.get("format") != FORMAT:
         raise DataError(f"{hpath}: not a {FORMAT} header")
     n_ch = len(header["ch_names"])

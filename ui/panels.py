@@ -51,6 +51,15 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
+def static_plot() -> pg.PlotWidget:
+    """A plot the user cannot pan, zoom or open a context menu on: the panels redraw it live."""
+    plot = pg.PlotWidget()
+    plot.setMouseEnabled(False, False)
+    plot.hideButtons()
+    plot.setMenuEnabled(False)
+    return plot
+
+
 def thumbnail_pixmap(rgb: np.ndarray, size: int) -> QPixmap:
     """A QPixmap of an (h, w, 3) uint8 image scaled to ``size`` px (QImage copies the buffer)."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
@@ -124,10 +133,7 @@ class TracePanel(QWidget):
 
         self.stack = QStackedLayout()
         outer.addLayout(self.stack, 1)
-        self.plot = pg.PlotWidget()
-        self.plot.setMouseEnabled(False, False)
-        self.plot.hideButtons()
-        self.plot.setMenuEnabled(False)
+        self.plot = static_plot()
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", "time (s)")
         # no showGrid(): a grid is painted by the AxisItem across the whole plot, so every
@@ -483,10 +489,7 @@ class MaskPanel(QWidget):
             self._build_map(row)
         else:
             self._build_list(row)
-        self.rec_plot = pg.PlotWidget()
-        self.rec_plot.setMouseEnabled(False, False)
-        self.rec_plot.hideButtons()
-        self.rec_plot.setMenuEnabled(False)
+        self.rec_plot = static_plot()
         rp = self.rec_plot.getPlotItem()
         rp.setLabel("bottom", "time (s)")
         rp.addLegend(offset=(5, 5), labelTextSize="8pt")
@@ -505,10 +508,7 @@ class MaskPanel(QWidget):
 
     # -- channel selectors -------------------------------------------------------------------
     def _build_map(self, row: QHBoxLayout) -> None:
-        self.map = pg.PlotWidget()
-        self.map.setMouseEnabled(False, False)
-        self.map.hideButtons()
-        self.map.setMenuEnabled(False)
+        self.map = static_plot()
         self.map.setAspectLocked(True)
         pi = self.map.getPlotItem()
         pi.hideAxis("left")
