@@ -3,10 +3,13 @@
 A bundle is a directory with
 - ``weights.safetensors``   model state (never pickle),
 - ``templates.safetensors`` template bank: ``embeddings`` (n, d) float32, ``thumbnails`` (n, h, w, 3) uint8,
-- ``manifest.json``         everything the engine needs and must not guess: channel names and types,
-  input and model rates, epoch window and baseline, causal filter spec, noise normalization,
-  model config, template image ids/concepts, neuralign version, and a SHA-256 content hash over
-  the two weight files and the manifest itself (minus the hash). Loading checks the hash.
+- ``manifest.json``         a :class:`Manifest`: everything the engine needs and must not guess
+  (channel names and types, model rate, epoch window and baseline, causal filter spec, noise
+  normalisation, model config, template image ids/concepts, room for a generator), the neuralign
+  version and a SHA-256 content hash over the two weight files and the manifest itself (minus the
+  hash). Loading checks the hash.
+
+The manifest is written and read here only; everything else uses the typed :class:`Manifest`.
 """
 
 from __future__ import annotations
@@ -18,15 +21,92 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from neuralign import __version__
+from neuralign.config import ModelConfig, PreprocessingConfig
 from neuralign.errors import DataError, read_json
+from neuralign.signal.whitening import Whitening
 
 FORMAT = "neuralign-bundle"
-FORMAT_VERSION = 1
+# 1: the original dict layout. 2: the same layout, validated by Manifest, with an optional
+# ``generator`` section. Version-1 bundles load unchanged (they simply have no generator).
+FORMAT_VERSION = 2
 WEIGHTS = "weights.safetensors"
 TEMPLATES = "templates.safetensors"
 MANIFEST = "manifest.json"
+
+
+class _Part(BaseModel):
+    # Unknown keys are kept, not refused: a bundle written by a newer minor release still loads.
+    model_config = ConfigDict(extra="allow")
+
+
+class ChannelsSection(_Part):
+    names: list[str]
+    types: list[str]
+
+
+class EpochSection(_Part):
+    tmin: float
+    tmax: float
+    baseline: tuple[float, float] | None
+    n_times: int
+
+
+class NoiseNormalizationSection(_Part):
+    """The frozen whitening, as :meth:`Whitening.to_dict` writes it."""
+
+    method: str
+    mode: str = ""
+    w: list[list[float]]
+    mean: list[float] | None = None
+    extra: dict[str, Any] = {}
+
+    def whitening(self) -> Whitening:
+        return Whitening.from_dict(self.model_dump())
+
+
+class ModelSection(_Part):
+    config: ModelConfig
+    n_chans: int
+    n_times: int
+    feature_dim: int
+
+
+class TemplateBankSection(_Part):
+    image_ids: list[str]
+    concepts: list[str] | None = None
+    kind: str = "retrieval (test images)"
+    normalised: bool = True
+
+
+class GeneratorSection(_Part):
+    """A generative decoder carried beside the retrieval model (kind names the model family)."""
+
+    kind: str
+    config: dict[str, Any] = {}
+
+
+class Manifest(_Part):
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    neuralign_version: str = __version__
+    content_hash: str | None = None
+    channels: ChannelsSection
+    sfreq: float
+    modality: str | None = None
+    epoch: EpochSection
+    preprocessing: PreprocessingConfig
+    noise_normalization: NoiseNormalizationSection
+    model: ModelSection
+    template_bank: TemplateBankSection
+    generator: GeneratorSection | None = None
+    provenance: str | None = None  # where the epochs came from (e.g. "neuralign-causal")
+    training_config: dict[str, Any] | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 def _content_hash(directory: Path, manifest: dict) -> str:
@@ -41,36 +121,35 @@ def _content_hash(directory: Path, manifest: dict) -> str:
 @dataclass
 class Bundle:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     state_dict: dict[str, Any]  # torch tensors
     template_embeddings: np.ndarray
     thumbnails: np.ndarray
 
     @property
     def ch_names(self) -> list[str]:
-        return list(self.manifest["channels"]["names"])
+        return list(self.manifest.channels.names)
 
     @property
     def template_ids(self) -> list[str]:
-        return list(self.manifest["template_bank"]["image_ids"])
+        return list(self.manifest.template_bank.image_ids)
 
     def build_model(self):
         """Instantiate the model from the manifest and load the weights (eval mode)."""
-        from neuralign.config import ModelConfig
         from neuralign.models import build_model
 
-        m = self.manifest["model"]
-        model = build_model(ModelConfig(**m["config"]), n_chans=m["n_chans"],
-                            n_times=m["n_times"], feature_dim=m["feature_dim"])
+        m = self.manifest.model
+        model = build_model(m.config, n_chans=m.n_chans, n_times=m.n_times,
+                            feature_dim=m.feature_dim)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
 
 def save_bundle(
-    directory: Path, manifest: dict[str, Any], state_dict: dict, template_embeddings: np.ndarray,
+    directory: Path, manifest: Manifest, state_dict: dict, template_embeddings: np.ndarray,
     thumbnails: np.ndarray,
 ) -> Path:
-    """Write a bundle; ``manifest`` gets format, version and content hash filled in."""
+    """Write a bundle; the manifest's format, version and content hash are filled in here."""
     import torch
     from safetensors.torch import save_file
 
@@ -84,15 +163,32 @@ def save_bundle(
         },
         directory / TEMPLATES,
     )
-    manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION,
-                "neuralign_version": __version__}
-    manifest["content_hash"] = _content_hash(directory, manifest)
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    body = manifest.model_copy(update={"format": FORMAT, "format_version": FORMAT_VERSION,
+                                       "neuralign_version": __version__}).to_json_dict()
+    body["content_hash"] = _content_hash(directory, body)
+    (directory / MANIFEST).write_text(json.dumps(body, indent=1, sort_keys=True))
     return directory
 
 
+def parse_manifest(raw: dict[str, Any], where: Path | str) -> Manifest:
+    """Validate a manifest dict (format, version, every section) into a :class:`Manifest`."""
+    if raw.get("format") != FORMAT:
+        raise DataError(f"{where}: format: expected {FORMAT!r}, got {raw.get('format')!r}")
+    version = raw.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(f"{where}: format_version {version!r} is newer than this neuralign "
+                        f"({__version__}) reads; upgrade neuralign")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise DataError(f"{where}: manifest key {loc!r}: {err['msg']} "
+                        f"({len(exc.errors())} problem(s); is the bundle corrupt?)") from None
+
+
 def load_bundle(directory: Path, verify: bool = True) -> Bundle:
-    """Read a bundle; a missing file, wrong format or hash mismatch is one DataError."""
+    """Read a bundle; a missing file, wrong format, bad manifest or hash mismatch is one DataError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -101,15 +197,11 @@ def load_bundle(directory: Path, verify: bool = True) -> Bundle:
     for name in (MANIFEST, WEIGHTS, TEMPLATES):
         if not (directory / name).is_file():
             raise DataError(f"{directory / name}: bundle file missing (is {directory} a bundle?)")
-    manifest = read_json(mpath, "bundle manifest")
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{mpath}: format: expected {FORMAT!r}, got {manifest.get('format')!r}")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise DataError(f"{mpath}: format_version {manifest['format_version']} is newer than "
-                        f"this neuralign ({__version__}) reads; upgrade neuralign")
+    raw = read_json(mpath, "bundle manifest")
+    manifest = parse_manifest(raw, mpath)
     if verify:
-        expected = manifest.get("content_hash")
-        actual = _content_hash(directory, manifest)
+        expected = raw.get("content_hash")
+        actual = _content_hash(directory, raw)
         if expected != actual:
             raise DataError(f"{directory}: content hash mismatch (manifest says {str(expected)[:12]}..., "
                             f"files hash to {actual[:12]}...): the bundle was modified or is corrupt")

@@ -107,7 +107,15 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
     """Write the engine's bundle: weights, template bank (test images), full preprocessing spec."""
     import torch
 
-    from neuralign.bundle import save_bundle
+    from neuralign.bundle import (
+        ChannelsSection,
+        EpochSection,
+        Manifest,
+        ModelSection,
+        NoiseNormalizationSection,
+        TemplateBankSection,
+        save_bundle,
+    )
 
     config, prep, model = load_run(run_dir)
     if not hasattr(model, "encode_image"):
@@ -117,23 +125,21 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
         bank = model.encode_image(torch.from_numpy(prep.f_test)).numpy()
     bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
     pre = config.preprocessing
-    manifest = {
-        "channels": {"names": prep.ch_names, "types": prep.ch_types},
-        "sfreq": prep.sfreq,
-        "modality": prep.meta.get("modality"),
-        "epoch": {"tmin": pre.tmin, "tmax": pre.tmax,
-                  "baseline": list(pre.baseline) if pre.baseline else None,
-                  "n_times": int(prep.x_train.shape[3])},
-        "preprocessing": pre.model_dump(mode="json"),
-        "noise_normalization": prep.normalizer,
-        "model": {"config": config.model.model_dump(mode="json"),
-                  "n_chans": int(prep.x_train.shape[2]), "n_times": int(prep.x_train.shape[3]),
-                  "feature_dim": int(prep.f_train.shape[1])},
-        "template_bank": {"image_ids": prep.test_ids, "concepts": prep.test_concepts,
-                          "kind": "retrieval (test images)", "normalised": True},
-        "provenance": prep.meta.get("provenance"),
-        "training_config": dump_config(config),
-    }
+    manifest = Manifest(
+        channels=ChannelsSection(names=prep.ch_names, types=prep.ch_types),
+        sfreq=prep.sfreq,
+        modality=prep.meta.get("modality"),
+        epoch=EpochSection(tmin=pre.tmin, tmax=pre.tmax, baseline=pre.baseline,
+                           n_times=int(prep.x_train.shape[3])),
+        preprocessing=pre,
+        noise_normalization=NoiseNormalizationSection(**prep.normalizer),
+        model=ModelSection(config=config.model, n_chans=int(prep.x_train.shape[2]),
+                           n_times=int(prep.x_train.shape[3]),
+                           feature_dim=int(prep.f_train.shape[1])),
+        template_bank=TemplateBankSection(image_ids=prep.test_ids, concepts=prep.test_concepts),
+        provenance=prep.meta.get("provenance"),
+        training_config=dump_config(config),
+    )
     return save_bundle(Path(out_dir), manifest, model.state_dict(), bank,
                        _thumbnails(prep, prep.test_ids))
 

@@ -13,8 +13,6 @@ import numpy as np
 import torch
 
 from neuralign.bundle import Bundle
-from neuralign.config import PreprocessingConfig
-from neuralign.offline.mvnn import NoiseNormalizer
 from neuralign.offline.preprocess import epochs_from_continuous
 
 
@@ -26,10 +24,10 @@ def decode_recording(bundle: Bundle, raw_path: Path, top_k: int = 5) -> list[dic
     raw.pick(bundle.ch_names)
     onsets = raw.time_as_index(raw.annotations.onset - raw.first_time, use_rounding=True)
     labels = [str(d) for d in raw.annotations.description]
-    pre = PreprocessingConfig(**bundle.manifest["preprocessing"])
+    pre = bundle.manifest.preprocessing
     epochs, _, _, kept = epochs_from_continuous(raw.get_data(), raw.info["sfreq"], bundle.ch_names,
                                                 onsets, pre)
-    x = NoiseNormalizer.from_dict(bundle.manifest["noise_normalization"]).apply(epochs)
+    x = bundle.manifest.noise_normalization.whitening().apply(epochs)
     model = bundle.build_model()
     bank = torch.from_numpy(bundle.template_embeddings)
     with torch.inference_mode():

@@ -67,8 +67,8 @@ def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0
     res = {
         "input": {"channels": len(bundle.ch_names), "sfreq": session.sfreq,
                   "chunk_size": chunk_size, "duration_s": session.duration_s},
-        "model": {"sfreq": bundle.manifest["sfreq"], "n_times": bundle.manifest["epoch"]["n_times"],
-                  "epoch_window_s": [bundle.manifest["epoch"]["tmin"], bundle.manifest["epoch"]["tmax"]]},
+        "model": {"sfreq": bundle.manifest.sfreq, "n_times": bundle.manifest.epoch.n_times,
+                  "epoch_window_s": [bundle.manifest.epoch.tmin, bundle.manifest.epoch.tmax]},
         "engine": {"batch_size": batch_size, "max_wait_ms": max_wait_ms,
                    "torch_threads": torch_threads},
         "n_epochs": len(received), "n_expected": n_expected,

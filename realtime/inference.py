@@ -42,8 +42,8 @@ class Decoder:
         self.top_k = min(top_k, len(bundle.template_ids))
         self.template_ids = bundle.template_ids
         self.bank = torch.from_numpy(np.ascontiguousarray(bundle.template_embeddings)).to(self.device)
-        m = bundle.manifest["model"]
-        self.shape = (batch_size, m["n_chans"], m["n_times"])
+        m = bundle.manifest.model
+        self.shape = (batch_size, m.n_chans, m.n_times)
         self._host = torch.zeros(self.shape, dtype=torch.float32)
         if self.device.type == "cuda":
             self._host = self._host.pin_memory()

@@ -16,11 +16,10 @@ import numpy as np
 from pylsl import local_clock
 
 from neuralign.bundle import Bundle
-from neuralign.config import PreprocessingConfig
-from neuralign.offline.mvnn import NoiseNormalizer
 from neuralign.realtime.channels import ChannelMap, map_channels
 from neuralign.realtime.ringbuffer import RingBuffer
 from neuralign.signal.chain import CausalChain, ChainSpec, cut_epoch, epoch_start
+from neuralign.signal.whitening import inverse_sqrt
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +52,11 @@ class OnlinePipeline:
                  fill_missing: bool = False, sliding_hop_s: float | None = None,
                  buffer_seconds: float = 30.0, stream_label: str = "the stream"):
         m = bundle.manifest
-        self.pre = PreprocessingConfig(**m["preprocessing"])
+        self.pre = m.preprocessing
         self.channel_map: ChannelMap = map_channels(stream_ch_names, bundle.ch_names, fill_missing,
                                                     stream_label)
         self.spec = ChainSpec.from_preprocessing(self.pre, stream_sfreq, bundle.ch_names)
-        if abs(self.spec.sfreq_out - m["sfreq"]) > 1e-6:
+        if abs(self.spec.sfreq_out - m.sfreq) > 1e-6:
             from neuralign.errors import UserError
 
             raise UserError(
@@ -67,13 +66,13 @@ class OnlinePipeline:
         self.chain = CausalChain(self.spec)
         self.q = self.chain.q
         self.sfreq_out = self.spec.sfreq_out
-        self.normalizer = NoiseNormalizer.from_dict(m["noise_normalization"])
+        self.normalizer = m.noise_normalization.whitening()
         self.w = self.normalizer.w.astype(np.float32)
         self.mean = (self.normalizer.mean.astype(np.float32) if self.normalizer.mean is not None
                      else np.zeros(len(bundle.ch_names), np.float32))
         self.tmin, self.tmax = self.pre.tmin, self.pre.tmax
         self.baseline = tuple(self.pre.baseline) if self.pre.baseline else None
-        self.n_times = int(m["epoch"]["n_times"])
+        self.n_times = m.epoch.n_times
         self.tstart = min(self.tmin, self.baseline[0]) if self.baseline else self.tmin
         self.n_pre = int(round((self.tmin - self.tstart) * self.sfreq_out))
         self.processed = RingBuffer(len(bundle.ch_names), int(buffer_seconds * self.sfreq_out))
@@ -110,8 +109,6 @@ class OnlinePipeline:
 
     def _update_whitening(self, y: np.ndarray) -> None:
         """Fold new samples into the EW covariance; recompute W = Sigma^-1/2 once per second."""
-        from neuralign.offline.mvnn import inverse_sqrt
-
         yc = y - y.mean(axis=1, keepdims=True)
         cov = yc @ yc.T / max(y.shape[1], 1)
         a = 1.0 - (1.0 - self._ew_alpha) ** y.shape[1]  # weight of this chunk

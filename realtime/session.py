@@ -59,7 +59,7 @@ def replay_session(bundle: Bundle, raw_path: Path, rt: RealtimeConfig, speed: fl
     """Build (not start) a replay of ``raw_path`` (its first ``n_trials`` stimuli and/or first
     ``duration_s`` seconds) over LSL and an engine reading it through an LSL source."""
     raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
-    window_end = bundle.manifest["epoch"]["tmax"]
+    window_end = bundle.manifest.epoch.tmax
     if n_trials is not None and n_trials < len(raw.annotations):
         # keep the window after the last kept onset so its epoch completes
         end = raw.annotations.onset[n_trials - 1] - raw.first_time + window_end + 0.2

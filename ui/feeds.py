@@ -76,7 +76,7 @@ class Feed:
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
-        self.sfreq = float(bundle.manifest.get("sfreq", 0.0)) or None
+        self.sfreq = float(bundle.manifest.sfreq) or None
         self._results: deque[dict] = deque(maxlen=100_000)  # dropped oldest only if the GUI died
         self._traces: TraceSnapshot | None = None
         self._status: dict = {}

@@ -125,16 +125,15 @@ class ViewerWindow(QMainWindow):
         self.setFont(f)
 
         man = self.bundle.manifest
-        sfreq = float(man.get("sfreq", 1.0))
-        epoch = man.get("epoch", {})
+        sfreq = float(man.sfreq)
         engine_k = None
         if isinstance(feed, EngineFeed):
             engine_k = getattr(getattr(feed.engine, "cfg", None), "top_k", None)
         self.traces = TracePanel(feed.supports_traces, window_s)
         self.stimulus = StimulusPanel(self.bundle.template_ids, self.bundle.thumbnails,
                                       k or min(5, engine_k or 5))
-        self.mask = MaskPanel(self.bundle.ch_names, man.get("channels", {}).get("types"),
-                              feed.supports_masking, sfreq, float(epoch.get("tmin", 0.0)))
+        self.mask = MaskPanel(self.bundle.ch_names, man.channels.types,
+                              feed.supports_masking, sfreq, float(man.epoch.tmin))
         self.traces.channelsRequested.connect(self.choose_channels)
         self.mask.maskChanged.connect(self.feed.set_masked)
 

@@ -89,10 +89,10 @@ def test_export_bundle_round_trip_and_tamper_detection(trained_run, tmp_path):
     cli("export", "--run", str(trained_run), "--out", str(bundle_dir))
     b = load_bundle(bundle_dir)
     m = b.manifest
-    assert m["format"] == "neuralign-bundle" and len(m["content_hash"]) == 64
-    assert m["sfreq"] == 250.0 and m["epoch"]["tmin"] == 0.0 and m["epoch"]["n_times"] == 250
-    assert len(m["noise_normalization"]["w"]) == len(b.ch_names) == 63
-    assert m["preprocessing"]["l_freq"] == 0.1 and m["preprocessing"]["notch_freqs"] == [50.0]
+    assert m.format == "neuralign-bundle" and len(m.content_hash) == 64
+    assert m.sfreq == 250.0 and m.epoch.tmin == 0.0 and m.epoch.n_times == 250
+    assert len(m.noise_normalization.w) == len(b.ch_names) == 63
+    assert m.preprocessing.l_freq == 0.1 and m.preprocessing.notch_freqs == [50.0]
     assert b.template_embeddings.shape[0] == len(b.template_ids) == b.thumbnails.shape[0] == 6
     assert b.thumbnails.max() > 0  # real images, not blanks
     # the bundle's model reproduces the run's embeddings

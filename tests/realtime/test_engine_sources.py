@@ -211,8 +211,8 @@ def test_online_noise_normalisation_adapts_to_the_session(tiny_bundle):
     from neuralign.realtime.online import OnlinePipeline
 
     bundle = load_bundle(tiny_bundle[0])
-    bundle.manifest["preprocessing"]["noise_normalization"]["online_update"] = True
-    bundle.manifest["preprocessing"]["noise_normalization"]["online_halflife_s"] = 2.0
+    bundle.manifest.preprocessing.noise_normalization.online_update = True
+    bundle.manifest.preprocessing.noise_normalization.online_halflife_s = 2.0
     pipe = OnlinePipeline(bundle, bundle.ch_names, 500.0)
     w0 = pipe.w.copy()
     rng = np.random.default_rng(0)

@@ -1,0 +1,114 @@
+"""Spatial noise normalisation applied identically offline and online.
+
+The whitener W (``inverse_sqrt`` of a noise covariance) and its application x'(t) = W (x(t) - m)
+are purely spatial, hence causal: the engine applies the very matrix the training data saw. The
+fit (MVNN covariance estimation, z-score statistics) is offline work and lives in
+``neuralign.offline.mvnn``; this module holds what the realtime side needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from neuralign.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def inverse_sqrt(sigma: np.ndarray, eigenvalue_floor: float = 1e-6) -> np.ndarray:
+    """Symmetric Sigma^(-1/2); eigenvalues below floor * max are raised to it (rank-deficient data)."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    sigma = (sigma + sigma.T) / 2.0
+    evals, evecs = np.linalg.eigh(sigma)
+    top = float(evals.max())
+    if not np.isfinite(top) or top <= 0:
+        raise DataError(
+            "MVNN: the noise covariance has no positive eigenvalue (all-zero or non-finite data)"
+        )
+    floor = eigenvalue_floor * top
+    n_floored = int(np.sum(evals < floor))
+    if n_floored:
+        log.info(
+            "MVNN: %d of %d eigenvalues raised to the floor %.3g", n_floored, len(evals), floor
+        )
+    evals = np.maximum(evals, floor)
+    w = (evecs * (1.0 / np.sqrt(evals))) @ evecs.T
+    return (w + w.T) / 2.0
+
+
+def apply_whitening(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x'(t) = W x(t) for any (..., ch, times) array; spatial only, so identical online."""
+    w = np.asarray(w)
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[-2] != w.shape[1]:
+        raise DataError(
+            f"whitening: data must be (..., {w.shape[1]} channels, times), got shape {x.shape}"
+        )
+    out = np.einsum("ij,...jt->...it", w, x, optimize=True)
+    return out.astype(np.result_type(x.dtype, np.float32), copy=False)
+
+
+@dataclass
+class Whitening:
+    """A frozen spatial normalizer: MVNN whitening or per-channel z-score (MUA/MEG configs).
+
+    Fitted offline (``neuralign.offline.mvnn.NoiseNormalizer.fit``), applied by both flows.
+
+    Both are x' = W (x - mean[:, None]) with W diagonal for z-score, so the engine needs one code
+    path. ``mean`` is zero for MVNN (whitening does not centre).
+    """
+
+    w: np.ndarray
+    method: Literal["mvnn", "zscore", "none"] = "mvnn"
+    mode: str = "epochs"
+    mean: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalize any (..., ch, times) array."""
+        x = np.asarray(x)
+        if self.mean is not None and np.any(self.mean):
+            x = x - self.mean[:, None]
+        return apply_whitening(self.w, x)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for the bundle manifest."""
+        return {
+            "method": self.method,
+            "mode": self.mode,
+            "w": np.asarray(self.w, dtype=np.float64).tolist(),
+            "mean": None if self.mean is None else np.asarray(self.mean, dtype=np.float64).tolist(),
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Whitening:
+        """Inverse of :meth:`to_dict`; checks W is square and matches the mean."""
+        try:
+            w = np.asarray(d["w"], dtype=np.float64)
+            method = d["method"]
+        except KeyError as err:
+            raise DataError(
+                f"noise normalizer: missing key {err.args[0]!r} (expected 'w' and 'method')"
+            ) from None
+        if w.ndim != 2 or w.shape[0] != w.shape[1]:
+            raise DataError(
+                f"noise normalizer: key 'w' must be a square matrix, got shape {w.shape}"
+            )
+        mean = d.get("mean")
+        mean_arr = None if mean is None else np.asarray(mean, dtype=np.float64)
+        if mean_arr is not None and mean_arr.shape != (w.shape[0],):
+            raise DataError(
+                f"noise normalizer: key 'mean' must have {w.shape[0]} entries, got shape {mean_arr.shape}"
+            )
+        return cls(
+            w=w,
+            method=method,
+            mode=d.get("mode", ""),
+            mean=mean_arr,
+            extra=dict(d.get("extra") or {}),
+        )
