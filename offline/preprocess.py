@@ -96,11 +96,12 @@ def select_channels(ch_names: list[str], picks) -> list[str]:
 def _read_annotated_raw(path: Path, picks="all") -> tuple[np.ndarray, float, list[str], list[str], np.ndarray, list[str]]:
     import mne
 
+    from neuralign.signal.events import annotation_onsets
+
     if not path.is_file():
         raise DataError(f"{path}: continuous recording not found")
     raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
-    onsets = raw.time_as_index(raw.annotations.onset - raw.first_time, use_rounding=True)
-    descriptions = [str(d) for d in raw.annotations.description]
+    onsets, descriptions = annotation_onsets(raw)
     idx = mne.pick_types(raw.info, eeg=True, meg=True, seeg=True, misc=True, exclude=[])
     names = select_channels([raw.ch_names[i] for i in idx], picks)
     types = raw.get_channel_types(picks=names)

@@ -14,6 +14,7 @@ import torch
 
 from neuralign.bundle import Bundle
 from neuralign.offline.preprocess import epochs_from_continuous
+from neuralign.signal.events import annotation_onsets
 
 
 def decode_recording(bundle: Bundle, raw_path: Path, top_k: int = 5) -> list[dict]:
@@ -22,8 +23,7 @@ def decode_recording(bundle: Bundle, raw_path: Path, top_k: int = 5) -> list[dic
 
     raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
     raw.pick(bundle.ch_names)
-    onsets = raw.time_as_index(raw.annotations.onset - raw.first_time, use_rounding=True)
-    labels = [str(d) for d in raw.annotations.description]
+    onsets, labels = annotation_onsets(raw)
     pre = bundle.manifest.preprocessing
     epochs, _, _, kept = epochs_from_continuous(raw.get_data(), raw.info["sfreq"], bundle.ch_names,
                                                 onsets, pre)
