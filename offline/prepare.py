@@ -143,15 +143,23 @@ PIXEL_MODELS = ("vna", "direct_encoding", "direct_decoding")  # learn their imag
 
 
 def _features_for(config: Config, dataset: BrainDataset, ids: list[str], features: Path | None,
-                  device: str) -> np.ndarray:
+                  device: str, optional: bool = False) -> np.ndarray | None:
+    """Frozen image features for ``ids``; with ``optional``, None when a feature file lacks them."""
     if config.model.name in PIXEL_MODELS:
         from neuralign.offline.image_features import pixel_features
 
         return pixel_features(dataset.image_files, ids)  # VNA learns its image encoder from pixels
     if features is not None:
-        from neuralign.offline.feature_files import load_features
+        from neuralign.offline.feature_files import load_features, reorder
 
-        return load_features(Path(features), ids).features.astype(np.float32)
+        # Id-less files (NICE .npy directories, ATM torch files) store rows in the dataset's own
+        # order: training images then test images, as THINGS-EEG2's image_metadata.npy lists them.
+        table = load_features(Path(features),
+                              ordered_ids=dataset.train.image_ids + dataset.test.image_ids)
+        have = set(table.image_ids)
+        if optional and not have.issuperset(ids):
+            return None
+        return reorder(table.image_ids, table.features, ids, features).astype(np.float32)
     from neuralign.offline.image_features import compute_features
 
     return compute_features(dataset.image_files, ids, config.features.encoder, device)
@@ -190,8 +198,15 @@ def prepare(config: Config, data_dir: Path | None = None, features: Path | None 
     template_concepts = [c for c in dataset.test.concepts for _ in dataset.template_ids.get(c, [])]
     f_train = _features_for(config, dataset, dataset.train.image_ids, features, device)
     f_test = _features_for(config, dataset, dataset.test.image_ids, features, device)
-    f_templates = (_features_for(config, dataset, template_ids, features, device)
-                   if template_ids else np.zeros((0, f_train.shape[1]), np.float32))
+    f_templates = (_features_for(config, dataset, template_ids, features, device, optional=True)
+                   if template_ids else None)
+    if f_templates is None:
+        if template_ids:
+            log.warning("%s has no features for the %d classification template images: "
+                        "classification is skipped (retrieval is unaffected)", features,
+                        len(template_ids))
+        template_ids, template_concepts = [], []
+        f_templates = np.zeros((0, f_train.shape[1]), np.float32)
     return Prepared(
         x_train=apply_normalizer(norm, dataset.train.data),
         x_test=apply_normalizer(norm, dataset.test.data),
