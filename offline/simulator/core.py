@@ -173,18 +173,9 @@ def _write_events(path: Path, paradigm: Paradigm, timeline: Timeline, sfreq: flo
             writer.writerow(row)
 
 
-def _spatial(data: np.ndarray, ch_names: list[str], visual: np.ndarray, modality: str,
-             pre: PreprocessingConfig) -> tuple[np.ndarray, list[str]]:
-    """Re-reference (EEG) and channel picks, as configured."""
-    if modality == "eeg":
-        if pre.reference == "average":
-            data = data - data.mean(axis=0, keepdims=True)
-        elif isinstance(pre.reference, list):
-            missing = [c for c in pre.reference if c not in ch_names]
-            if missing:
-                raise ValueError(f"reference channels not simulated: {missing}")
-            ref = data[[ch_names.index(c) for c in pre.reference]].mean(axis=0, keepdims=True)
-            data = data - ref
+def _picks(data: np.ndarray, ch_names: list[str], visual: np.ndarray,
+           pre: PreprocessingConfig) -> tuple[np.ndarray, list[str]]:
+    """Channel picks, as configured (before the chain, as the engine does)."""
     if pre.picks == "all":
         return data, list(ch_names)
     if pre.picks == "visual":
@@ -207,6 +198,10 @@ def simulate(
     ``events_{training,test}.csv``, ``preprocessed_eeg_{training,test}.npy`` (THINGS-EEG2 layout,
     not noise-normalized; the same file names for MEG/MUA) and ``simulation.json``.
     """
+    if cfg.modality == "retina":  # still images -> spike counts, paired.npz (issue 14)
+        from neuralign.offline.simulator.retina import simulate_retina
+
+        return simulate_retina(cfg.retina, out_dir, seed=cfg.seed)
     t_start = time.perf_counter()
     pre = preprocessing if preprocessing is not None else PreprocessingConfig()
     out_dir = Path(out_dir)
@@ -256,11 +251,13 @@ def simulate(
         events_path = out_dir / f"events_{name}.csv"
         _write_events(events_path, paradigm, timeline, cfg.sfreq, numbers["trials"])
 
-        spatial, epoch_names = _spatial(data, ch_names, visual, cfg.modality, pre)
+        spatial, epoch_names = _picks(data, ch_names, visual, pre)
         del data
         epochs, times = epoch_things_layout(
-            spatial, cfg.sfreq, timeline.onset_sample, row_of[timeline.image_index],
-            timeline.repetition, len(images), pre,
+            spatial, cfg.sfreq, epoch_names, timeline.onset_sample, row_of[timeline.image_index],
+            timeline.repetition, len(images),
+            # re-referencing is an EEG operation; MEG and MUA channels keep their own reference
+            pre if cfg.modality == "eeg" else pre.model_copy(update={"reference": "none"}),
         )
         del spatial
         npy_path = out_dir / f"preprocessed_eeg_{name}.npy"

@@ -208,3 +208,31 @@ def test_higher_snr_is_more_reliable(tmp_path):
         )
         reliability.append(same - different)
     assert reliability[1] > reliability[0] + 0.1
+
+
+def test_things_layout_epochs_are_the_causal_chain_epochs_of_the_fif(small):
+    """One chain for every epoch the project writes: the simulator's THINGS-layout epochs equal
+    what neuralign's own causal chain cuts from the same session's FIF (first epoch included)."""
+    from neuralign.config import PreprocessingConfig
+    from neuralign.offline.preprocess import _read_annotated_raw, epochs_from_continuous
+
+    cfg, result, out = small
+    pre = PreprocessingConfig()
+    layout = _load(out / "preprocessed_eeg_test.npy")
+    data, sfreq, names, _, onsets, ids = _read_annotated_raw(out / "sim_test_raw.fif")
+    assert names == list(layout["ch_names"])
+    live, times, _, kept = epochs_from_continuous(data, sfreq, names, onsets, pre)
+    assert kept.all()
+    with open(out / "events_test.csv", newline="") as fh:
+        events = list(csv.DictReader(fh))
+    sl = np.flatnonzero(np.isin(np.round(layout["times"], 6), np.round(times, 6)))
+    assert len(sl) == len(times)
+    with open(out / "image_set" / "metadata.csv", newline="") as fh:
+        order = [r["image_id"] for r in csv.DictReader(fh) if r["split"] == "test"]
+    scale = np.abs(live).max()
+    for k in (0, 1, len(events) // 2, len(events) - 1):
+        row, rep = order.index(events[k]["image_id"]), int(events[k]["repetition"])
+        assert events[k]["image_id"] == ids[k]
+        # the layout keeps -0.2..0 s; its baseline is the same window, so the 0..1 s part is equal
+        np.testing.assert_allclose(layout["preprocessed_eeg_data"][row, rep][:, sl], live[k],
+                                   atol=1e-4 * scale)
