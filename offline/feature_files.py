@@ -1,6 +1,6 @@
 """Image-feature files as the decoding literature stores them, reordered to neuralign's image ids.
 
-Supported layouts (see notes/datasets.md):
+Supported layouts (the formats the decoding literature publishes; README "Data on your disk"):
 - NPZ ``{features, image_ids}`` (+ optional ``prototypes``) — the BrainAE release and neuralign's own;
 - NICE: a directory with ``clip_feature_maps_training.npy`` / ``clip_feature_maps_test.npy``
   shaped (n, 1, d) in THINGS-EEG2 metadata order, plus optional ``center_clip.npy``

@@ -1,6 +1,6 @@
 """THINGS-EEG2 (Gifford et al. 2022): preprocessed epochs and raw continuous recordings.
 
-Layouts (notes/datasets.md): ``preprocessed_eeg_{training,test}.npy`` and
+Layouts (as the dataset publishes them): ``preprocessed_eeg_{training,test}.npy`` and
 ``raw_eeg_{training,test}.npy`` are pickled dicts (``np.load(allow_pickle=True).item()``) — the
 published format, so loading them trusts the dataset files the user points at.
 
