@@ -1,0 +1,84 @@
+"""Exact algebraic folding of TSConv's linear stages, for inference and for training.
+
+TSConv's temporal convolution (1, m1) is followed by an average pool (1, m2) with stride s and,
+in eval mode, an affine BatchNorm, with no nonlinearity in between. All three are linear, so
+they are one strided convolution with a kernel of length m1 + m2 - 1:
+
+    pool(conv(x))[t] = 1/m2 * sum_j sum_i w[i] x[t*s + j + i] = sum_u w'[u] x[t*s + u],
+    w'[u] = 1/m2 * sum_{j + i = u} w[i]
+
+and BatchNorm (eval) scales each filter and shifts its bias. The folded encoder computes the
+same function with s times fewer temporal-convolution outputs and no pooling pass. The spatial
+convolution's BatchNorm folds into it the same way. Folding is a change of parametrisation, not
+an approximation: tests check the folded model against the original to float tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuralign.models.tsconv import TSConvEncoder
+
+
+def fold_pool_into_kernel(weight: Tensor, m2: int) -> Tensor:
+    """(k, 1, 1, m1) temporal kernels -> (k, 1, 1, m1 + m2 - 1) kernels of conv-then-average.
+
+    Differentiable: training can keep the original parameters and convolve with the folded
+    kernel (same forward values, same gradients w.r.t. ``weight``).
+    """
+    return sum(F.pad(weight, (j, m2 - 1 - j)) for j in range(m2)) / m2
+
+
+def _fold_bn(weight: Tensor, bias: Tensor, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Fold an eval-mode BatchNorm that follows a conv into the conv's weight and bias."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    w = weight * scale.view(-1, *([1] * (weight.ndim - 1)))
+    b = (bias - bn.running_mean) * scale + bn.bias
+    return w, b
+
+
+class FoldedTSConvEncoder(nn.Module):
+    """Inference-only TSConv encoder: strided temporal conv (+BN) -> ELU -> spatial conv (+BN)
+    -> ELU -> flatten -> linear head. Same input/output contract as :class:`TSConvEncoder`."""
+
+    def __init__(self, enc: TSConvEncoder):
+        super().__init__()
+        if enc.training:
+            raise ValueError("fold an encoder in eval mode (BatchNorm must use its running stats)")
+        self.n_chans, self.n_times, self.embed_dim = enc.n_chans, enc.n_times, enc.embed_dim
+        k, m1, m2, s = enc.k, enc.m1, enc.m2, enc.s
+        with torch.no_grad():
+            w = fold_pool_into_kernel(enc.temporal.weight, m2)
+            w, b = _fold_bn(w, enc.temporal.bias, enc.pool[1])
+            self.temporal = nn.Conv2d(1, k, (1, m1 + m2 - 1), stride=(1, s))
+            self.temporal.weight.copy_(w)
+            self.temporal.bias.copy_(b)
+            conv, bn = enc.spatial[0], enc.spatial[1]
+            w, b = _fold_bn(conv.weight, conv.bias, bn)
+            self.spatial = nn.Conv2d(k, k, (enc.n_chans, 1))
+            self.spatial.weight.copy_(w)
+            self.spatial.bias.copy_(b)
+        self.head = copy.deepcopy(enc.head)
+        self.eval()
+
+    def features(self, x: Tensor) -> Tensor:
+        h = F.elu(self.temporal(x.unsqueeze(1)))
+        return F.elu(self.spatial(h)).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def fold_for_inference(model: nn.Module) -> nn.Module:
+    """Replace a TSConv ``brain_encoder`` by its folded equivalent (other backbones unchanged).
+
+    The model must be in eval mode; the returned model shares every other submodule.
+    """
+    enc = getattr(model, "brain_encoder", None)
+    if isinstance(enc, TSConvEncoder):
+        model.brain_encoder = FoldedTSConvEncoder(enc)
+    return model

@@ -1,0 +1,64 @@
+"""Folding TSConv's conv + pool (+ BatchNorm) is exact: same outputs, same gradients."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neuralign.models.folding import FoldedTSConvEncoder, fold_for_inference, fold_pool_into_kernel
+from neuralign.models.tsconv import TSConvEncoder
+
+
+def _trained_like(enc: TSConvEncoder) -> TSConvEncoder:
+    """Non-trivial BatchNorm statistics and affine parameters, as after training."""
+    g = torch.Generator().manual_seed(0)
+    for bn in (enc.pool[1], enc.spatial[1]):
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.data.copy_(torch.randn(bn.num_features, generator=g))
+        bn.bias.data.copy_(torch.randn(bn.num_features, generator=g))
+    return enc.eval()
+
+
+@pytest.mark.parametrize("n_chans, n_times, m1, m2, s", [(63, 250, 26, 5, 5), (7, 64, 9, 4, 3),
+                                                          (5, 40, 3, 1, 1)])
+def test_folded_encoder_equals_original(n_chans, n_times, m1, m2, s):
+    torch.manual_seed(1)
+    enc = _trained_like(TSConvEncoder(n_chans, n_times, 16, k=8, m1=m1, m2=m2, s=s))
+    folded = FoldedTSConvEncoder(enc)
+    x = torch.randn(4, n_chans, n_times)
+    with torch.no_grad():
+        ref, out = enc(x), folded(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_kernel_gives_conv_then_pool_with_equal_gradients():
+    torch.manual_seed(2)
+    w = torch.randn(6, 1, 1, 11, requires_grad=True)
+    x = torch.randn(3, 1, 4, 100)
+    ref = F.avg_pool2d(F.conv2d(x, w), (1, 5), stride=(1, 5))
+    out = F.conv2d(x, fold_pool_into_kernel(w, 5), stride=(1, 5))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    g_ref, = torch.autograd.grad(ref.square().sum(), w)
+    g_out, = torch.autograd.grad(out.square().sum(), w)
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_for_inference_swaps_only_tsconv_and_refuses_training_mode():
+    from neuralign.config import ModelConfig
+    from neuralign.models import build_model
+
+    model = build_model(ModelConfig(k=8), n_chans=5, n_times=60, feature_dim=12)
+    with pytest.raises(ValueError, match="eval mode"):
+        FoldedTSConvEncoder(model.brain_encoder)
+    model.eval()
+    x = torch.randn(2, 5, 60)
+    with torch.no_grad():
+        ref = model.encode_brain(x)
+        folded = fold_for_inference(copy.deepcopy(model))
+        assert isinstance(folded.brain_encoder, FoldedTSConvEncoder)
+        torch.testing.assert_close(folded.encode_brain(x), ref, rtol=1e-5, atol=1e-5)
