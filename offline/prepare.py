@@ -105,6 +105,11 @@ def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
             raise UserError("dataset.path: expected the directory written by 'neuralign simulate' "
                             "(or pass --data DIR)")
         return load_simulated_continuous(Path(root), config.preprocessing)
+    if ds.kind == "recording":  # a lab's own blocks: dataset.path / --data + recording.recordings
+        from neuralign.offline.loaders.recording import load_recording_dataset
+
+        return load_recording_dataset(config, list(ds.recording.recordings)
+                                      + ([Path(root)] if root is not None else []))
     if root is None:
         raise UserError(f"dataset.path: expected the {ds.kind} data directory (or pass --data DIR)")
     if ds.kind == "things_eeg2" and ds.source == "raw":

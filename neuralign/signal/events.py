@@ -31,3 +31,22 @@ def stimulus_events(raw) -> list[tuple[int, str]]:
     """(onset sample, label) of every stimulus annotation, in recording order."""
     samples, labels = annotation_onsets(raw)
     return [(int(s), lab) for s, lab in zip(samples, labels) if is_stimulus(lab)]
+
+
+def nearest_samples(sample_times: np.ndarray, event_times: np.ndarray) -> np.ndarray:
+    """Index of the sample whose timestamp is nearest each event time (ties to the earlier sample).
+
+    The rule the live ring buffer applies to an LSL marker (``index_of_time``) and the recorder's
+    FIF export use, so a recording's markers land on the sample the engine would have cut at.
+    ``sample_times`` must be non-decreasing; events outside it map to the first or last sample.
+    """
+    ts = np.asarray(sample_times, dtype=np.float64)
+    t = np.asarray(event_times, dtype=np.float64)
+    if len(ts) == 0:
+        raise ValueError("no samples to align events to")
+    j = np.clip(np.searchsorted(ts, t), 1, max(len(ts) - 1, 1)) if len(ts) > 1 \
+        else np.zeros(len(t), dtype=np.int64)
+    if len(ts) > 1:
+        earlier = np.abs(ts[j - 1] - t) <= np.abs(ts[j] - t)
+        j = np.where(earlier, j - 1, j)
+    return j.astype(np.int64)
