@@ -281,3 +281,17 @@ def test_lab_config_ships_and_validates():
     cfg = load_config("lab", ["dataset.recording.split.by=concepts"])
     assert cfg.dataset.kind == "recording" and cfg.dataset.recording.split.by == "concepts"
     assert json.dumps(cfg.model_dump(mode="json"))  # a run can store it
+
+
+def test_train_cli_images_and_repeated_data(capsys, tmp_path):
+    """--images and a repeated --data are for kind 'recording' only; blocks keep their order."""
+    from neuralign.cli import main
+    from neuralign.cli.offline import _data_arg
+    from neuralign.config import load_config
+
+    assert main(["train", "--config", "demo", "--images", str(tmp_path)]) == 2
+    assert "--images: only for dataset.kind 'recording'" in capsys.readouterr().err
+    cfg = load_config("lab")
+    last = _data_arg(cfg, ["b1.xdf", "b2/", "b3.vhdr"], None)
+    assert cfg.dataset.recording.recordings == [Path("b1.xdf"), Path("b2/")]
+    assert last == Path("b3.vhdr")
