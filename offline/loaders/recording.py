@@ -212,6 +212,10 @@ def _test_images(rec: RecordingConfig, blocks: list[Continuous], concept: dict[s
     """The test image ids under ``dataset.recording.split`` (by images, concepts or block)."""
     wanted = _split_list(rec)
     by = rec.split.by
+    if not wanted and not (by == "concepts" and rec.split.n_test_concepts):
+        raise UserError(f"dataset.recording.split.test: by {by}: list the test "
+                        f"{'block' if by == 'block' else by[:-1]}s, or name a text file with one "
+                        "per line (--set dataset.recording.split.test_file=FILE)")
     if by == "block":
         chosen = set()
         for w in wanted:

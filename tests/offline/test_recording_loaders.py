@@ -251,6 +251,8 @@ def test_bad_input_is_one_clear_error(session, tmp_path):
     bad.write_text("time,label\n1.0,c0_a\n")
     with pytest.raises(DataError, match="events.csv: expected an onset column"):
         read_continuous(session["fif"], bad)
+    with pytest.raises(UserError, match="split.test: by images: list the test images"):
+        load_recording_dataset(_config(root, by="images", test=[]), [session["fif"]])
     with pytest.raises(UserError, match="concepts .* were never shown"):
         load_recording_dataset(_config(root, test=["c9"]), [session["fif"]])
     cfg = _config(root)
