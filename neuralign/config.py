@@ -16,8 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neuralign.errors import ConfigError
+from neuralign.generative_config import GenerativeConfig, RetinaSimConfig
 
-Modality = Literal["eeg", "meg", "mua"]
+# "retina": LNP ganglion-cell spike counts on still images (generative decoding, issue 14).
+Modality = Literal["eeg", "meg", "mua", "retina"]
 
 
 class _Section(BaseModel):
@@ -50,10 +52,19 @@ class SimulationConfig(_Section):
     montage: str = "easycap-M1"
     n_mua_channels: int = Field(1024, ge=3)
     latent_dim: int = Field(16, ge=2)
+    retina: RetinaSimConfig | None = None
+
+    @model_validator(mode="after")
+    def _retina_defaults(self) -> SimulationConfig:
+        if self.modality == "retina" and self.retina is None:
+            self.retina = RetinaSimConfig()
+        return self
 
 
 class DatasetConfig(_Section):
-    kind: Literal["simulated", "things_eeg2", "things_meg", "tvsd", "allen_natural_scenes"]
+    # paired / digits69 / vim1: image-response pairs for the generative decoders (issue 14).
+    kind: Literal["simulated", "things_eeg2", "things_meg", "tvsd", "allen_natural_scenes",
+                  "paired", "digits69", "vim1"]
     modality: Modality = "eeg"
     path: Path | None = None
     subject: int = Field(1, ge=1)
@@ -125,7 +136,8 @@ class LossWeights(_Section):
 
 class ModelConfig(_Section):
     # direct_encoding / direct_decoding: VNA's baselines (image -> response / response -> pixels, MSE)
-    name: Literal["brainae", "vna", "direct_encoding", "direct_decoding"] = "brainae"
+    # flig / smr_icg: generative decoders (settings in the top-level ``generative`` section).
+    name: Literal["brainae", "vna", "direct_encoding", "direct_decoding", "flig", "smr_icg"] = "brainae"
     backbone: str = Field("tsconv", description="'tsconv' or a braindecode model name")
     k: int = Field(40, ge=1)
     m1: int = Field(26, ge=1)
@@ -198,6 +210,13 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     realtime: RealtimeConfig = RealtimeConfig()
+    generative: GenerativeConfig | None = None
+
+    @model_validator(mode="after")
+    def _generative_defaults(self) -> Config:
+        if self.model.name in ("flig", "smr_icg") and self.generative is None:
+            self.generative = GenerativeConfig()
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
