@@ -107,8 +107,14 @@ def precision(S: np.ndarray, sparse: bool, l1: float, ridge: float = 1e-6) -> np
 
     d = np.sqrt(np.diag(S))
     corr = S / np.outer(d, d)
-    _, prec = graphical_lasso(corr, alpha=l1, max_iter=100, tol=1e-3, mode="cd")
-    return prec / np.outer(d, d)
+    for shrink in (0.0, 0.3, 0.6):  # an ill-conditioned W^T W can defeat the solver: shrink more
+        try:
+            _, prec = graphical_lasso((1 - shrink) * corr + shrink * np.eye(p), alpha=l1,
+                                      max_iter=100, tol=1e-3, mode="cd")
+            return prec / np.outer(d, d)
+        except FloatingPointError:
+            log.warning("graphical lasso ill-conditioned (p=%d); retrying with more shrinkage", p)
+    return np.linalg.inv(S)
 
 
 def _unit_mean_diag(P: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ def train_feature_cnn(images: np.ndarray, channels: list[int], pool: int, epochs
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         log.info("feature CNN epoch %d: MSE %.5f", epoch, total / len(x))
     return cnn.eval()
 
