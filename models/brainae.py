@@ -113,14 +113,20 @@ class BrainAE(nn.Module):
         self.register_buffer("encoding_mean", torch.zeros(n_chans, n_times))
         self.register_buffer("encoding_center", torch.zeros(n_chans, n_times))
         self.register_buffer("encoding_gain", torch.ones(()))
+        # Linear read-out of the shared space (zi - zi_center) -> response; zero until calibrated.
+        self.register_buffer("encoding_linear", torch.zeros(embed_dim, n_chans, n_times))
+        self.register_buffer("encoding_zi_center", torch.zeros(embed_dim))
         self._register_load_state_dict_pre_hook(self._uncalibrated_if_absent)
 
     def _uncalibrated_if_absent(self, state_dict, prefix, *_args) -> None:
-        """Weights saved before the encoding read-out existed load as uncalibrated (identity)."""
-        for name in ("encoding_mean", "encoding_center", "encoding_gain"):
-            if prefix + name not in state_dict:
-                default = torch.ones(()) if name == "encoding_gain" else torch.zeros(self.n_chans, self.n_times)
-                state_dict[prefix + name] = default
+        """Weights saved before (parts of) the encoding read-out existed load with those parts off."""
+        defaults = {"encoding_mean": torch.zeros(self.n_chans, self.n_times),
+                    "encoding_center": torch.zeros(self.n_chans, self.n_times),
+                    "encoding_gain": torch.ones(()),
+                    "encoding_linear": torch.zeros(self.embed_dim, self.n_chans, self.n_times),
+                    "encoding_zi_center": torch.zeros(self.embed_dim)}
+        for name, default in defaults.items():
+            state_dict.setdefault(prefix + name, default)
 
     @classmethod
     def from_config(
@@ -167,13 +173,16 @@ class BrainAE(nn.Module):
     def predict_response(self, f: Tensor) -> Tensor:
         """Visual encoding: the brain response predicted for images with frozen features ``f``.
 
-        ``encoding_mean + encoding_gain * (D_B(P(f)) - encoding_center)``: the decoder's output,
-        re-centred on the mean training response and scaled, with the three set by
-        :func:`neuralign.offline.train.calibrate_encoding` after training (closed-form intercept,
-        least-squares gain on the validation images). Before calibration it is ``D_B(P(f))``.
+        ``encoding_mean + (zi - zi_center) . encoding_linear + encoding_gain * (D_B(zi) -
+        encoding_center)`` with ``zi = P(f)``: a linear read-out of the shared space plus the
+        decoder's output, re-centred and scaled; all set by
+        :func:`neuralign.offline.train.calibrate_encoding` after training on training images only.
+        Before calibration it is ``D_B(P(f))``.
         """
-        raw = self.decode(self.encode_image(f))
-        return self.encoding_mean + self.encoding_gain * (raw - self.encoding_center)
+        zi = self.encode_image(f)
+        raw = self.decode(zi)
+        linear = torch.einsum("bd,dct->bct", zi - self.encoding_zi_center, self.encoding_linear)
+        return self.encoding_mean + linear + self.encoding_gain * (raw - self.encoding_center)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """D_B(E_B(x)): fills masked channels/samples of ``x`` (BrainAE Section 4.6)."""

@@ -74,19 +74,29 @@ def test_encoding_calibration_is_fitted_on_training_rows_only(tiny_prepared) -> 
     mean = prep.x_train[prep.fit_index].mean(axis=(0, 1))
     # the read-out's common part over the fitting images is exactly the mean training response
     np.testing.assert_allclose(pred_fit.mean(axis=0), mean, atol=1e-4)
-    # ... and its deviations are the raw ones scaled by the fitted gain
-    np.testing.assert_allclose(pred_fit - mean, res["gain"] * (raw_before - raw_before.mean(0)),
-                               atol=1e-4)
-    # the gain is the least-squares one on the validation images: nudging it only hurts
+    # ... and its deviations are the linear read-out of zi plus the raw ones scaled by the gain
+    with torch.no_grad():
+        zi = model.encode_image(f_fit)
+        linear = torch.einsum("bd,dct->bct", zi - model.encoding_zi_center,
+                              model.encoding_linear).numpy()
+    np.testing.assert_allclose(model.encoding_zi_center.numpy(), zi.numpy().mean(0), atol=1e-5)
+    np.testing.assert_allclose(pred_fit - mean - linear,
+                               res["gain"] * (raw_before - raw_before.mean(0)), atol=1e-4)
+    # the gain is the least-squares one, on the validation images, of what the linear part leaves
     true_val = prep.x_train[prep.val_index].mean(axis=1)
-    dev = (pred_val - mean) / max(res["gain"], 1e-9)
+    with torch.no_grad():
+        zv = model.encode_image(torch.from_numpy(prep.f_train[prep.val_index]))
+        lin_val = torch.einsum("bd,dct->bct", zv - model.encoding_zi_center,
+                               model.encoding_linear).numpy()
+    dev = (pred_val - mean - lin_val) / max(res["gain"], 1e-9)
 
     def mse(g):
-        return float(((mean + g * dev - true_val) ** 2).mean())
+        return float(((mean + lin_val + g * dev - true_val) ** 2).mean())
 
     assert res["gain"] >= 0 and mse(res["gain"]) <= min(mse(res["gain"] + 0.05), mse(res["gain"] + 0.5))
     if res["gain"] > 0.05:
         assert mse(res["gain"]) <= mse(res["gain"] - 0.05)
+    assert res["val_mse_calibrated"] <= res["val_mse_linear"] + 1e-6
     # the test split played no part: changing it changes nothing
     prep2 = dataclasses.replace(prep, x_test=np.full_like(prep.x_test, 3.0))
     model2 = build_model(cfg.model, n_chans=prep.x_train.shape[2], n_times=prep.x_train.shape[3],
