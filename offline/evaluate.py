@@ -245,6 +245,12 @@ class Evaluator:
                              "retrieval_top1": dec["retrieval"]["top1"]})
         return rows
 
+    def per_image_quantities(self) -> dict:
+        """Per test image: retrieval hits, decoding AUC, encoding r (for paired comparisons)."""
+        true = self.prep.x_test.mean(axis=1)
+        return scored_quantities(self.similarity(true), self.predicted_responses(self.prep.f_test),
+                                 true, self.visual)
+
     def run(self, masks: bool = True) -> dict:
         true = self.prep.x_test.mean(axis=1)
         report = {"queries": "test epochs averaged over all repetitions",
@@ -283,11 +289,102 @@ def paired_comparison(model_enc: dict, baseline_enc: dict) -> dict:
     return out
 
 
-def ridge_baselines(prep: Prepared, seed: int = 0) -> dict:
+METRICS = ("retrieval_top1", "retrieval_top5", "decoding_auc", "encoding_r_visual",
+           "encoding_r_across_visual")
+N_BOOT = 1000
+
+
+def _hits(sim: np.ndarray, k: int) -> np.ndarray:
+    """Per query: is the matched (diagonal) template among the k best?"""
+    order = np.argsort(-sim, axis=1)[:, :k]
+    return (order == np.arange(len(sim))[:, None]).any(1).astype(float)
+
+
+def _auc_rows(sim: np.ndarray) -> np.ndarray:
+    """Per query: fraction of unmatched templates scored below the matched one (ties half)."""
+    n = len(sim)
+    pos = np.diag(sim)[:, None]
+    off = ~np.eye(n, dtype=bool)
+    return (((sim < pos) & off).sum(1) + 0.5 * ((sim == pos) & off).sum(1)) / (n - 1)
+
+
+def _across_r(pred: np.ndarray, true: np.ndarray, idx: np.ndarray) -> float:
+    """Mean over (channel, time) of the Pearson r across the images ``idx`` (with repeats)."""
+    p = pred[idx] - pred[idx].mean(0)
+    t = true[idx] - true[idx].mean(0)
+    den = np.sqrt((p**2).sum(0) * (t**2).sum(0))
+    return float(np.nanmean(np.where(den > 1e-12, (p * t).sum(0) / np.maximum(den, 1e-12), np.nan)))
+
+
+def scored_quantities(sim: np.ndarray, pred: np.ndarray | None, true: np.ndarray,
+                      visual: np.ndarray) -> dict:
+    """What the bootstrap resamples: per-image hits / AUCs / r, and the encoding arrays."""
+    out = {"retrieval_top1": _hits(sim, 1), "retrieval_top5": _hits(sim, 5),
+           "decoding_auc": _auc_rows(sim)}
+    if pred is not None:
+        p = pred[:, visual].reshape(len(pred), -1)
+        t = true[:, visual].reshape(len(true), -1)
+        out["encoding_r_visual"] = pearson_per_row(p, t)
+        out["encoding_arrays"] = (p, t)
+    return out
+
+
+def bootstrap_compare(model: dict, ridge: dict, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Point value and 95 % CI of each metric for both, and of the paired difference model - ridge.
+
+    Test images are resampled with replacement (the same draw for both: a paired comparison).
+    ``significant`` says whether the difference's CI excludes 0 and on which side.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(model["retrieval_top1"])
+    draws = rng.integers(0, n, (n_boot, n))
+    res = {}
+    for m in METRICS:
+        if m == "encoding_r_across_visual":
+            if "encoding_arrays" not in model or "encoding_arrays" not in ridge:
+                continue
+            full = np.arange(n)
+
+            def stat(q: dict, idx: np.ndarray) -> float:
+                return _across_r(*q["encoding_arrays"], idx)
+        else:
+            if m not in model or m not in ridge:
+                continue
+            full = slice(None)
+
+            def stat(q: dict, idx, m=m) -> float:
+                return float(np.mean(q[m][idx]))
+        a = np.array([stat(model, d) for d in draws])
+        b = np.array([stat(ridge, d) for d in draws])
+        diff = a - b
+        lo, hi = np.percentile(diff, [2.5, 97.5])
+        res[m] = {"model": stat(model, full), "model_ci": np.percentile(a, [2.5, 97.5]).tolist(),
+                  "ridge": stat(ridge, full), "ridge_ci": np.percentile(b, [2.5, 97.5]).tolist(),
+                  "difference": stat(model, full) - stat(ridge, full), "difference_ci": [lo, hi],
+                  "significant": "worse" if hi < 0 else "better" if lo > 0 else "no"}
+    return res
+
+
+def ridge_comparison(model_q: dict, ridge_report: dict, prep: Prepared, n_boot: int = N_BOOT) -> dict:
+    """Paired bootstrap of the model against its ridge baseline; pops ridge's prediction arrays.
+
+    ``ridge_report`` is :func:`ridge_baselines` with ``return_predictions=True``. ``worse`` lists
+    the metrics where the model is significantly below ridge (95 % CI of the difference < 0).
+    """
+    ridge_q = scored_quantities(ridge_report.pop("_similarity"), ridge_report.pop("_encoding_prediction"),
+                                prep.x_test.mean(axis=1), visual_channel_mask(prep.ch_names))
+    res = bootstrap_compare(model_q, ridge_q, n_boot=n_boot)
+    return {"metrics": res, "worse": [m for m, v in res.items() if v["significant"] == "worse"],
+            "method": f"paired bootstrap over test images ({n_boot} draws), 95 % CI of model - ridge"}
+
+
+def ridge_baselines(prep: Prepared, seed: int = 0, return_predictions: bool = False) -> dict:
     """Linear decoding (brain -> features) and encoding (features -> brain), RidgeCV on training.
 
     Training uses the fitting rows (validation images excluded), repetitions averaged, as the
     models do; the penalty is chosen by efficient leave-one-out CV on those rows.
+    ``return_predictions``: also ``_similarity`` (test responses x test images) and
+    ``_encoding_prediction`` (test images, C, T) arrays, for per-image comparisons.
     """
     fit = prep.fit_index
     x_tr = prep.x_train[fit].mean(axis=1)
@@ -313,6 +410,8 @@ def ridge_baselines(prep: Prepared, seed: int = 0) -> dict:
     # The floor every encoder should clear: the mean training response, the same for every image.
     out["mean_response"] = {"encoding": encoding_metrics(
         np.broadcast_to(prep.mean_response, x_te.shape), x_te, visual)}
+    if return_predictions:
+        out["_similarity"], out["_encoding_prediction"] = sim, pred
     return out
 
 

@@ -64,17 +64,21 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
         Evaluator,
         paired_comparison,
         ridge_baselines,
+        ridge_comparison,
         write_figures,
     )
 
     config, prep, model = load_run(run_dir)
     t0 = time.perf_counter()
+    evaluator = Evaluator(model, prep, seed=config.training.seed)
     report = {"run": str(run_dir), "model": config.model.name, "dataset": prep.meta.get("kind"),
               "provenance": prep.meta.get("provenance"),
               "n_test_images": len(prep.test_ids), "n_train_images": len(prep.train_ids),
-              **Evaluator(model, prep, seed=config.training.seed).run(masks=masks)}
+              **evaluator.run(masks=masks)}
     if baselines:
-        report["ridge"] = ridge_baselines(prep)
+        report["ridge"] = ridge_baselines(prep, return_predictions=True)
+        # the flags of issue 13: metrics where the model is significantly below its ridge baseline
+        report["vs_ridge"] = ridge_comparison(evaluator.per_image_quantities(), report["ridge"], prep)
         if "encoding" in report:
             report["encoding_vs_ridge"] = paired_comparison(report["encoding"], report["ridge"]["encoding"])
     history = Path(run_dir) / "history.json"
