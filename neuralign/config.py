@@ -61,10 +61,35 @@ class SimulationConfig(_Section):
         return self
 
 
+class RecordingSplitConfig(_Section):
+    """Which shown images are test images; the rest train (zero-shot: no test concept trains)."""
+
+    by: Literal["images", "concepts", "block"] = "images"
+    # image ids / concept names (an image's folder) / blocks (0-based index or recording name)
+    test: list[str] = Field(default_factory=list)
+    test_file: Path | None = Field(None, description="text file, one entry of `test` per line")
+    n_test_concepts: int | None = Field(
+        None, ge=1, description="by concepts without a list: draw this many (training.seed)")
+
+
+class RecordingConfig(_Section):
+    """kind 'recording': a lab's own blocks (FIF/BrainVision/EDF/BDF/EEGLAB, .xdf, or
+    'neuralign run --record' dirs) + stimulus events + a folder of images (id = file stem)."""
+
+    recordings: list[Path] = Field(default_factory=list, description="blocks; --data adds one")
+    images: Path | None = None
+    # one CSV/TSV per recording (onset + image id); empty = annotations / recorded markers
+    events: list[Path] = Field(default_factory=list)
+    xdf_eeg_stream: str | None = Field(None, description="XDF data stream name or type")
+    xdf_marker_stream: str | None = Field(None, description="XDF marker stream name or type")
+    split: RecordingSplitConfig = RecordingSplitConfig()
+
+
 class DatasetConfig(_Section):
     # paired / digits69 / vim1: image-response pairs for the generative decoders (issue 14).
+    # recording: a lab's own continuous recordings (settings in ``recording``, issue 16).
     kind: Literal["simulated", "things_eeg2", "things_meg", "tvsd", "allen_natural_scenes",
-                  "paired", "digits69", "vim1"]
+                  "paired", "digits69", "vim1", "recording"]
     modality: Modality = "eeg"
     path: Path | None = None
     subject: int = Field(1, ge=1)
@@ -74,11 +99,14 @@ class DatasetConfig(_Section):
     soa: float = Field(0.2, gt=0)
     n_way: int | None = Field(None, ge=2, description="zero-shot test classes (200 / 100)")
     simulation: SimulationConfig | None = None
+    recording: RecordingConfig | None = None
 
     @model_validator(mode="after")
     def _simulation_only_for_simulated(self) -> DatasetConfig:
         if self.kind == "simulated" and self.simulation is None:
             self.simulation = SimulationConfig(modality=self.modality)
+        if self.kind == "recording" and self.recording is None:
+            self.recording = RecordingConfig()
         return self
 
 

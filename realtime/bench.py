@@ -1,7 +1,7 @@
 """Latency benchmark: replay a recording over LSL, decode it live, time every result as a consumer.
 
-End-to-end latency (DESIGN.md) = local LSL clock when a plain pylsl inlet RECEIVES the result -
-LSL timestamp of the last input sample the epoch needed. The engine's own per-stage breakdown
+End-to-end latency (docs/design.md) = local LSL clock when a plain LSL inlet RECEIVES the result
+- LSL timestamp of the last input sample the epoch needed. The engine's own per-stage breakdown
 (acquire, filter, epoch, normalize, wait-in-batch, inference, publish) comes from its
 instrumentation. The replayer stamps sample i with t0 + i / sfreq and sends it when it is due, so
 'acquire' includes the transport and the chunking (a chunk of n samples makes its oldest sample
@@ -16,17 +16,18 @@ import time
 import uuid
 from pathlib import Path
 
-import pylsl
-
 from neuralign.bundle import load_bundle
 from neuralign.config import RealtimeConfig
+from neuralign.realtime.decisions import Result
 from neuralign.realtime.latency import summarize
+from neuralign.realtime.lsl_io import resolve_stream
+from neuralign.realtime.outputs import RESULT_STREAM_TYPE, ResultInlet
 
 
 def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0,
                       chunk_size: int = 10, batch_size: int = 4, max_wait_ms: float = 20.0,
                       torch_threads: int = 1, out: Path | None = None) -> dict:
-    from neuralign.realtime.session import replay_session
+    from neuralign.realtime.replay.session import replay_session
 
     bundle = load_bundle(bundle_dir)
     result_sid = uuid.uuid4().hex
@@ -35,18 +36,15 @@ def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0
     session = replay_session(bundle, raw_path, rt, duration_s=duration_s,
                              result_source_id=result_sid, name="bench")
     engine = session.engine
-    received: list[tuple[dict, float]] = []
+    received: list[tuple[Result, float]] = []
     stop = threading.Event()
 
     def consume() -> None:
-        infos = pylsl.resolve_byprop("source_id", result_sid, minimum=1, timeout=10)
-        inlet = pylsl.StreamInlet(infos[0])
-        inlet.open_stream(timeout=5)
+        inlet = ResultInlet(resolve_stream(stype=RESULT_STREAM_TYPE, source_id=result_sid,
+                                           timeout=10), timeout=5)
         while not stop.is_set():
-            sample, _ = inlet.pull_sample(timeout=0.1)
-            if sample is not None:
-                received.append((json.loads(sample[0]), pylsl.local_clock()))
-        inlet.close_stream()
+            received.extend(inlet.pull(timeout=0.1))
+        inlet.close()
 
     n_expected = session.n_trials
     session.start()
@@ -62,7 +60,7 @@ def latency_benchmark(bundle_dir: Path, raw_path: Path, duration_s: float = 60.0
         stop.set()
         consumer.join(timeout=5)
         session.stop()
-    e2e = [1e3 * (recv - r["last_sample_timestamp"]) for r, recv in received]
+    e2e = [1e3 * (recv - r.last_sample_timestamp) for r, recv in received]
     status = engine.status()
     res = {
         "input": {"channels": len(bundle.ch_names), "sfreq": session.sfreq,

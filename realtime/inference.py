@@ -27,6 +27,8 @@ class Decoded:
 
 
 class Decoder:
+    """The bundle's brain encoder + template bank, ready to decode (warmed up on creation)."""
+
     def __init__(self, bundle: Bundle, batch_size: int = 8, top_k: int = 5,
                  device: str | torch.device = "auto", torch_threads: int | None = 1,
                  compile: bool = False):
@@ -71,6 +73,13 @@ class Decoder:
         z, scores, idx = self._run(self._host)
         return [Decoded(z[i].numpy(), [self.template_ids[j] for j in idx[i].tolist()],
                         scores[i].tolist()) for i in range(len(epochs))]
+
+    def decode_all(self, epochs: list[np.ndarray]) -> list[Decoded]:
+        """Decode any number of epochs, ``batch_size`` at a time (each call fixed-shape)."""
+        out: list[Decoded] = []
+        for i in range(0, len(epochs), self.batch_size):
+            out += self.decode(epochs[i : i + self.batch_size])
+        return out
 
     @torch.inference_mode()
     def reconstruct(self, epoch: np.ndarray, masked: list[int]) -> np.ndarray:

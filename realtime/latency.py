@@ -1,4 +1,4 @@
-"""Latency instrumentation: per-epoch stage times -> running p50/p95/p99/max (DESIGN.md).
+"""Latency instrumentation: per-epoch stage times -> running p50/p95/p99/max (docs/design.md).
 
 End-to-end latency of one epoch = (local LSL clock when its result is received by an LSL consumer)
 - (LSL timestamp of the last input sample the epoch needed). Inside the engine we measure up to

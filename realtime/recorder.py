@@ -6,7 +6,7 @@ Layout of a recording directory::
     samples.f32        float32, sample-major (s0c0 s0c1 ... s1c0 ...), appended
     timestamps.f64     float64 LSL timestamp of each sample, appended
     events.jsonl       one marker per line {"timestamp", "value", "received"}
-    results.jsonl      one engine result per line (whatever dict the engine writes)
+    results.jsonl      one engine result per line (``Result.to_dict()``; any JSON dict is accepted)
     raw.fif            written by close(): MNE Raw with events as annotations
 
 Why raw binary + JSON lines instead of writing a FIF directly: appending to flat files is

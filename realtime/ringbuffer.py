@@ -61,6 +61,13 @@ class RingBuffer:
             idx = np.arange(start, stop) % self.capacity
             return self._data[:, idx].copy(), self._ts[idx].copy()
 
+    def timestamp_at(self, index: int) -> float | None:
+        """Timestamp of global sample ``index`` (None if not, or no longer, in the buffer)."""
+        with self._lock:
+            if not self.first_available <= index < self._n:
+                return None
+            return float(self._ts[index % self.capacity])
+
     def index_of_time(self, t: float) -> int | None:
         """Global index of the sample whose timestamp is nearest to ``t`` (None if outside)."""
         with self._lock:

@@ -5,7 +5,8 @@ Why an adapter: the same window must show an engine running in this process (``n
 we only see through its LSL result stream (``neuralign view``: results only). The window never
 waits on a feed: each feed does its reading in its own worker thread and hands over
 
-* new result dicts through a lock-free ``deque`` (one producer, one consumer), and
+* new :class:`~neuralign.realtime.decisions.Result` objects through a lock-free ``deque`` (one
+  producer, one consumer), and
 * the latest :class:`TraceSnapshot` / status dict by reference assignment (atomic in CPython),
 
 so :meth:`Feed.poll`, called by the GUI timer at ~30 fps, is a handful of cheap copies.
@@ -13,7 +14,6 @@ so :meth:`Feed.poll`, called by the GUI timer at ~30 fps, is a handful of cheap 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pylsl
 
 from neuralign.bundle import Bundle
+from neuralign.realtime.decisions import Reconstruction, Result
 from neuralign.realtime.latency import summarize
-from neuralign.realtime.lsl import LostError, is_local, local_clock, resolve_stream
-from neuralign.realtime.outputs import RESULT_STREAM_TYPE
+from neuralign.realtime.lsl_io import LostError, StreamInfo, find_stream, is_local, resolve_stream
+from neuralign.realtime.outputs import RESULT_STREAM_TYPE, ResultInlet
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class TraceSnapshot:
 class FeedUpdate:
     """What one GUI tick gets from a feed: never blocks to produce it."""
 
-    results: list[dict] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
     traces: TraceSnapshot | None = None
     status: dict = field(default_factory=dict)
 
@@ -77,7 +77,7 @@ class Feed:
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.sfreq = float(bundle.manifest.sfreq) or None
-        self._results: deque[dict] = deque(maxlen=100_000)  # dropped oldest only if the GUI died
+        self._results: deque[Result] = deque(maxlen=100_000)  # oldest dropped only if the GUI died
         self._traces: TraceSnapshot | None = None
         self._status: dict = {}
         self._stop = threading.Event()
@@ -136,7 +136,7 @@ class Feed:
     def set_masked(self, indices: Sequence[int]) -> None:
         """Ask the engine to reconstruct these channels (bundle order). No-op when unsupported."""
 
-    def reconstruction(self) -> dict | None:
+    def reconstruction(self) -> Reconstruction | None:
         """The engine's latest masked-channel reconstruction, if any."""
         return None
 
@@ -223,10 +223,9 @@ class EngineFeed(Feed):
                              n_written=n)
 
     def set_masked(self, indices: Sequence[int]) -> None:
-        # one list assignment: atomic for the engine's inference thread, which copies it
-        self.engine.masked_channels = sorted(int(i) for i in indices)
+        self.engine.request_reconstruction(indices)
 
-    def reconstruction(self) -> dict | None:
+    def reconstruction(self) -> Reconstruction | None:
         return self.engine.last_reconstruction
 
     def describe(self) -> str:
@@ -250,7 +249,7 @@ class LSLResultFeed(Feed):
             raise ValueError("LSLResultFeed needs the result stream's name or source_id")
         self.name, self.source_id = name, source_id
         self.timeout, self.reconnect_interval = timeout, reconnect_interval
-        self._info: pylsl.StreamInfo | None = None
+        self._info: StreamInfo | None = None
         self._n = 0
         self._reconnects = 0
         self._connected = False
@@ -268,11 +267,9 @@ class LSLResultFeed(Feed):
         self._local = is_local(self._info)
         super().start()
 
-    def _open(self) -> pylsl.StreamInlet | None:
+    def _open(self) -> ResultInlet | None:
         try:
-            inlet = pylsl.StreamInlet(self._info, max_buflen=60, recover=False)
-            inlet.open_stream(timeout=2.0)
-            return inlet
+            return ResultInlet(self._info, timeout=2.0, max_buflen=60)
         except Exception as exc:  # the outlet vanished between resolve and open: retry later
             log.info("result stream not openable yet: %s", exc)
             return None
@@ -285,10 +282,10 @@ class LSLResultFeed(Feed):
             if inlet is None:
                 if self._stop.wait(self.reconnect_interval):
                     break
-                found = pylsl.resolve_byprop("source_id", self.source_id, 1, 0.5)
-                found = [f for f in found if f.type() == RESULT_STREAM_TYPE]
-                if found:
-                    self._info = found[0]
+                found = find_stream(stype=RESULT_STREAM_TYPE, source_id=self.source_id,
+                                    timeout=0.5)
+                if found is not None:
+                    self._info = found
                     inlet = self._open()
                     if inlet is not None:
                         self._reconnects += 1
@@ -301,37 +298,29 @@ class LSLResultFeed(Feed):
                 except LostError:
                     log.warning("result stream %s lost; reconnecting", self.source_id)
                     self._connected = False
-                    inlet.close_stream()
+                    inlet.close()
                     inlet = None
             now = time.monotonic()
             if now - last_status >= 0.5:
                 self._status = self._make_status()
                 last_status = now
         if inlet is not None:
-            inlet.close_stream()
+            inlet.close()
         self._connected = False
         self._status = self._make_status()
 
-    def _pull(self, inlet: pylsl.StreamInlet) -> int:
+    def _pull(self, inlet: ResultInlet) -> int:
         """Read every result waiting (first wait <= 0.1 s); returns how many arrived."""
-        n0 = self._n
-        sample, _ = inlet.pull_sample(timeout=0.1)
-        while sample is not None:
-            received = local_clock()
-            try:
-                r = json.loads(sample[0])
-            except (json.JSONDecodeError, TypeError, IndexError):
-                log.warning("ignoring a result that is not JSON: %.80r", sample)
-            else:
-                self._n += 1
-                tot = (r.get("stages_ms") or {}).get("engine_total")
-                if tot is not None:
-                    self._latency.append(float(tot))
-                if self._local and r.get("last_sample_timestamp") is not None:
-                    self._e2e.append(1e3 * (received - float(r["last_sample_timestamp"])))
-                self._results.append(r)
-            sample, _ = inlet.pull_sample(timeout=0.0)
-        return self._n - n0
+        got = inlet.pull(timeout=0.1)
+        for r, received in got:
+            self._n += 1
+            tot = r.stages_ms.get("engine_total")
+            if tot is not None:
+                self._latency.append(float(tot))
+            if self._local:
+                self._e2e.append(1e3 * (received - r.last_sample_timestamp))
+            self._results.append(r)
+        return len(got)
 
     def _make_status(self) -> dict:
         return {"decoded": self._n, "latency_ms": summarize(list(self._latency)),

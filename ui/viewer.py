@@ -22,6 +22,7 @@ from PyQt6.QtCore import QEvent, QObject, Qt, QTimer
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QInputDialog, QLabel, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
+from neuralign.realtime.decisions import Reconstruction, Result, RunningAccuracy
 from neuralign.ui.feeds import EngineFeed, Feed
 from neuralign.ui.panels import ChannelDialog, MaskPanel, StimulusPanel, TracePanel, color_text
 
@@ -33,52 +34,68 @@ STALL_S = 2.0  # no result for this long -> the status bar says 'stalled'
 class ViewerState:
     """What the window knows beyond the current frame: counts and running accuracy.
 
-    Ground truth is known when the marker is one of the bundle's template ids; then top-1 is
-    ``topk_ids[0] == marker`` and top-5 is ``marker in topk_ids[:5]`` (the engine's own k may be
-    smaller: then it is top-min(5, k)). The repetition-average decision gets its own top-1.
+    Accuracy is :class:`~neuralign.realtime.decisions.RunningAccuracy` (the rehearsal session's
+    too): ground truth is known when the marker is one of the bundle's template ids; the
+    repetition-average decision gets its own top-1 over every averaged decision.
     """
 
     def __init__(self, template_ids: Iterable[str], history: int = 2000):
-        self.known = set(template_ids)
-        self.history: deque[dict] = deque(maxlen=history)
-        self.latest: dict | None = None
+        self.accuracy = RunningAccuracy(template_ids)
+        self.history: deque[Result] = deque(maxlen=history)
+        self.latest: Result | None = None
         self.n_results = 0
-        self.n_judged = self.n_top1 = self.n_top5 = 0
-        self.n_avg_judged = self.n_avg_top1 = 0
         self.last_result_at: float | None = None  # time.monotonic()
         self.started_at = time.monotonic()
 
-    def ingest(self, results: Sequence[dict]) -> None:
+    def ingest(self, results: Sequence[Result]) -> None:
         for r in results:
             self.n_results += 1
             self.history.append(r)
-            marker = r.get("marker")
-            ids = r.get("topk_ids") or []
-            if marker is not None and marker in self.known and ids:
-                self.n_judged += 1
-                self.n_top1 += ids[0] == marker
-                self.n_top5 += marker in ids[:5]
-                avg = r.get("avg_topk_ids")
-                if avg:
-                    self.n_avg_judged += 1
-                    self.n_avg_top1 += avg[0] == marker
+            self.accuracy.add(r)
         if results:
             self.latest = results[-1]
             self.last_result_at = time.monotonic()
+
+    @property
+    def n_judged(self) -> int:
+        return self.accuracy.n_judged
+
+    @property
+    def n_top1(self) -> int:
+        return self.accuracy.n_top1
+
+    @property
+    def n_top5(self) -> int:
+        return self.accuracy.n_top5
 
     def seconds_since_result(self) -> float:
         ref = self.last_result_at if self.last_result_at is not None else self.started_at
         return time.monotonic() - ref
 
     def accuracy_text(self) -> str:
-        if not self.n_judged:
+        acc = self.accuracy
+        if not acc.n_judged:
             return "accuracy: no ground truth yet"
-        n = self.n_judged
-        s = (f"top-1 {self.n_top1}/{n} ({100 * self.n_top1 / n:.0f} %)  "
-             f"top-5 {100 * self.n_top5 / n:.0f} %")
-        if self.n_avg_judged:
-            s += f"  avg top-1 {100 * self.n_avg_top1 / self.n_avg_judged:.0f} %"
+        n = acc.n_judged
+        s = (f"top-1 {acc.n_top1}/{n} ({100 * acc.n_top1 / n:.0f} %)  "
+             f"top-5 {100 * acc.n_top5 / n:.0f} %")
+        if acc.n_avg_judged:
+            s += f"  avg top-1 {100 * acc.n_avg_top1 / acc.n_avg_judged:.0f} %"
         return s
+
+
+class _PanelForm:
+    """The dict form the panels take, converted once per new object (the mask panel tells a new
+    reconstruction from the one on screen by the identity of what it is given)."""
+
+    def __init__(self) -> None:
+        self._obj: Result | Reconstruction | None = None
+        self._form: dict | None = None
+
+    def __call__(self, obj: Result | Reconstruction | None) -> dict | None:
+        if obj is not self._obj:
+            self._obj, self._form = obj, None if obj is None else obj.to_dict()
+        return self._form
 
 
 def _fmt_ms(summary: dict | None) -> str:
@@ -106,6 +123,7 @@ class ViewerWindow(QMainWindow):
         self.owned = list(owned)
         self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
         self.state = ViewerState(self.bundle.template_ids)
+        self._result_form, self._reconstruction_form = _PanelForm(), _PanelForm()
         self.paused = False
         self._closed = False
         self.feed_status: dict = {}  # the feed's latest status dict (read-only for callers)
@@ -251,8 +269,8 @@ class ViewerWindow(QMainWindow):
             self._last_sample_change = time.monotonic()
         if not self.paused:
             self.traces.show_traces(upd.traces)
-            self.stimulus.show_result(self.state.latest)
-            self.mask.show_reconstruction(self.feed.reconstruction())
+            self.stimulus.show_result(self._result_form(self.state.latest))
+            self.mask.show_reconstruction(self._reconstruction_form(self.feed.reconstruction()))
             self.n_frames += 1
             self._frame_times.append(t0)
         self._update_status()

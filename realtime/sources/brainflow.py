@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from neuralign.errors import UserError
-from neuralign.realtime.lsl import local_clock
+from neuralign.realtime.lsl_io import local_clock
 from neuralign.realtime.sources.base import Marker, Source, SourceHealth, StreamDescription
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """Replay a recording in-process through the SAME LSL path a live stream takes.
 
-A :class:`FileSource` starts an :class:`~neuralign.realtime.replay.LSLReplayer` on the file (uuid
-``source_id``) and is itself an :class:`~neuralign.realtime.sources.lsl.LSLSource` connected to it
-with an :class:`~neuralign.realtime.sources.lsl.LSLMarkerInlet` on the marker stream. Nothing is
+A :class:`FileSource` starts an :class:`~neuralign.realtime.replay.player.LSLReplayer` on the file
+(uuid ``source_id``) and is itself an :class:`~neuralign.realtime.sources.lsl.LSLSource` connected
+to it by :func:`~neuralign.realtime.replay.wiring.connect_to_replay`. Nothing is
 short-circuited: the engine sees exactly what it would see from a device on the network (chunking,
 timestamps, clock handling, reconnection logic), which is what makes a replay a valid parity and
 latency test.
@@ -15,9 +15,10 @@ import uuid
 from pathlib import Path
 
 from neuralign.errors import DataError
-from neuralign.realtime.replay import LSLReplayer
+from neuralign.realtime.replay.player import LSLReplayer
+from neuralign.realtime.replay.wiring import connect_to_replay
 from neuralign.realtime.sources.base import StreamDescription
-from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.sources.lsl import LSLSource
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,8 @@ class FileSource(LSLSource):
                                chunk_size=chunk_size, speed=speed, loop=loop,
                                start_offset_s=start_offset_s,
                                wait_for_consumers=wait_for_consumers)
-        super().__init__(source_id=sid, markers=LSLMarkerInlet(source_id=sid + "-markers",
-                                                               timeout=timeout),
-                         timeout=timeout, buffer_seconds=buffer_seconds)
+        super().__init__(timeout=timeout, buffer_seconds=buffer_seconds)
+        connect_to_replay(self, sid)
         self.replayer: LSLReplayer | None = None
 
     def _connect(self) -> StreamDescription:
@@ -63,7 +63,7 @@ class FileSource(LSLSource):
         del raw
         self.expected_sfreq = self.replayer.sfreq
         self.expected_channels = self.replayer.ch_names
-        self.has_markers = len(self.replayer._ev_val) > 0  # no events: engine slides a window
+        self.has_markers = self.replayer.n_events > 0  # no events: the engine slides a window
         self.replayer.start()
         try:
             desc = super()._connect()
@@ -71,7 +71,7 @@ class FileSource(LSLSource):
             self.replayer.stop()
             raise
         log.info("replaying %s (%d events) in-process over LSL", self.path,
-                 len(self.replayer._ev_val))
+                 self.replayer.n_events)
         return desc
 
     @property

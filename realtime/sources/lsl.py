@@ -21,18 +21,24 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-import pylsl
 
 from neuralign.errors import UserError
-from neuralign.realtime.lsl import (
+from neuralign.realtime.lsl_io import (
+    NUMPY_DTYPES,
+    ContinuousResolver,
     LostError,
+    StreamInfo,
+    StreamInlet,
     channel_names,
     channel_types,
+    clock_sync_flags,
     describe,
-    is_local,
+    find_stream,
+    is_string_stream,
     local_clock,
-    quote_xpath,
+    open_inlet,
     resolve_stream,
+    watch_streams,
 )
 from neuralign.realtime.sources.base import Marker, Source, SourceHealth, StreamDescription
 
@@ -47,34 +53,7 @@ MAX_CHUNKLEN = 32
 MAX_BUFLEN_S = 360
 #: ``health.events`` keeps the most recent this many entries.
 MAX_EVENTS = 500
-_NUMPY_DTYPES = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64,
-                 pylsl.cf_int32: np.int32, pylsl.cf_int16: np.int16, pylsl.cf_int8: np.int8,
-                 pylsl.cf_int64: np.int64}
-
-
-def _processing_flags(info: pylsl.StreamInfo, clock_sync: str) -> int:
-    if clock_sync not in ("auto", "lsl", "none"):
-        raise ValueError(f"clock_sync must be 'auto', 'lsl' or 'none', got {clock_sync!r}")
-    if clock_sync == "lsl" or (clock_sync == "auto" and not is_local(info)):
-        return pylsl.proc_clocksync
-    return 0
-
-
 RESOLVE_WAVE_S = 1.0
-
-
-def _predicate(name: str | None, stype: str | None, source_id: str | None, regular: bool) -> str:
-    clauses = [f"{k}={quote_xpath(v)}" for k, v in (("name", name), ("type", stype),
-                                         ("source_id", source_id)) if v is not None]
-    clauses.append("nominal_srate>0" if regular else "nominal_srate=0")
-    return " and ".join(clauses)
-
-
-def _find(name: str | None, stype: str | None, source_id: str | None, timeout: float,
-          regular: bool) -> pylsl.StreamInfo | None:
-    """Quiet resolve for reconnection: None instead of a UserError (no stream listing)."""
-    found = pylsl.resolve_bypred(_predicate(name, stype, source_id, regular), 1, timeout)
-    return found[0] if found else None
 
 
 def check_timestamps(prev: float | None, ts: np.ndarray, sfreq: float
@@ -122,24 +101,23 @@ class LSLMarkerInlet:
             stype = "Markers"
         self.name, self.stype, self.source_id = name, stype, source_id
         self.timeout, self.clock_sync, self.offset_s = timeout, clock_sync, offset_s
-        self._inlet: pylsl.StreamInlet | None = None
+        self._inlet: StreamInlet | None = None
         self._labels: list[str] = []
         self._string = True
         self._one_hot = False
         self.connected = False
-        self._resolver: pylsl.ContinuousResolver | None = None
+        self._resolver: ContinuousResolver | None = None
 
     def open(self) -> None:
         """Resolve and connect; :class:`UserError` when the stream is not found in time."""
         info = resolve_stream(self.name, self.stype, self.source_id, self.timeout, regular=False)
         self._attach(info)
 
-    def _attach(self, info: pylsl.StreamInfo) -> None:
-        inlet = pylsl.StreamInlet(info, max_buflen=MAX_BUFLEN_S, max_chunklen=1, recover=False,
-                                  processing_flags=_processing_flags(info, self.clock_sync))
-        inlet.open_stream(self.timeout)
+    def _attach(self, info: StreamInfo) -> None:
+        inlet = open_inlet(info, self.timeout, max_buflen=MAX_BUFLEN_S, max_chunklen=1,
+                           processing_flags=clock_sync_flags(info, self.clock_sync))
         full = inlet.info(self.timeout)
-        self._string = full.channel_format() == pylsl.cf_string
+        self._string = is_string_stream(full)
         self._labels = channel_names(full)
         self._one_hot = not self._string and (full.type().lower() == "annotations"
                                               or full.channel_count() > 1)
@@ -157,8 +135,8 @@ class LSLMarkerInlet:
             # A continuous resolver searches in liblsl's own thread, so this never blocks the
             # data acquisition that calls it (a blocking resolve needs ~1 s to find old outlets).
             if self._resolver is None:
-                self._resolver = pylsl.ContinuousResolver(pred=_predicate(
-                    self.name, self.stype, self.source_id, regular=False), forget_after=2.0)
+                self._resolver = watch_streams(self.name, self.stype, self.source_id,
+                                               regular=False)
             found = self._resolver.results()
             if found:
                 self._attach(found[0])
@@ -216,7 +194,7 @@ class LSLSource(Source):
         self.clock_sync = clock_sync
         self.reconnect_interval, self.stall_timeout = reconnect_interval, stall_timeout
         self.max_pull = max_pull
-        self._inlet: pylsl.StreamInlet | None = None
+        self._inlet: StreamInlet | None = None
         self._pull_buf: np.ndarray | None = None
         self._last_ts: float | None = None
         self._last_data = 0.0  # monotonic time of the last received chunk
@@ -231,20 +209,18 @@ class LSLSource(Source):
     def _query(self) -> str:
         return describe(self.name, self.stype, self.source_id)
 
-    def _open_inlet(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
-        inlet = pylsl.StreamInlet(info, max_buflen=MAX_BUFLEN_S, max_chunklen=MAX_CHUNKLEN,
-                                  recover=False,
-                                  processing_flags=_processing_flags(info, self.clock_sync))
-        inlet.open_stream(self.timeout)
+    def _open_inlet(self, info: StreamInfo) -> tuple[StreamInlet, StreamInfo]:
+        inlet = open_inlet(info, self.timeout, max_buflen=MAX_BUFLEN_S, max_chunklen=MAX_CHUNKLEN,
+                           processing_flags=clock_sync_flags(info, self.clock_sync))
         return inlet, inlet.info(self.timeout)
 
-    def _validate(self, full: pylsl.StreamInfo) -> None:
+    def _validate(self, full: StreamInfo) -> None:
         """UserError naming the stream, what was expected and what it has."""
         label = f"LSL stream {full.name()!r} ({self._query()})"
         if full.nominal_srate() <= 0:
             raise UserError(f"{label} has an irregular rate; a data stream needs a nominal "
                             "sampling rate (marker streams go to LSLMarkerInlet)")
-        if full.channel_format() not in _NUMPY_DTYPES:
+        if full.channel_format() not in NUMPY_DTYPES:
             raise UserError(f"{label} carries strings; a data stream must be numeric")
         if self.expected_sfreq is not None and abs(full.nominal_srate()
                                                    - self.expected_sfreq) > 1e-6:
@@ -276,7 +252,7 @@ class LSLSource(Source):
         self._sfreq = full.nominal_srate()
         self._n_channels = full.channel_count()
         self._pull_buf = np.zeros((self.max_pull, self._n_channels),
-                                  dtype=_NUMPY_DTYPES[full.channel_format()])
+                                  dtype=NUMPY_DTYPES[full.channel_format()])
         self._last_data = time.monotonic()
         if self.marker_inlet is not None and self.marker_inlet._inlet is None:
             try:
@@ -287,7 +263,7 @@ class LSLSource(Source):
         self.health = SourceHealth(connected=True)
         log.info("LSL source connected: %s (%d ch @ %g Hz, host %s, clock sync %s)", full.name(),
                  self._n_channels, self._sfreq, full.hostname(),
-                 "on" if _processing_flags(full, self.clock_sync) else "off (same host)")
+                 "on" if clock_sync_flags(full, self.clock_sync) else "off (same host)")
         return StreamDescription(name=full.name(), stype=full.type(), sfreq=self._sfreq,
                                  ch_names=channel_names(full), ch_types=channel_types(full),
                                  source_id=full.source_id())
@@ -322,7 +298,7 @@ class LSLSource(Source):
         self._next_retry = now + self.reconnect_interval
         # 1 s, not less: with machine scope only the newest outlet answers the multicast wave and
         # older ones are found through KnownPeers' unicast wave, which takes ~0.5 s (measured).
-        info = _find(self.name, self.stype, self.source_id, RESOLVE_WAVE_S, regular=True)
+        info = find_stream(self.name, self.stype, self.source_id, RESOLVE_WAVE_S, regular=True)
         if info is None:
             return
         try:
@@ -387,7 +363,7 @@ class LSLSource(Source):
         if quiet < limit or self._stall_reported:
             return
         self._stall_reported = True
-        if _find(self.name, self.stype, self.source_id, RESOLVE_WAVE_S, regular=True) is None:
+        if find_stream(self.name, self.stype, self.source_id, RESOLVE_WAVE_S, regular=True) is None:
             self._mark_lost(f"no data for {quiet:.1f} s and the stream is no longer visible")
         else:
             self._event(f"no data for {quiet:.1f} s (sender paused; stream still visible)",

@@ -14,7 +14,7 @@ from neuralign.errors import UserError
 from neuralign.offline.single_trial import decode_recording
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay import LSLReplayer
-from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.replay.wiring import replay_source
 
 
 def _replay_and_source(raw, speed=1.0, picks=None):
@@ -23,8 +23,7 @@ def _replay_and_source(raw, speed=1.0, picks=None):
         raw = raw.copy().pick(picks)
     rep = LSLReplayer.from_raw(raw, name=f"test-eeg-{sid[:6]}", source_id=sid, speed=speed,
                                chunk_size=10, wait_for_consumers=20.0)
-    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=f"{sid}-markers"), timeout=10)
-    return rep, src
+    return rep, replay_source(rep, timeout=10)
 
 
 def _read_results(inlet, n, timeout):

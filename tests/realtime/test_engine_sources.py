@@ -14,6 +14,7 @@ from neuralign.errors import UserError
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.recorder import Recorder, read_recording
 from neuralign.realtime.replay import LSLReplayer
+from neuralign.realtime.replay.wiring import replay_source
 from neuralign.realtime.sources.brainflow import BrainFlowSource
 from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
 from tests.conftest import FAST_TRAIN
@@ -49,10 +50,10 @@ def test_brainflow_synthetic_board_with_inserted_markers(board_bundle):
         assert engine.wait_for(4, timeout=20), engine.status()
     finally:
         engine.stop()
-    markers = [r["marker"] for r in list(engine.results)[:4]]
+    markers = [r.marker for r in list(engine.results)[:4]]
     assert markers == ["1", "2", "3", "4"]
     for r in engine.results:
-        assert set(r["topk_ids"]) <= set(bundle.template_ids)
+        assert set(r.topk_ids) <= set(bundle.template_ids)
     assert engine.status()["dropped"] == 0
     assert engine.stats.summary()["engine_total"]["p50"] > 0
 
@@ -79,7 +80,7 @@ def test_mne_lsl_player_with_annotations(tiny_bundle):
     finally:
         engine.stop()
         player.stop()
-    got = [r["marker"] for r in engine.results]
+    got = [r.marker for r in engine.results]
     assert got and all(m in expected for m in got)
     # consecutive decoded markers appear in the file's order
     pos = [expected.index(m) for m in got]
@@ -94,7 +95,7 @@ def test_recording_round_trip_is_sample_exact(tiny_bundle, tmp_path):
     sid = uuid.uuid4().hex
     rep = LSLReplayer.from_raw(raw, name=f"rec-{sid[:6]}", source_id=sid, speed=2.0,
                                wait_for_consumers=20.0)
-    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=f"{sid}-markers"), timeout=10)
+    src = replay_source(rep, timeout=10)
     rep.start()
     desc = src.open()
     rec = Recorder(tmp_path / "rec", desc.ch_names, desc.ch_types, desc.sfreq)
@@ -194,7 +195,7 @@ def test_fill_missing_lets_the_model_reconstruct_absent_channels(tiny_bundle):
     sid = uuid.uuid4().hex
     rep = LSLReplayer.from_raw(raw.copy().drop_channels(absent), name=f"fill-{sid[:6]}",
                                source_id=sid, wait_for_consumers=20.0)
-    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=f"{sid}-markers"), timeout=10)
+    src = replay_source(rep, timeout=10)
     engine = Engine(bundle, src, RealtimeConfig(batch_size=4, fill_missing=True), publish_lsl=False)
     rep.start()
     try:
@@ -208,20 +209,20 @@ def test_fill_missing_lets_the_model_reconstruct_absent_channels(tiny_bundle):
 
 
 def test_online_noise_normalisation_adapts_to_the_session(tiny_bundle):
-    from neuralign.realtime.online import OnlinePipeline
+    from neuralign.realtime.pipeline import Pipeline
 
     bundle = load_bundle(tiny_bundle[0])
     bundle.manifest.preprocessing.noise_normalization.online_update = True
     bundle.manifest.preprocessing.noise_normalization.online_halflife_s = 2.0
-    pipe = OnlinePipeline(bundle, bundle.ch_names, 500.0)
-    w0 = pipe.w.copy()
+    pipe = Pipeline(bundle, bundle.ch_names, 500.0)
+    w0 = pipe.whitening.w.copy()
     rng = np.random.default_rng(0)
     mix = rng.standard_normal((63, 63)) * 1e-6
     for _ in range(40):  # 8 s of spatially correlated noise in 0.2 s chunks
         pipe.push(mix @ rng.standard_normal((63, 100)), np.zeros(100))
-    assert not np.allclose(pipe.w, w0)
+    assert not np.allclose(pipe.whitening.w, w0)
     recent, _ = pipe.processed.read(pipe.processed.n_written - 500, pipe.processed.n_written)
-    white = pipe.w @ (recent - recent.mean(axis=1, keepdims=True))
+    white = pipe.whitening.w @ (recent - recent.mean(axis=1, keepdims=True))
     cov = white @ white.T / white.shape[1]
     # average reference removes one dimension; the rest is ~white
     eig = np.sort(np.linalg.eigvalsh(cov))[1:]

@@ -12,7 +12,7 @@ import pylsl
 import pytest
 
 from neuralign.errors import UserError
-from neuralign.realtime.lsl import channel_names, make_outlet, resolve_stream
+from neuralign.realtime.lsl_io import channel_names, make_outlet, resolve_stream
 from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
 
 SFREQ = 500.0
@@ -223,7 +223,7 @@ def test_file_source_replays_fif_through_lsl(tmp_path):
 
 
 def test_brainflow_synthetic_board():
-    from neuralign.realtime.lsl import local_clock
+    from neuralign.realtime.lsl_io import local_clock
     from neuralign.realtime.sources.brainflow import BrainFlowSource
 
     with warnings.catch_warnings():

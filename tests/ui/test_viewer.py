@@ -21,7 +21,7 @@ from neuralign.bundle import load_bundle
 from neuralign.config import RealtimeConfig
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay import LSLReplayer
-from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.replay.wiring import replay_source
 from neuralign.ui.feeds import EngineFeed, LSLResultFeed, default_trace_channels
 from neuralign.ui.panels import pearson_r
 from neuralign.ui.viewer import ViewerWindow
@@ -40,7 +40,7 @@ def live_engine(tiny_bundle):
     # loop: trials keep coming after the first pass, so nothing below races the end of the file
     rep = LSLReplayer.from_raw(raw, name=f"test-eeg-{sid[:6]}", source_id=sid, chunk_size=10,
                                wait_for_consumers=20.0, loop=True)
-    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=f"{sid}-markers"), timeout=10)
+    src = replay_source(rep, timeout=10)
     cfg = RealtimeConfig(batch_size=8, max_wait_ms=20, top_k=5,
                          result_stream_name=f"test-results-{sid[:8]}")
     engine = Engine(bundle, src, cfg, result_source_id=uuid.uuid4().hex)
@@ -111,11 +111,11 @@ def test_engine_viewer_follows_trials_masks_and_closes_cleanly(qtbot, live_engin
     qtbot.waitUntil(progressed, timeout=40_000)
 
     # the top-k panel showed the engine's own results, and changed between trials
-    by_epoch = {r["epoch_id"]: r for r in list(engine.results)}
+    by_epoch = {r.epoch_id: r for r in list(engine.results)}
     for epoch_id, (ids, keys, marker) in shown.items():
         r = by_epoch[epoch_id]
-        assert list(ids) == r["topk_ids"][: len(ids)]
-        assert marker == r["marker"]
+        assert list(ids) == r.topk_ids[: len(ids)]
+        assert marker == r.marker
         for tid, key in zip(ids, keys):
             assert key == win.stimulus.pixmaps[tid].cacheKey()
     assert len({v[0] for v in shown.values()}) >= 2
@@ -123,19 +123,19 @@ def test_engine_viewer_follows_trials_masks_and_closes_cleanly(qtbot, live_engin
 
     # running accuracy over exactly the results the viewer ingested
     known = set(bundle.template_ids)
-    judged = [by_epoch[r["epoch_id"]] for r in win.state.history if r["marker"] in known]
+    judged = [by_epoch[r.epoch_id] for r in win.state.history if r.marker in known]
     assert win.state.n_judged == len(judged) > 0
-    assert win.state.n_top1 == sum(r["topk_ids"][0] == r["marker"] for r in judged)
+    assert win.state.n_top1 == sum(r.topk_ids[0] == r.marker for r in judged)
     assert "top-1" in win._labels["accuracy"].text()
 
     # the reconstruction of the masked channel is on screen with a finite r
     rec = engine.last_reconstruction
-    assert rec is not None and oz in rec["channels"]
+    assert rec is not None and oz in rec.channels
     assert np.isfinite(win.mask.last_r)
-    j = rec["channels"].index(oz)
-    if win.mask.last_epoch == rec["epoch_id"]:
-        assert win.mask.last_r == pytest.approx(pearson_r(rec["original"][j],
-                                                          rec["reconstructed"][j]))
+    j = rec.channels.index(oz)
+    if win.mask.last_epoch == rec.epoch_id:
+        assert win.mask.last_r == pytest.approx(pearson_r(rec.original[j],
+                                                          rec.reconstructed[j]))
     assert "r = " in win.mask.rec_plot.getPlotItem().titleLabel.text
 
     # keyboard: C picks trace channels, K picks k (both modal dialogs, answered like a user)
@@ -203,9 +203,9 @@ def test_lsl_result_feed_shows_the_engines_result_stream(qtbot, live_engine):
 
     qtbot.waitUntil(lambda: win.state.n_results >= 3 and win.stimulus.shown is not None
                     and win.state.n_judged > 0, timeout=40_000)
-    by_epoch = {r["epoch_id"]: r for r in list(engine.results)}
+    by_epoch = {r.epoch_id: r for r in list(engine.results)}
     for r in win.state.history:  # what travelled over LSL is what the engine decoded
-        assert r["topk_ids"] == by_epoch[r["epoch_id"]]["topk_ids"]
+        assert r.topk_ids == by_epoch[r.epoch_id].topk_ids
     assert win.stimulus.displayed_ids() == win.stimulus.shown["topk_ids"][: win.stimulus.k]
     win.toggle_mask("Oz")
     assert engine.masked_channels == []

@@ -26,12 +26,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from neuralign.realtime.lsl import local_clock, make_outlet
+from neuralign.realtime.lsl_io import local_clock, make_outlet
+from neuralign.signal.events import stimulus_events
 
 log = logging.getLogger(__name__)
 
 _NON_DATA_TYPES = {"stim", "chpi", "syst", "ias", "exci"}
-_SKIP_PREFIXES = ("BAD", "EDGE")  # MNE's annotation conventions for non-events
+
+
+def marker_source_id(source_id: str) -> str:
+    """The ``source_id`` of a replay's marker stream, from its data stream's."""
+    return f"{source_id}-markers"
 
 
 class LSLReplayer:
@@ -64,7 +69,7 @@ class LSLReplayer:
         self.name, self.stype = name, stype
         self.source_id = source_id or uuid.uuid4().hex
         self.marker_name = marker_name or f"{name}-markers"
-        self.marker_source_id = self.source_id + "-markers"
+        self.marker_source_id = marker_source_id(self.source_id)
         self.chunk_size, self.speed = int(chunk_size), float(speed)
         self.loop, self.n_loops = loop, (n_loops if loop else 1)
         self.wait_for_consumers = wait_for_consumers
@@ -95,26 +100,25 @@ class LSLReplayer:
     def from_raw(cls, raw, picks: Sequence[str] | None = None, **kw) -> LSLReplayer:
         """Replay an MNE Raw: its data channels (or ``picks``), annotations as markers.
 
-        Annotation onsets become sample indices with ``raw.time_as_index(..., origin=
-        annotations.orig_time)`` (rounded), descriptions become the marker values; ``BAD*`` and
-        ``EDGE*`` annotations (MNE's conventions for segments, not stimuli) are skipped.
+        Annotation onsets become sample indices by :func:`~neuralign.signal.events.
+        stimulus_events` (the formula offline epoching uses), descriptions become the marker
+        values; ``BAD*`` and ``EDGE*`` annotations (segments, not stimuli) are skipped.
         """
         types = raw.get_channel_types()
         if picks is None:
             picks = [ch for ch, t in zip(raw.ch_names, types) if t not in _NON_DATA_TYPES]
         idx = [raw.ch_names.index(ch) for ch in picks]
         data = raw.get_data(picks=idx)
-        ann = raw.annotations
-        events: list[tuple[int, str]] = []
-        if len(ann):
-            samples = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
-            events = [(int(s), str(d)) for s, d in zip(samples, ann.description)
-                      if not str(d).upper().startswith(_SKIP_PREFIXES)]
         kw.setdefault("stype", "MEG" if any(types[i] in ("mag", "grad") for i in idx) else "EEG")
         return cls(data, raw.info["sfreq"], [raw.ch_names[i] for i in idx],
-                   [types[i] for i in idx], events, **kw)
+                   [types[i] for i in idx], stimulus_events(raw), **kw)
 
     # --- control ------------------------------------------------------------------------------
+    @property
+    def n_events(self) -> int:
+        """Markers in one pass."""
+        return len(self._ev_val)
+
     @property
     def n_samples(self) -> int:
         """Samples in one pass."""
@@ -160,7 +164,7 @@ class LSLReplayer:
         if not self.wait_for_consumers:
             return
         deadline = local_clock() + self.wait_for_consumers
-        need_markers = len(self._ev_val) > 0
+        need_markers = self.n_events > 0
         while not self._stop.is_set() and local_clock() < deadline:
             if self._outlet.have_consumers() and (not need_markers
                                                   or self._marker_outlet.have_consumers()):

@@ -1,6 +1,9 @@
 """Turn anything a user has on disk into a continuous (data, events) timeline for LSL replay.
 
+What ``neuralign replay`` sends (through :class:`~neuralign.realtime.replay.player.LSLReplayer`):
+
 - recordings mne can read (``.fif``, ``.edf``, ``.bdf``, ``.vhdr``, ``.set``) with annotations;
+- LabRecorder ``.xdf`` files: the first EEG stream and its marker stream, clock offsets applied;
 - a THINGS-EEG2 raw session (``raw_eeg_*.npy``: stim-channel events, 99999 targets dropped);
 - a neuralign recording directory (``neuralign run --record``);
 - epoched datasets (THINGS-EEG2 preprocessed ``.npy``, TVSD ``.mat``) laid back on a timeline:
@@ -15,12 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.errors import DataError
+from neuralign.signal.events import stimulus_events
 
 MNE_READABLE = (".fif", ".edf", ".bdf", ".vhdr", ".set", ".gz")
 
 
 @dataclass
 class Timeline:
+    """Continuous data with its stimulus events, ready for a replayer."""
+
     data: np.ndarray  # (channels, samples)
     sfreq: float
     ch_names: list[str]
@@ -35,11 +41,8 @@ def _from_raw(raw, description: str) -> Timeline:
     picks = mne.pick_types(raw.info, eeg=True, meg=True, seeg=True, ecog=True, misc=True,
                            exclude=[])
     names = [raw.ch_names[i] for i in picks]
-    onsets = raw.time_as_index(raw.annotations.onset - raw.first_time, use_rounding=True)
-    events = [(int(o), str(d)) for o, d in zip(onsets, raw.annotations.description)
-              if not str(d).upper().startswith(("BAD", "EDGE"))]
     return Timeline(raw.get_data(picks=names), raw.info["sfreq"], names,
-                    raw.get_channel_types(picks=names), events, description)
+                    raw.get_channel_types(picks=names), stimulus_events(raw), description)
 
 
 def stitch_epochs(epochs: np.ndarray, labels: list[str], sfreq: float, soa: float,
@@ -80,6 +83,11 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
         return _from_raw(mne.io.read_raw_fif(fif, preload=True, verbose="error"),
                          f"neuralign recording {path}")
     name = path.name.lower()
+    if name.endswith((".xdf", ".xdfz", ".xdf.gz")):  # LabRecorder: markers keep their sample
+        from neuralign.offline.loaders.xdf import read_xdf
+
+        data, sfreq, names, types, events = read_xdf(path)
+        return Timeline(data, sfreq, names, types, events, f"XDF {path}")
     if name.endswith(MNE_READABLE):
         import mne
 
@@ -116,6 +124,6 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
         data, events = stitch_epochs(x, labels, ds.sfreq, soa or 0.4, float(ds.times[0]))
         return Timeline(data, ds.sfreq, ds.ch_names, ["misc"] * len(ds.ch_names), events,
                         f"TVSD {split} trials {path} stitched at SOA {soa or 0.4:g} s")
-    raise DataError(f"{path}: expected a recording (.fif/.edf/.bdf/.vhdr/.set), a THINGS-EEG2 "
+    raise DataError(f"{path}: expected a recording (.fif/.edf/.bdf/.vhdr/.set/.xdf), a THINGS-EEG2 "
                     "raw_eeg_*.npy or preprocessed_eeg_*.npy, a TVSD .mat, or a neuralign "
                     "recording directory")

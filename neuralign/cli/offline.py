@@ -1,0 +1,240 @@
+"""``simulate``, ``train``, ``evaluate``, ``export``, ``features``: thin layers over the library
+(``neuralign.offline``).
+
+The steps the demo shares with these commands (simulate unless cached, evaluate and print,
+export) are plain functions here, so both call the same code with typed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from neuralign.cli.parser import DEFAULT_DATA_DIR, add_config_args, config_from_args
+from neuralign.cli.report import print_report
+from neuralign.errors import UserError
+
+if TYPE_CHECKING:
+    from neuralign.config import Config
+
+
+def ensure_simulated(config: Config, data_dir: Path, force: bool) -> None:
+    """Simulate the config's dataset into ``data_dir`` unless it is already there (or ``force``)."""
+    from neuralign.offline.simulator import simulate
+
+    if (data_dir / "simulation.json").is_file() and not force:
+        print(f"Reusing simulated dataset in {data_dir} (--force to redo)")
+        return
+    print(f"Simulating the {config.name} dataset into {data_dir} ...")
+    t0 = time.perf_counter()
+    result = simulate(config.dataset.simulation, data_dir, preprocessing=config.preprocessing)
+    print(f"  written to {data_dir} in {time.perf_counter() - t0:.1f} s")
+    print(result.summary())
+
+
+def evaluate(run: Path, json_path: str | Path | None = None, masks: bool = True) -> dict:
+    """Evaluate a run (report JSON + figures) and print its headline numbers; the report path is
+    printed as the user spelled it."""
+    from neuralign.offline.runs import evaluate_run
+
+    rep = evaluate_run(run, Path(json_path) if json_path else None, masks=masks)
+    print_report(rep, json_path or run / "report.json")
+    return rep
+
+
+def export(run: Path, out: Path) -> Path:
+    """Write the engine's bundle for a run and say where."""
+    from neuralign.offline.runs import export_run
+
+    path = export_run(run, out)
+    print(f"Bundle written to {path}")
+    return path
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``neuralign simulate``: always simulates (``train`` and the demo reuse a cached dataset)."""
+    config = config_from_args(args, {"seed": "dataset.simulation.seed",
+                                     "snr": "dataset.simulation.snr",
+                                     "modality": "dataset.simulation.modality"})
+    if config.dataset.kind != "simulated" or config.dataset.simulation is None:
+        raise UserError(
+            f"{args.config}: dataset.kind: expected 'simulated' for 'neuralign simulate' "
+            f"(got {config.dataset.kind!r})"
+        )
+    ensure_simulated(config, Path(args.out), force=True)
+    return 0
+
+
+LAB_DAY = """\
+a lab's own subject, same day (configs/lab.yaml; README "A lab's own subject"):
+  1. record a training block while the subject watches images and markers name them:
+       neuralign run --bundle B --source lsl:EEG --markers lsl:Markers --record block1/ --headless
+     (or LabRecorder: block1.xdf; or any FIF / BrainVision / EDF / BDF / EEGLAB file + events)
+  2. train on it (test images = those block 2 will show; or split by concepts / block):
+       neuralign train --config lab --data block1/ --images stimuli/ \\
+           --set dataset.recording.split.test_file=test_images.txt --out run1
+       neuralign evaluate --run run1 && neuralign export --run run1 --out bundle1
+  3. decode block 2 live:
+       neuralign run --bundle bundle1 --source lsl:EEG --markers lsl:Markers
+"""
+
+
+def _data_arg(config: Config, data: list[str] | None, images: str | None) -> Path | None:
+    """``--data`` (repeatable for kind 'recording': one block each; the earlier ones join
+    ``dataset.recording.recordings``, the last stands in for ``dataset.path``) and ``--images``."""
+    paths = [Path(d) for d in data or []]
+    if (len(paths) > 1 or images) and config.dataset.kind != "recording":
+        raise UserError(f"--data given {len(paths)} times / --images: only for dataset.kind "
+                        f"'recording' (config {config.name!r} has {config.dataset.kind!r})")
+    if len(paths) > 1:
+        rec = config.dataset.recording
+        rec.recordings = [*rec.recordings, *paths[:-1]]
+    return paths[-1] if paths else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``neuralign train``: a run directory (or the ablation table); simulates data if none given."""
+    config = config_from_args(args, {"epochs": "training.epochs", "device": "training.device",
+                                     "images": "dataset.recording.images"})
+    data = _data_arg(config, args.data, args.images)
+    if data is None and config.dataset.kind == "simulated" and config.dataset.path is None:
+        data = DEFAULT_DATA_DIR / f"{config.name}-data"
+        ensure_simulated(config, data, force=False)
+    features = Path(args.features) if args.features else None
+    out = Path(args.out) if args.out else DEFAULT_DATA_DIR / "runs" / config.name
+    if config.model.name in ("flig", "smr_icg"):  # generative decoders (issue 14)
+        from neuralign.offline.generative.runs import train_generative
+
+        summary = train_generative(config, data, out)
+        print(f"Run written to {out}: {summary['seconds']:.0f} s on {summary['device']}")
+        return 0
+    if args.ablation:
+        from neuralign.offline.runs import run_ablation
+
+        variants = [v.strip() for v in args.ablation_variants.split(";")] if args.ablation_variants else None
+        results = run_ablation(config, out, data, features, variants)
+        print(f"Ablation (BrainAE Table 4) written to {out / 'ablation.json'}")
+        for name, r in results.items():
+            print(f"  {name:14s} retrieval top-1 {r['retrieval_top1']:.3f}  "
+                  f"encoding r (all, decoder output) {r['encoding_r_all']:.3f}")
+        return 0
+    from neuralign.offline.train import run_training
+
+    summary = run_training(config, out, data, features)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"Run written to {out}: best epoch {summary['best_epoch']} "
+              f"(validation loss {summary['best_val_loss']:.4f}), {summary['seconds']:.0f} s, "
+              f"{summary['samples_per_second']:.0f} samples/s on {summary['device']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``neuralign evaluate``: the papers' protocols on a run, headline numbers printed."""
+    from neuralign.offline.generative.runs import evaluate_generative, is_generative_run
+
+    if is_generative_run(Path(args.run)):  # FLIG / SMR+ICG: decoding report (issue 14)
+        rep = evaluate_generative(Path(args.run), Path(args.json) if args.json else None)
+        print(json.dumps({k: rep[k] for k in ("decoding", "encoding", "smr", "baselines") if k in rep}, indent=1))
+        return 0
+    evaluate(Path(args.run), args.json, masks=not args.no_masks)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``neuralign export``: the bundle, the engine's one contract with training."""
+    export(Path(args.run), Path(args.out))
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    """``neuralign features``: frozen features of a folder of images, ids from the file names."""
+    from neuralign.offline.feature_files import save_features_npz
+    from neuralign.offline.image_features import compute_features
+
+    root = Path(args.images)
+    if not root.is_dir():
+        raise UserError(f"{root}: image directory not found")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise UserError(f"{root}: no .png/.jpg images found")
+    ids = [p.stem for p in files]
+    feats = compute_features(dict(zip(ids, files)), ids, args.encoder, args.device)
+    save_features_npz(Path(args.out), feats, ids)
+    print(f"{len(ids)} x {feats.shape[1]} features ({args.encoder}) written to {args.out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the offline subcommands (in the order ``neuralign --help`` lists them)."""
+    p = sub.add_parser(
+        "simulate", help="write the built-in THINGS-like dataset (images, EEG/MEG/MUA)",
+        description="Simulate a THINGS-like RSVP experiment: PNG images of concepts, EEG through "
+        "an MNE forward model (or MEG / multi-unit activity), a zero-shot train/test split. "
+        "Writes THINGS-EEG2-layout epoched .npy files and continuous .fif files with one "
+        "annotation per stimulus onset (for replay). Deterministic for a seed.",
+    )
+    add_config_args(p)
+    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--seed", type=int, help="override dataset.simulation.seed")
+    p.add_argument("--snr", type=float, help="override the difficulty (dataset.simulation.snr)")
+    p.add_argument("--modality", choices=["eeg", "meg", "mua", "retina"], help="override the modality")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "train", help="train a model (BrainAE, VNA) and the ridge baselines",
+        description="Train an alignment model on a THINGS-EEG2-layout directory, the simulator, "
+        "or a lab's own recordings (--config lab), with the paper's loop: validation split, "
+        "best checkpoint by validation loss.",
+        epilog=LAB_DAY, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p)
+    p.add_argument("--data", action="append",
+                   help="dataset directory (THINGS-EEG2 layout or a simulated one); for --config "
+                   "lab a recording (.fif/.vhdr/.edf/.bdf/.set/.xdf or a 'neuralign run --record' "
+                   "dir), repeat for several blocks")
+    p.add_argument("--images", help="--config lab: folder of the shown images (id = file name "
+                   "without extension, concept = sub-folder)")
+    p.add_argument("--features", help="image features file or directory")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--epochs", type=int, help="override training.epochs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override training.device")
+    p.add_argument("--ablation", action="store_true",
+                   help="train the BrainAE Table 4 variants (loss terms removed) and compare")
+    p.add_argument("--ablation-variants", help="';'-separated subset of: full; w/o L_con; "
+                   "w/o L_fea; w/o L_recon; w/o L_reconB; w/o L_reconI")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="evaluate a trained run with the papers' protocols",
+        description="Zero-shot retrieval / classification top-1/top-5, encoding Pearson r, "
+        "accuracy vs averaged repetitions, masked-channel reconstruction; writes JSON + figures.",
+    )
+    p.add_argument("--run", required=True, help="run directory written by 'neuralign train'")
+    p.add_argument("--json", help="where to write the report JSON (default RUN/report.json)")
+    p.add_argument("--no-masks", action="store_true", help="skip masked-channel reconstruction")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "export", help="export a trained run as a model bundle for the realtime engine",
+        description="Write safetensors weights + a JSON manifest (channels, rates, window, "
+        "filters, whitening, template bank, hash): the one contract with the engine.",
+    )
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "features", help="compute frozen image features for a folder of images",
+        description="Encode every .png/.jpg under a folder with a frozen encoder ('builtin', or "
+        "open_clip:<arch>:<local weights file> with the [clip] extra) and write an NPZ "
+        "{features, image_ids} (image id = file name without extension).",
+    )
+    p.add_argument("images", help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="NPZ file to write")
+    p.add_argument("--encoder", default="builtin", help="builtin | open_clip:ARCH:WEIGHTS")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_features)

@@ -1,0 +1,199 @@
+"""``replay``, ``run``, ``view``: thin layers over ``neuralign.realtime`` and ``neuralign.ui``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from neuralign.cli.report import print_engine_status
+from neuralign.errors import UserError
+
+if TYPE_CHECKING:
+    from neuralign.bundle import Bundle
+    from neuralign.realtime.engine import Engine
+
+
+def show_in_viewer(engine: Engine, bundle: Bundle, stop: Callable[[], None]) -> None:
+    """Open the Qt viewer on a running engine in this process; ``stop`` runs when it closes, so
+    closing the window (or an error in it) never leaves the engine running."""
+    from neuralign.ui.app import run_viewer
+    from neuralign.ui.feeds import EngineFeed
+
+    try:
+        run_viewer(EngineFeed(engine, bundle))
+    finally:
+        stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``neuralign run``: decode a live source until stopped (viewer, or status lines headless)."""
+    from neuralign.bundle import load_bundle
+    from neuralign.config import RealtimeConfig
+    from neuralign.realtime.engine import Engine
+    from neuralign.realtime.sources.factory import open_source
+
+    bundle = load_bundle(Path(args.bundle))
+    rt = RealtimeConfig(batch_size=args.batch_size, top_k=args.top_k,
+                        max_wait_ms=args.max_wait_ms, fill_missing=args.fill_missing)
+    source = open_source(args.source, args.markers, rt, speed=args.speed)
+    engine = Engine(bundle, source, rt, device=args.device)
+    desc = source.open()
+    if args.record:
+        from neuralign.realtime.recorder import Recorder
+
+        engine.recorder = Recorder(Path(args.record), desc.ch_names, desc.ch_types, desc.sfreq)
+    engine.start()
+    print(f"Decoding '{desc.name}' ({len(desc.ch_names)} ch @ {desc.sfreq:g} Hz) with "
+          f"{args.bundle}; results on LSL stream '{rt.result_stream_name}'. Ctrl-C to stop.")
+    if not args.headless:
+        show_in_viewer(engine, bundle, engine.stop)
+        print_engine_status(engine, final=True)
+        return 0
+    t0 = time.monotonic()
+    next_status = t0 + args.status_every
+    shown = 0
+    try:
+        while engine.error is None:
+            time.sleep(0.1)
+            if args.verbose_results:
+                for r in list(engine.results)[shown:]:
+                    print(f"  {r.summary()}")
+                shown = len(engine.results)
+            now = time.monotonic()
+            if now >= next_status:
+                print_engine_status(engine)
+                next_status += args.status_every
+            if (args.n_epochs and engine.n_decoded >= args.n_epochs) or (
+                    args.duration and now - t0 >= args.duration):
+                break
+    except KeyboardInterrupt:
+        print("stopping ...")
+    finally:
+        engine.stop()
+    print_engine_status(engine, final=True)
+    if engine.error is not None:
+        raise UserError(f"engine stopped: {engine.error}")
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """``neuralign view``: the viewer of an engine running in another process (via LSL)."""
+    from neuralign.ui.app import view_lsl
+
+    bundle = Path(args.bundle)
+    if not bundle.is_dir():
+        raise UserError(f"--bundle: {bundle}: not a bundle directory")
+    return int(view_lsl(args.stream, bundle) or 0)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``neuralign replay``: a recording as LSL data + marker streams any client can read."""
+    import uuid
+
+    from neuralign.realtime.replay import LSLReplayer, load_timeline
+
+    tl = load_timeline(Path(args.path), soa=args.soa, split=args.split)
+    data, names, types = tl.data, tl.ch_names, tl.ch_types
+    if args.picks:
+        wanted = [c.strip() for c in args.picks.split(",") if c.strip()]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise UserError(f"--picks: channels {missing} are not in {args.path}")
+        idx = [names.index(c) for c in wanted]
+        data, names, types = data[idx], wanted, [types[i] for i in idx]
+    start = int(round(args.start * tl.sfreq))
+    if start >= data.shape[1]:
+        raise UserError(f"--start: {args.start} s is past the end ({data.shape[1] / tl.sfreq:.1f} s)")
+    data = data[:, start:]
+    events = [(o - start, lab) for o, lab in tl.events if o >= start]
+    sid = args.source_id or uuid.uuid4().hex
+    speed = float("inf") if args.speed <= 0 else args.speed
+    rep = LSLReplayer(data, tl.sfreq, names, types, events=events, name=args.name,
+                      stype=args.type, source_id=sid, marker_name=args.marker_name,
+                      chunk_size=args.chunk_size, speed=speed, loop=args.loop,
+                      wait_for_consumers=args.wait)
+    rep.start()
+    print(f"Replaying {tl.description}: {len(names)} ch @ {tl.sfreq:g} Hz, {len(events)} events, "
+          f"{data.shape[1] / tl.sfreq:.1f} s at speed {args.speed:g}{' (looping)' if args.loop else ''}")
+    print(f"  data stream '{args.name}' (type {args.type}, source_id {sid}); markers "
+          f"'{rep.marker_name}' (type Markers). Ctrl-C to stop.")
+    try:
+        while not rep.wait_done(0.5):
+            pass
+        if rep.error is not None:
+            raise UserError(f"replay failed: {rep.error}")
+        print(f"done: {rep.n_sent} samples sent")
+    except KeyboardInterrupt:
+        print("stopping ...")
+    finally:
+        rep.stop()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the online subcommands (in the order ``neuralign --help`` lists them)."""
+    p = sub.add_parser(
+        "replay", help="replay a recording or dataset as LSL streams (data + Markers)",
+        description="Stream a .fif/.edf/.bdf/.vhdr/.set/.xdf recording, a THINGS-EEG2 file or a "
+        "neuralign recording over LSL (local host by default), with a marker stream.",
+    )
+    p.add_argument("path", help="recording (.fif/.edf/.bdf/.vhdr/.set/.xdf), THINGS-EEG2 "
+                   "raw_eeg_*.npy / preprocessed_eeg_*.npy, TVSD .mat, or a neuralign recording dir")
+    p.add_argument("--name", default="neuralign-replay", help="LSL data stream name")
+    p.add_argument("--type", default="EEG", help="LSL stream type (EEG, MEG, ...)")
+    p.add_argument("--source-id", help="LSL source_id (default: a new uuid)")
+    p.add_argument("--marker-name", help="marker stream name (default: NAME-markers)")
+    p.add_argument("--chunk-size", type=int, default=10, help="samples per pushed chunk")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="1 = real time, 4 = four times faster, 0 = as fast as possible")
+    p.add_argument("--loop", action="store_true", help="start again at the end (timestamps go on)")
+    p.add_argument("--start", type=float, default=0.0, help="start offset in seconds")
+    p.add_argument("--picks", help="comma-separated channel subset")
+    p.add_argument("--soa", type=float, help="epoched datasets: seconds between stitched trials")
+    p.add_argument("--split", choices=["train", "test"], default="test",
+                   help="TVSD: which split to stitch")
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="wait up to this many seconds for a consumer before sending")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "run", help="decode a live stream with a model bundle",
+        description="Read LSL / BrainFlow / file sources, filter causally, decode in "
+        "fixed-latency batches, publish results on LSL.",
+    )
+    p.add_argument("--bundle", required=True, help="model bundle directory ('neuralign export')")
+    p.add_argument("--source", required=True,
+                   help="lsl:NAME | lsl:source_id=ID | brainflow:synthetic | "
+                   "brainflow:BOARD[:serial_port=...,ip_address=...] | file:PATH")
+    p.add_argument("--markers", help="stimulus markers: lsl:NAME (a Markers stream, image id per "
+                   "marker; mne-lsl player annotation streams work too) or 'board' (BrainFlow's "
+                   "marker row); without markers the engine decodes a sliding window")
+    p.add_argument("--record", help="record raw input, events and results to this directory")
+    p.add_argument("--headless", action="store_true",
+                   help="no viewer (default: open the Qt viewer in this process); print status lines")
+    p.add_argument("--fill-missing", action="store_true",
+                   help="reconstruct a few missing channels with the model instead of refusing")
+    p.add_argument("--batch-size", type=int, default=4, help="fixed inference batch shape")
+    p.add_argument("--max-wait-ms", type=float, default=20.0,
+                   help="deadline: the longest an epoch waits for its batch")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--speed", type=float, default=1.0, help="file: sources: replay speed factor")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--n-epochs", type=int, help="stop after this many decoded epochs")
+    p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    p.add_argument("--verbose-results", action="store_true", help="print every decoded epoch")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "view", help="open the Qt viewer of a running engine",
+        description="PyQt6 + pyqtgraph viewer of an engine's LSL result stream (top-k images, "
+        "running accuracy, latency). For live traces and masked-channel reconstruction, start "
+        "the engine with the viewer in one process: 'neuralign run ... ' without --headless.",
+    )
+    p.add_argument("--bundle", required=True, help="the bundle the engine runs (for thumbnails)")
+    p.add_argument("--stream", default="neuralign-results", help="result stream name")
+    p.set_defaults(func=cmd_view)

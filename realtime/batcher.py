@@ -1,0 +1,52 @@
+"""When the inference thread runs a batch: the fixed-latency policy, as a pure unit.
+
+A batch goes to the model when it is full, when its oldest epoch has waited ``max_wait_s``, or at
+once when no further epoch can join before that deadline (the epocher knows when the next window
+completes): waiting would only add latency. No threads, clocks or queues here; the engine's
+inference thread asks :meth:`BatchPolicy.should_dispatch` and :meth:`BatchPolicy.timeout`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neuralign.config import RealtimeConfig
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """Deadline and capacity of one batch (times in seconds on one clock)."""
+
+    capacity: int  # epochs per batch
+    max_wait_s: float  # the oldest epoch waits at most this long for others to join
+    idle_wait_s: float  # how long to wait for an epoch when none is pending
+
+    @classmethod
+    def from_config(cls, cfg: RealtimeConfig) -> BatchPolicy:
+        """``batch_size // 2`` epochs: a repeated image also needs a slot for its average."""
+        return cls(capacity=max(1, cfg.batch_size // 2), max_wait_s=cfg.max_wait_ms / 1e3,
+                   idle_wait_s=cfg.cadence_ms / 1e3)
+
+    def deadline(self, oldest_queued_at: float) -> float:
+        return oldest_queued_at + self.max_wait_s
+
+    def timeout(self, oldest_queued_at: float | None, now: float) -> float:
+        """How long to wait for the next epoch: the idle wait, cut short by the deadline."""
+        if oldest_queued_at is None:
+            return self.idle_wait_s
+        return max(0.0, min(self.idle_wait_s, self.deadline(oldest_queued_at) - now))
+
+    def should_dispatch(self, n_pending: int, oldest_queued_at: float | None, now: float,
+                        next_ready_in_s: float | None, queue_empty: bool) -> bool:
+        """Run the pending epochs now?
+
+        ``next_ready_in_s``: time until the next epoch's window completes (None: none expected);
+        ``queue_empty``: no ready epoch is waiting to be picked up.
+        """
+        if n_pending == 0 or oldest_queued_at is None:
+            return False
+        if n_pending >= self.capacity or now >= self.deadline(oldest_queued_at):
+            return True
+        if not queue_empty:
+            return False  # another epoch is ready: take it first
+        return next_ready_in_s is None or next_ready_in_s > self.deadline(oldest_queued_at) - now

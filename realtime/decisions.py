@@ -1,0 +1,228 @@
+"""What the engine decides about each epoch, and the one schema every consumer reads it in.
+
+:class:`Result` IS the schema of the result stream: the engine publishes ``Result.to_json()`` as
+one string sample per decoded epoch on LSL (type ``NeuralignResults``), appends the object to
+``engine.results``, hands it to the viewer and writes ``Result.to_dict()`` to ``results.jsonl``.
+Any LSL client reads the JSON object ``{epoch_id, marker, marker_timestamp,
+last_sample_timestamp, n_repetitions, topk_ids, topk_scores[, avg_topk_ids, avg_topk_scores],
+stages_ms}`` (``avg_*`` only from an image's second presentation on).
+
+:class:`Decider` turns a batch of epochs into results: the single-trial decision and, through a
+:class:`RepetitionStore`, the decision on the running average of all presentations of the same
+image. :class:`RunningAccuracy` scores results against the truth once, for every consumer (the
+rehearsal session and the viewer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from neuralign.realtime.epocher import Epoch
+    from neuralign.realtime.inference import Decoded, Decoder
+
+#: digits kept of each similarity score on the wire
+SCORE_DIGITS = 6
+
+
+@dataclass
+class Result:
+    """One decoded epoch. Field order is the key order of the JSON on the wire."""
+
+    epoch_id: int
+    marker: str | None  # the image id of the marker; None in sliding-window mode
+    marker_timestamp: float  # LSL time of the stimulus onset (or the window start)
+    last_sample_timestamp: float  # LSL time of the last input sample the epoch needed
+    n_repetitions: int  # presentations of this image so far, this one included
+    topk_ids: list[str]
+    topk_scores: list[float]
+    avg_topk_ids: list[str] | None = None  # decision on the average of the repetitions so far
+    avg_topk_scores: list[float] | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)  # latency.STAGES durations
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (``avg_*`` keys only when there is an average)."""
+        d: dict[str, Any] = {
+            "epoch_id": self.epoch_id, "marker": self.marker,
+            "marker_timestamp": self.marker_timestamp,
+            "last_sample_timestamp": self.last_sample_timestamp,
+            "n_repetitions": self.n_repetitions, "topk_ids": list(self.topk_ids),
+            "topk_scores": list(self.topk_scores)}
+        if self.avg_topk_ids is not None:
+            d["avg_topk_ids"] = list(self.avg_topk_ids)
+            d["avg_topk_scores"] = list(self.avg_topk_scores or [])
+        d["stages_ms"] = dict(self.stages_ms)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Result:
+        """Inverse of :meth:`to_dict`; ValueError naming the missing key. Unknown keys are
+        ignored, so a reader keeps working when a newer engine adds fields."""
+        try:
+            return cls(epoch_id=int(d["epoch_id"]), marker=d["marker"],
+                       marker_timestamp=float(d["marker_timestamp"]),
+                       last_sample_timestamp=float(d["last_sample_timestamp"]),
+                       n_repetitions=int(d["n_repetitions"]), topk_ids=list(d["topk_ids"]),
+                       topk_scores=[float(s) for s in d["topk_scores"]],
+                       avg_topk_ids=d.get("avg_topk_ids"),
+                       avg_topk_scores=d.get("avg_topk_scores"),
+                       stages_ms=dict(d.get("stages_ms") or {}))
+        except KeyError as err:
+            raise ValueError(f"not a neuralign result: no key {err.args[0]!r}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        """Parse one result sample; ValueError when it is not JSON or not a result."""
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"not a neuralign result: {text[:80]!r}")
+        return cls.from_dict(d)
+
+    def summary(self, k: int = 3) -> str:
+        """One human-readable line (what ``neuralign run --verbose-results`` prints)."""
+        return f"epoch {self.epoch_id} {self.marker}: top-{k} {self.topk_ids[:k]}"
+
+
+
+@dataclass
+class Reconstruction:
+    """The model's reconstruction of masked channels of one epoch (what the viewer plots)."""
+
+    epoch_id: int
+    channels: list[int]  # bundle channel indices
+    original: np.ndarray  # (len(channels), T) the normalised epoch's rows
+    reconstructed: np.ndarray  # (len(channels), T) the same rows filled in from the others
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form the viewer's mask panel takes."""
+        return {"epoch_id": self.epoch_id, "channels": list(self.channels),
+                "original": self.original, "reconstructed": self.reconstructed}
+
+
+class RepetitionStore:
+    """Running sum and count of the epochs of each image: repeated presentations of an image
+    are averaged into a running decision (noise shrinks with the square root of the count)."""
+
+    def __init__(self) -> None:
+        self._sum: dict[str, np.ndarray] = {}
+        self._n: dict[str, int] = {}
+
+    def add(self, label: str, data: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """Fold one epoch of ``label`` in: (presentations so far, their average from the
+        second one on, else None)."""
+        s = self._sum.get(label)
+        self._sum[label] = data.astype(np.float64) if s is None else s + data
+        n = self._n[label] = self._n.get(label, 0) + 1
+        return n, (self._sum[label] / n).astype(np.float32) if n >= 2 else None
+
+    def count(self, label: str) -> int:
+        return self._n.get(label, 0)
+
+
+class Decider:
+    """Epochs -> :class:`Result`: single-trial top-k and, for a repeated image, the top-k of its
+    running average; every epoch of a batch and every average decoded by one decoder call.
+
+    ``missing``: bundle channels the stream lacks (``--fill-missing``); the model reconstructs
+    them in each epoch before anything else sees it.
+    """
+
+    def __init__(self, decoder: Decoder, missing: Sequence[int] = ()):
+        self.decoder = decoder
+        self.missing = np.asarray(missing, dtype=np.int64)
+        self.repetitions = RepetitionStore()
+
+    def decide(self, batch: Sequence[Epoch]) -> list[Result]:
+        """Results of ``batch``, in order (``stages_ms`` is left for the engine to fill)."""
+        items: list[np.ndarray] = []
+        counts: list[int] = []
+        for ep in batch:
+            if len(self.missing):
+                ep.data[self.missing] = self.decoder.reconstruct(
+                    ep.data, self.missing.tolist())[self.missing]
+            items.append(ep.data)
+            n, avg = (1, None) if ep.label is None else self.repetitions.add(ep.label, ep.data)
+            counts.append(n)
+            if avg is not None:
+                items.append(avg)
+        decoded = iter(self.decoder.decode_all(items))
+        out = []
+        for ep, n in zip(batch, counts):
+            single = next(decoded)
+            avg_dec = next(decoded) if n >= 2 else None
+            out.append(Result(
+                epoch_id=ep.epoch_id, marker=ep.label, marker_timestamp=ep.onset_timestamp,
+                last_sample_timestamp=ep.last_sample_timestamp, n_repetitions=n,
+                topk_ids=single.topk_ids, topk_scores=_rounded(single),
+                avg_topk_ids=None if avg_dec is None else avg_dec.topk_ids,
+                avg_topk_scores=None if avg_dec is None else _rounded(avg_dec)))
+        return out
+
+    def reconstruct(self, ep: Epoch, channels: Sequence[int]) -> Reconstruction:
+        """Mask ``channels`` of ``ep`` and let the model fill them in from the others."""
+        chans = list(channels)
+        rec = self.decoder.reconstruct(ep.data, chans)
+        return Reconstruction(ep.epoch_id, chans, ep.data[chans], rec[chans])
+
+
+def _rounded(dec: Decoded) -> list[float]:
+    return [round(s, SCORE_DIGITS) for s in dec.topk_scores]
+
+
+class RunningAccuracy:
+    """Top-1 / top-5 of the results whose truth is known: the marker is one of the template
+    bank's image ids (``topk_ids[:5]``: top-min(5, k) when the engine's k is smaller).
+
+    Repetition-averaged decisions are scored two ways, both kept from before this was shared:
+    ``n_avg_top1 / n_avg_judged`` counts every averaged decision (the viewer's status bar);
+    :meth:`summary`'s ``avg_top1`` scores only the latest averaged decisions, as many as there are
+    template images (about one current decision per image; the demo's line and JSON).
+    """
+
+    def __init__(self, template_ids: Iterable[str]):
+        self.known = frozenset(template_ids)
+        self.n_judged = self.n_top1 = self.n_top5 = 0
+        self.n_avg_judged = self.n_avg_top1 = 0
+        self._latest_avg: deque[tuple[bool, int]] = deque(maxlen=max(1, len(self.known)))
+
+    def add(self, r: Result) -> bool:
+        """Score one result; False when its truth is unknown (not counted)."""
+        if r.marker is None or r.marker not in self.known or not r.topk_ids:
+            return False
+        self.n_judged += 1
+        self.n_top1 += r.topk_ids[0] == r.marker
+        self.n_top5 += r.marker in r.topk_ids[:5]
+        if r.avg_topk_ids:
+            hit = r.avg_topk_ids[0] == r.marker
+            self.n_avg_judged += 1
+            self.n_avg_top1 += hit
+            self._latest_avg.append((hit, r.n_repetitions))
+        return True
+
+    def extend(self, results: Iterable[Result]) -> RunningAccuracy:
+        for r in results:
+            self.add(r)
+        return self
+
+    def summary(self) -> dict[str, float]:
+        """``{"n"}`` alone before any judged result, else ``n, top1, top5, chance_top1`` and,
+        once an image repeated, ``avg_top1, avg_n_repetitions`` (JSON-ready)."""
+        n = self.n_judged
+        if not n:
+            return {"n": 0}
+        out: dict[str, float] = {"n": n, "top1": self.n_top1 / n, "top5": self.n_top5 / n,
+                                 "chance_top1": 1 / len(self.known)}
+        latest = self._latest_avg
+        if latest:
+            out["avg_top1"] = sum(hit for hit, _ in latest) / len(latest)
+            out["avg_n_repetitions"] = max(reps for _, reps in latest)
+        return out

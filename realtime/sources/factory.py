@@ -1,0 +1,65 @@
+"""One source from a user's spec string (``--source`` / ``--markers`` of ``neuralign run``).
+
+Kept out of the command line so any caller (CLI, scripts, tests) turns the same spec into the same
+source, with the same one-line user errors naming the flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from neuralign.errors import UserError
+
+if TYPE_CHECKING:
+    from neuralign.config import RealtimeConfig
+    from neuralign.realtime.sources.base import Source
+
+
+def open_source(spec: str, markers: str | None, rt: RealtimeConfig, speed: float = 1.0) -> Source:
+    """The (not yet opened) source of ``spec``: ``lsl:NAME`` | ``lsl:source_id=ID`` |
+    ``lsl:type=EEG`` | ``brainflow:synthetic`` | ``brainflow:BOARD[:key=value,...]`` |
+    ``file:PATH``; markers ``lsl:NAME`` (same forms) or ``board`` (BrainFlow's marker row)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "lsl":
+        from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+
+        marker_inlet = None
+        if markers:
+            mkind, _, mrest = markers.partition(":")
+            if mkind != "lsl":
+                raise UserError(f"--markers: expected lsl:NAME, got {markers!r}")
+            marker_inlet = LSLMarkerInlet(**_lsl_selector(mrest, "--markers"))
+        return LSLSource(**_lsl_selector(rest, "--source"), markers=marker_inlet,
+                         timeout=rt.connect_timeout_s, buffer_seconds=rt.buffer_seconds)
+    if kind == "brainflow":
+        from neuralign.realtime.sources.brainflow import BrainFlowSource
+
+        board, _, params = rest.partition(":")
+        kv = dict(p.split("=", 1) for p in params.split(",") if "=" in p)
+        if markers not in (None, "board"):
+            raise UserError(f"--markers: a BrainFlow source takes its markers from the board's "
+                            f"marker row: use --markers board (got {markers!r})")
+        return BrainFlowSource(board or "synthetic", kv, buffer_seconds=rt.buffer_seconds,
+                               markers=markers == "board")
+    if kind == "file":
+        from neuralign.realtime.sources.file import FileSource
+
+        if not Path(rest).is_file():
+            raise UserError(f"--source: {rest}: file not found")
+        return FileSource(Path(rest), speed=speed, chunk_size=rt.chunk_size,
+                          buffer_seconds=rt.buffer_seconds)
+    raise UserError(f"--source: expected lsl:NAME, brainflow:BOARD or file:PATH, got {spec!r}")
+
+
+def _lsl_selector(rest: str, flag: str) -> dict:
+    """``NAME`` or ``key=value`` as keyword arguments of an LSL inlet (resolve by one property)."""
+    if not rest:
+        raise UserError(f"{flag}: expected lsl:NAME (or lsl:source_id=ID / lsl:type=TYPE)")
+    if "=" in rest:
+        key, value = rest.split("=", 1)
+        keys = {"name": "name", "type": "stype", "source_id": "source_id"}
+        if key not in keys:
+            raise UserError(f"{flag}: expected name=, type= or source_id=, got {key!r}")
+        return {keys[key]: value}
+    return {"name": rest}

@@ -1,0 +1,136 @@
+"""Epocher: markers and sliding windows -> epochs at the right samples, late windows dropped.
+
+A hand-made bundle with no filter, no re-reference and no decimation makes the processed stream
+equal to the input, so every index below can be checked by eye: channel 0 carries the sample
+index, channel 1 a constant.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralign.bundle import (
+    Bundle,
+    ChannelsSection,
+    EpochSection,
+    Manifest,
+    ModelSection,
+    NoiseNormalizationSection,
+    TemplateBankSection,
+)
+from neuralign.config import ModelConfig, PreprocessingConfig
+from neuralign.realtime.epocher import Epocher, EpochWindow
+from neuralign.realtime.pipeline import Pipeline
+from neuralign.realtime.ringbuffer import RingBuffer
+from neuralign.realtime.sources.base import Marker
+
+SFREQ = 100.0
+T0 = 50.0  # LSL time of input sample 0
+N_TIMES = 50  # 0 .. 0.5 s
+
+
+def _bundle(baseline: tuple[float, float] | None, gain: float = 1.0) -> Bundle:
+    names = ["Oz", "Pz"]
+    pre = PreprocessingConfig(l_freq=None, h_freq=None, reference="none", resample_sfreq=SFREQ,
+                              tmin=0.0, tmax=0.5, baseline=baseline)
+    manifest = Manifest(
+        channels=ChannelsSection(names=names, types=["eeg", "eeg"]), sfreq=SFREQ,
+        epoch=EpochSection(tmin=0.0, tmax=0.5, baseline=baseline, n_times=N_TIMES),
+        preprocessing=pre,
+        noise_normalization=NoiseNormalizationSection(method="mvnn",
+                                                      w=(gain * np.eye(2)).tolist()),
+        model=ModelSection(config=ModelConfig(), n_chans=2, n_times=N_TIMES, feature_dim=4),
+        template_bank=TemplateBankSection(image_ids=["a", "b"]))
+    return Bundle(Path("unused"), manifest, {}, np.zeros((2, 4), np.float32),
+                  np.zeros((2, 2, 2, 3), np.uint8))
+
+
+class Stream:
+    """A source's buffer and the pipeline fed from it, advanced sample-exactly."""
+
+    def __init__(self, baseline=None, gain=1.0, buffer_seconds=30.0, sliding_hop_s=None):
+        bundle = _bundle(baseline, gain)
+        self.inputs = RingBuffer(2, 3000)
+        self.pipe = Pipeline(bundle, bundle.ch_names, SFREQ, buffer_seconds=buffer_seconds)
+        self.epocher = Epocher(self.pipe, EpochWindow.for_pipeline(bundle.manifest.epoch,
+                                                                   self.pipe),
+                               inputs=self.inputs, sliding_hop_s=sliding_hop_s)
+
+    def advance_to(self, n: int, chunk: int = 7) -> None:
+        for a in range(self.inputs.n_written, n, chunk):
+            b = min(a + chunk, n)
+            idx = np.arange(a, b, dtype=np.float64)
+            data = np.vstack([idx, np.full_like(idx, 3.0)])
+            ts = ts_of(idx)
+            self.inputs.write(data.astype(np.float32), ts)
+            self.pipe.push(data, ts)
+
+
+def ts_of(i):
+    return T0 + np.asarray(i) / SFREQ
+
+
+def test_window_arithmetic_on_a_decimated_grid():
+    w = EpochWindow(q=2, sfreq_out=100.0, tmin=0.0, tmax=0.5, baseline=(-0.1, 0.0), n_times=50)
+    assert w.bounds(400) == (190, 250)  # input 400 -> processed 200; 10 baseline samples before
+    assert w.last_input_index(400) == 498
+    assert w.first_window_onset() == 20  # a sliding window's baseline starts at input 0
+
+
+def test_a_marker_becomes_an_epoch_once_its_window_is_filtered():
+    s = Stream(gain=2.0)  # W = 2 I: the epoch is normalised
+    s.epocher.add_markers([Marker(timestamp=float(ts_of(200)), value="a", received=1.0)])
+    s.advance_to(150)
+    assert s.epocher.ready_epochs() == []  # its sample has not arrived: not placed yet
+    assert s.epocher.seconds_until_next_ready() is None
+    s.advance_to(240)
+    assert s.epocher.ready_epochs() == []  # placed, window [200, 250) incomplete
+    assert s.epocher.seconds_until_next_ready() == pytest.approx(0.10)
+    s.advance_to(250)
+    (ep,) = s.epocher.ready_epochs()
+    assert (ep.label, ep.onset_index, ep.last_input_index) == ("a", 200, 249)
+    assert ep.onset_timestamp == ts_of(200) and ep.last_sample_timestamp == ts_of(249)
+    np.testing.assert_array_equal(ep.data[0], 2 * np.arange(200, 250))
+    np.testing.assert_array_equal(ep.data[1], np.full(N_TIMES, 6.0))
+    assert ep.stages["marker_received"] == 1.0
+    assert ep.stages["ready"] <= ep.stages["epoched"] <= ep.stages["normalized"]
+    assert s.epocher.ready_epochs() == []  # each epoch once
+
+
+def test_baseline_is_removed():
+    s = Stream(baseline=(-0.1, 0.0))
+    s.epocher.add_markers([Marker(timestamp=float(ts_of(100)), value="b")])
+    s.advance_to(160)
+    (ep,) = s.epocher.ready_epochs()
+    # ramp minus the mean of samples 90..99 (94.5); the constant channel becomes 0
+    np.testing.assert_allclose(ep.data[0], np.arange(100, 150) - 94.5)
+    np.testing.assert_allclose(ep.data[1], 0.0)
+
+
+def test_sliding_windows_every_hop_from_the_first_complete_one():
+    s = Stream(baseline=(-0.1, 0.0), sliding_hop_s=0.2)
+    s.advance_to(100)
+    eps = s.epocher.ready_epochs()
+    # first onset 10 (its baseline starts at input 0), then every 20 samples; windows end at
+    # onset + 50, so 10, 30 and 50 are complete after 100 samples
+    assert [e.onset_index for e in eps] == [10, 30, 50]
+    assert all(e.label is None for e in eps)
+    np.testing.assert_allclose([e.onset_timestamp for e in eps], ts_of([10, 30, 50]))
+    assert [e.epoch_id for e in eps] == [0, 1, 2]
+    s.advance_to(120)
+    assert [e.onset_index for e in s.epocher.ready_epochs()] == [70]
+
+
+def test_an_epoch_whose_window_left_the_buffer_is_dropped(caplog):
+    s = Stream(buffer_seconds=1.0)  # the processed buffer keeps 100 samples
+    s.advance_to(20)
+    s.epocher.add_markers([Marker(timestamp=float(ts_of(10)), value="late")])
+    s.advance_to(300)  # the engine fell behind: samples 0..199 are gone
+    with caplog.at_level(logging.WARNING, logger="neuralign.realtime.epocher"):
+        assert s.epocher.ready_epochs() == []
+    assert "late" in caplog.text and "left the buffer" in caplog.text
+    assert s.epocher.seconds_until_next_ready() is None  # not retried
