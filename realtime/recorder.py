@@ -1,13 +1,6 @@
 """Continuous, crash-safe recording of what the engine saw: samples, timestamps, events, results.
 
-Layout of a recording directory::
-
-    header.json        channel names/types, sfreq, dtypes; "complete": true once closed
-    samples.f32        float32, sample-major (s0c0 s0c1 ... s1c0 ...), appended
-    timestamps.f64     float64 LSL timestamp of each sample, appended
-    events.jsonl       one marker per line {"timestamp", "value", "received"}
-    results.jsonl      one engine result per line (``Result.to_dict()``; any JSON dict is accepted)
-    raw.fif            written by close(): MNE Raw with events as annotations
+The format (and its reader) is :mod:`neuralign.recording_format`.
 
 Why raw binary + JSON lines instead of writing a FIF directly: appending to flat files is
 constant-cost and survives a crash (a FIF is only valid once finalised). Files are flushed and
@@ -29,14 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from neuralign.errors import DataError, read_json
+from neuralign.errors import DataError
+from neuralign.recording_format import (  # read_recording: re-exported for existing callers
+    EVENTS,
+    FORMAT,
+    HEADER,
+    RESULTS,
+    SAMPLES,
+    TIMES,
+    VERSION,
+    export_fif,
+    read_recording,
+)
+
+__all__ = ["Recorder", "export_fif", "read_recording"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "neuralign-recording"
-VERSION = 1
-_SAMPLES, _TIMES, _EVENTS, _RESULTS, _HEADER = ("samples.f32", "timestamps.f64", "events.jsonl",
-                                                "results.jsonl", "header.json")
 
 
 def _json_default(obj: Any) -> Any:
@@ -67,7 +69,7 @@ class Recorder:
             raise ValueError(f"{len(ch_names)} channel names but {len(ch_types)} types")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        if (self.directory / _HEADER).exists():
+        if (self.directory / HEADER).exists():
             raise DataError(f"{self.directory}: already holds a recording; choose a new directory")
         self.ch_names, self.ch_types = list(ch_names), list(ch_types)
         self.sfreq = float(sfreq)
@@ -78,12 +80,12 @@ class Recorder:
         self.n_results = 0
         self.header = {"format": FORMAT, "version": VERSION, "ch_names": self.ch_names,
                        "ch_types": self.ch_types, "sfreq": self.sfreq,
-                       "samples": {"file": _SAMPLES, "dtype": "<f4", "layout": "sample-major"},
-                       "timestamps": {"file": _TIMES, "dtype": "<f8", "clock": "LSL local_clock"},
+                       "samples": {"file": SAMPLES, "dtype": "<f4", "layout": "sample-major"},
+                       "timestamps": {"file": TIMES, "dtype": "<f8", "clock": "LSL local_clock"},
                        "created_unix": time.time(), "complete": False}
-        _write_json_atomic(self.directory / _HEADER, self.header)
+        _write_json_atomic(self.directory / HEADER, self.header)
         self._files = {k: open(self.directory / k, "ab")  # noqa: SIM115 - closed in close()
-                       for k in (_SAMPLES, _TIMES, _EVENTS, _RESULTS)}
+                       for k in (SAMPLES, TIMES, EVENTS, RESULTS)}
         self._lock = threading.Lock()
         self._closed = False
         self._dirty = False
@@ -109,8 +111,8 @@ class Recorder:
         block = np.ascontiguousarray(data.T, dtype="<f4").tobytes()
         with self._lock:
             self._check_open()
-            self._files[_SAMPLES].write(block)
-            self._files[_TIMES].write(ts.astype("<f8").tobytes())
+            self._files[SAMPLES].write(block)
+            self._files[TIMES].write(ts.astype("<f8").tobytes())
             self.n_samples += data.shape[1]
             self._dirty = True
 
@@ -121,12 +123,12 @@ class Recorder:
         if "timestamp" not in rec or "value" not in rec:
             raise DataError(f"{self.directory}: an event needs 'timestamp' and 'value', got "
                             f"{sorted(rec)}")
-        self._append_line(_EVENTS, rec)
+        self._append_line(EVENTS, rec)
         self.n_events += 1
 
     def write_result(self, result: dict) -> None:
         """Append one engine result (any JSON-serialisable dict; numpy values are converted)."""
-        self._append_line(_RESULTS, result)
+        self._append_line(RESULTS, result)
         self.n_results += 1
 
     def _append_line(self, key: str, obj: dict) -> None:
@@ -178,7 +180,7 @@ class Recorder:
         self.header.update(complete=True, n_samples=self.n_samples, n_events=self.n_events,
                            n_results=self.n_results, closed_unix=time.time(),
                            fif=fif.name if fif else None)
-        _write_json_atomic(self.directory / _HEADER, self.header)
+        _write_json_atomic(self.directory / HEADER, self.header)
         log.info("recording closed: %s (%d samples, %d events, %d results)", self.directory,
                  self.n_samples, self.n_events, self.n_results)
         return fif
@@ -188,75 +190,3 @@ class Recorder:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out: list[dict] = []
-    if not path.exists():
-        return out
-    lines = path.read_bytes().split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # torn last line of a crashed recording
-                log.warning("%s: ignoring a truncated last line", path)
-                continue
-            raise DataError(f"{path}: line {i + 1} is not valid JSON") from None
-    return out
-
-
-def read_recording(directory: str | Path
-                   ) -> tuple[np.ndarray, np.ndarray, list[dict], list[dict], dict]:
-    """``(data (C, n) float32, timestamps (n,), events, results, header)`` of a recording,
-    closed or not (a crash may leave a torn last sample: it is ignored)."""
-    directory = Path(directory)
-    hpath = directory / _HEADER
-    if not hpath.is_file():
-        raise DataError(f"{directory}: not a neuralign recording (no {_HEADER})")
-    header = read_json(hpath, "recording header")
-    if header.get("format") != FORMAT:
-        raise DataError(f"{hpath}: not a {FORMAT} header")
-    n_ch = len(header["ch_names"])
-    raw_samples = np.fromfile(directory / _SAMPLES, dtype="<f4") if (directory / _SAMPLES).exists() \
-        else np.zeros(0, "<f4")
-    ts = np.fromfile(directory / _TIMES, dtype="<f8") if (directory / _TIMES).exists() \
-        else np.zeros(0, "<f8")
-    n = min(len(raw_samples) // n_ch if n_ch else 0, len(ts))
-    data = raw_samples[: n * n_ch].reshape(n, n_ch).T.copy()
-    return (data, ts[:n].copy(), _read_jsonl(directory / _EVENTS),
-            _read_jsonl(directory / _RESULTS), header)
-
-
-def export_fif(directory: str | Path, fname: str = "raw.fif") -> Path:
-    """Write the recording as an MNE Raw FIF; events become annotations on the sample nearest
-    their timestamp (onsets relative to the first sample; events outside are dropped)."""
-    import mne
-
-    directory = Path(directory)
-    data, ts, events, _, header = read_recording(directory)
-    info = mne.create_info(header["ch_names"], header["sfreq"], header["ch_types"])
-    raw = mne.io.RawArray(data.astype(np.float64), info, verbose="error")
-    if events and len(ts):
-        # onset = index of the sample nearest the event's timestamp / sfreq: equal to
-        # "timestamp - first timestamp" for a regular stream, and still on the right sample
-        # when the stream had gaps (where elapsed time and sample count disagree)
-        half = 0.5 / header["sfreq"]
-        keep = []
-        for e in events:
-            t = float(e["timestamp"])
-            if not ts[0] - half <= t <= ts[-1] + half:
-                continue
-            j = int(np.clip(np.searchsorted(ts, t), 1, len(ts) - 1)) if len(ts) > 1 else 0
-            if j > 0 and abs(ts[j - 1] - t) <= abs(ts[j] - t):
-                j -= 1
-            keep.append((j / header["sfreq"], str(e["value"])))
-        if keep:
-            raw.set_annotations(mne.Annotations(onset=[k[0] for k in keep],
-                                                duration=[0.0] * len(keep),
-                                                description=[k[1] for k in keep]))
-    path = directory / fname
-    raw.save(path, overwrite=True, verbose="error")
-    return path

@@ -93,7 +93,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """``neuralign replay``: a recording as LSL data + marker streams any client can read."""
     import uuid
 
-    from neuralign.realtime.replay import LSLReplayer, load_timeline
+    from neuralign.offline.timelines import load_timeline
+    from neuralign.realtime.replay import LSLReplayer
 
     tl = load_timeline(Path(args.path), soa=args.soa, split=args.split)
     data, names, types = tl.data, tl.ch_names, tl.ch_types

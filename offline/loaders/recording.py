@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.config import Config, RecordingConfig
-from neuralign.errors import DataError, UserError, read_json
+from neuralign.errors import DataError, UserError
 from neuralign.offline.dataset import BrainDataset, SplitData
-from neuralign.signal.events import annotation_onsets, is_stimulus, nearest_samples
+from neuralign.recording_format import is_recording, read_recording, recorded_events
+from neuralign.signal.events import annotation_onsets, is_stimulus
 
 log = logging.getLogger(__name__)
 
@@ -73,45 +74,16 @@ def _read_mne(path: Path) -> Continuous:
                       raw.get_channel_types(picks=picks), events, path)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    import json
-
-    out = []
-    if not path.is_file():
-        return out
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i < len(lines) - 1:
-                    raise DataError(f"{path}: line {i + 1} is not valid JSON") from None
-                log.warning("%s: ignoring a truncated last line", path)  # crashed recording
-    return out
-
-
 def _read_neuralign_recording(directory: Path) -> Continuous:
     """``neuralign run --record`` layout (realtime/recorder.py): header.json, samples.f32
     (sample-major), timestamps.f64 (LSL clock), events.jsonl. Closed or crashed (a torn last
     sample is ignored); each marker goes to the sample with the nearest timestamp."""
-    hpath = directory / "header.json"
-    header = read_json(hpath, "recording header")
-    if header.get("format") != "neuralign-recording":
-        raise DataError(f"{hpath}: format: expected 'neuralign-recording'")
+    data, ts, rec, _, header = read_recording(directory)
+    if data.shape[1] < 2:
+        raise DataError(f"{directory}: the recording holds {data.shape[1]} samples")
     names, types = list(header["ch_names"]), list(header["ch_types"])
-    samples = np.fromfile(directory / header["samples"]["file"], dtype=header["samples"]["dtype"])
-    ts = np.fromfile(directory / header["timestamps"]["file"], dtype=header["timestamps"]["dtype"])
-    n = min(len(samples) // max(len(names), 1), len(ts))
-    if n < 2:
-        raise DataError(f"{directory}: the recording holds {n} samples")
-    data = samples[: n * len(names)].reshape(n, len(names)).T.astype(np.float64)
-    ts = ts[:n].astype(np.float64)
-    rec = _read_jsonl(directory / "events.jsonl")
-    half = 0.5 / float(header["sfreq"])
-    rec = [e for e in rec if ts[0] - half <= float(e["timestamp"]) <= ts[-1] + half]
-    idx = nearest_samples(ts, np.array([float(e["timestamp"]) for e in rec]))
-    events = [(int(i), str(e["value"])) for i, e in zip(idx, rec)]
+    events = recorded_events(ts, rec, float(header["sfreq"]))
+    data = data.astype(np.float64)
     return Continuous(data, float(header["sfreq"]), names, types, events, directory)
 
 
@@ -152,7 +124,7 @@ def read_continuous(path: Path, events: Path | None = None, eeg_stream: str | No
                     marker_stream: str | None = None) -> Continuous:
     """Load one block in any supported format; ``events`` (a table) replaces its own events."""
     path = Path(path)
-    if path.is_dir() and (path / "header.json").is_file():
+    if is_recording(path):
         block = _read_neuralign_recording(path)
     elif path.is_file() and _has_suffix(path, XDF_SUFFIXES):
         from neuralign.offline.loaders.xdf import read_xdf

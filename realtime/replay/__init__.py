@@ -1,10 +1,10 @@
-"""Replaying recordings as LSL streams: the player, timelines from files, the receiving source.
+"""Replaying recordings as LSL streams: the player and the receiving source's wiring.
 
-The rehearsal session (``neuralign.realtime.replay.session``) is not imported here: it loads the
+Turning files into a replay timeline is data loading: ``neuralign.offline.timelines``. The
+rehearsal session (``neuralign.realtime.replay.session``) is not imported here: it loads the
 engine and torch, which ``neuralign replay`` does not need.
 """
 
 from neuralign.realtime.replay.player import LSLReplayer, marker_source_id
-from neuralign.realtime.replay.timelines import Timeline, load_timeline, stitch_epochs
 
-__all__ = ["LSLReplayer", "Timeline", "load_timeline", "marker_source_id", "stitch_epochs"]
+__all__ = ["LSLReplayer", "marker_source_id"]

@@ -11,7 +11,7 @@ import pylsl
 import pytest
 
 from neuralign.errors import DataError
-from neuralign.realtime.replay.timelines import load_timeline, stitch_epochs
+from neuralign.offline.timelines import load_timeline, stitch_epochs
 
 
 def test_replay_command_streams_data_and_markers_in_time(tiny_sim):

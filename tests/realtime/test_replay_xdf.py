@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import pylsl
 
-from neuralign.realtime.replay.timelines import load_timeline
+from neuralign.offline.timelines import load_timeline
 from tests.offline.xdf_writer import XdfStream, write_xdf
 
 SFREQ = 250.0

@@ -1,6 +1,7 @@
 """Turn anything a user has on disk into a continuous (data, events) timeline for LSL replay.
 
-What ``neuralign replay`` sends (through :class:`~neuralign.realtime.replay.player.LSLReplayer`):
+What ``neuralign replay`` sends (through :class:`~neuralign.realtime.replay.player.LSLReplayer`).
+It is data loading, so it lives offline, next to the loaders it dispatches to:
 
 - recordings mne can read (``.fif``, ``.edf``, ``.bdf``, ``.vhdr``, ``.set``) with annotations;
 - LabRecorder ``.xdf`` files: the first EEG stream and its marker stream, clock offsets applied;
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.errors import DataError
+from neuralign.recording_format import export_fif, is_recording
 from neuralign.signal.events import stimulus_events
 
 MNE_READABLE = (".fif", ".edf", ".bdf", ".vhdr", ".set", ".gz")
@@ -72,10 +74,8 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: not found")
-    if path.is_dir() and (path / "header.json").is_file():
+    if is_recording(path):
         import mne
-
-        from neuralign.realtime.recorder import export_fif
 
         fif = path / "raw.fif"
         if not fif.is_file():
