@@ -13,38 +13,23 @@ It is data loading, so it lives offline, next to the loaders it dispatches to:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from neuralign.errors import DataError
-from neuralign.recording_format import export_fif, is_recording
-from neuralign.signal.events import stimulus_events
+from neuralign.offline.loaders.recording import (
+    MNE_SUFFIXES,
+    XDF_SUFFIXES,
+    Continuous,
+    continuous_from_raw,
+    read_continuous,
+)
+from neuralign.recording_format import is_recording
 
-MNE_READABLE = (".fif", ".edf", ".bdf", ".vhdr", ".set", ".gz")
-
-
-@dataclass
-class Timeline:
-    """Continuous data with its stimulus events, ready for a replayer."""
-
-    data: np.ndarray  # (channels, samples)
-    sfreq: float
-    ch_names: list[str]
-    ch_types: list[str]
-    events: list[tuple[int, str]]  # (onset sample, label)
-    description: str
-
-
-def _from_raw(raw, description: str) -> Timeline:
-    import mne
-
-    picks = mne.pick_types(raw.info, eeg=True, meg=True, seeg=True, ecog=True, misc=True,
-                           exclude=[])
-    names = [raw.ch_names[i] for i in picks]
-    return Timeline(raw.get_data(picks=names), raw.info["sfreq"], names,
-                    raw.get_channel_types(picks=names), stimulus_events(raw), description)
+# A replay timeline is a continuous block as the lab-recording loader reads it: replaying a file
+# and training on it read the same samples and put each marker on the same sample.
+Timeline = Continuous
 
 
 def stitch_epochs(epochs: np.ndarray, labels: list[str], sfreq: float, soa: float,
@@ -74,28 +59,9 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: not found")
-    if is_recording(path):
-        import mne
-
-        fif = path / "raw.fif"
-        if not fif.is_file():
-            fif = export_fif(path)
-        return _from_raw(mne.io.read_raw_fif(fif, preload=True, verbose="error"),
-                         f"neuralign recording {path}")
     name = path.name.lower()
-    if name.endswith((".xdf", ".xdfz", ".xdf.gz")):  # LabRecorder: markers keep their sample
-        from neuralign.offline.loaders.xdf import read_xdf
-
-        data, sfreq, names, types, events = read_xdf(path)
-        return Timeline(data, sfreq, names, types, events, f"XDF {path}")
-    if name.endswith(MNE_READABLE):
-        import mne
-
-        try:
-            raw = mne.io.read_raw(path, preload=True, verbose="error")
-        except Exception as exc:
-            raise DataError(f"{path}: mne could not read it ({exc})") from exc
-        return _from_raw(raw, str(path))
+    if is_recording(path) or name.endswith(XDF_SUFFIXES + MNE_SUFFIXES):
+        return read_continuous(path)
     if name.startswith("raw_eeg_") and name.endswith(".npy"):
         from neuralign.offline.loaders.things_eeg2 import load_things_eeg2_raw
 
@@ -103,7 +69,7 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
         raw.set_annotations(__import__("mne").Annotations(
             (events[:, 0] - raw.first_samp) / raw.info["sfreq"], 0.1,
             [str(int(c)) for c in events[:, 2]]))
-        return _from_raw(raw, f"THINGS-EEG2 raw {path}")
+        return continuous_from_raw(raw, path, f"THINGS-EEG2 raw {path}")
     if name.startswith("preprocessed_eeg_") and name.endswith(".npy"):
         d = np.load(path, allow_pickle=True).item()
         x = np.asarray(d["preprocessed_eeg_data"])  # images x reps x ch x times
@@ -112,7 +78,7 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
         labels = [f"{i}" for i in range(x.shape[0]) for _ in range(x.shape[1])]
         data, events = stitch_epochs(x.reshape(-1, *x.shape[2:]), labels, sfreq, soa or 0.2,
                                      float(times[0]))
-        return Timeline(data, sfreq, list(d["ch_names"]), ["eeg"] * x.shape[2], events,
+        return Timeline(data, sfreq, list(d["ch_names"]), ["eeg"] * x.shape[2], events, path,
                         f"THINGS-EEG2 epochs {path} stitched at SOA {soa or 0.2:g} s")
     if name.endswith(".mat"):
         from neuralign.offline.loaders.tvsd import load_tvsd_mua
@@ -122,7 +88,7 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
         x = sp.data.reshape(-1, *sp.data.shape[2:])
         labels = [i for i in sp.image_ids for _ in range(sp.n_repetitions)]
         data, events = stitch_epochs(x, labels, ds.sfreq, soa or 0.4, float(ds.times[0]))
-        return Timeline(data, ds.sfreq, ds.ch_names, ["misc"] * len(ds.ch_names), events,
+        return Timeline(data, ds.sfreq, ds.ch_names, ["misc"] * len(ds.ch_names), events, path,
                         f"TVSD {split} trials {path} stitched at SOA {soa or 0.4:g} s")
     raise DataError(f"{path}: expected a recording (.fif/.edf/.bdf/.vhdr/.set/.xdf), a THINGS-EEG2 "
                     "raw_eeg_*.npy or preprocessed_eeg_*.npy, a TVSD .mat, or a neuralign "

@@ -50,6 +50,7 @@ class Continuous:
     ch_types: list[str]
     events: list[tuple[int, str]]  # (sample index from the first sample, label)
     source: Path
+    description: str = ""  # what the block is, for messages ("XDF <path>", ...)
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
@@ -63,15 +64,22 @@ def _read_mne(path: Path) -> Continuous:
         raw = mne.io.read_raw(path, preload=True, verbose="error")
     except Exception as exc:  # mne raises many types for a bad or unsupported file
         raise DataError(f"{path}: mne could not read it as a continuous recording ({exc})") from exc
+    return continuous_from_raw(raw, path, str(path))
+
+
+def continuous_from_raw(raw, source: Path, description: str) -> Continuous:
+    """An MNE Raw's data channels and its stimulus annotations (BAD/EDGE skipped)."""
+    import mne
+
     picks = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True, meg=True, seeg=True,
                                                       ecog=True, misc=True, exclude=[])]
     onsets, labels = annotation_onsets(raw)
-    if _has_suffix(path, (".vhdr",)):  # MNE names BrainVision markers '<type>/<description>'
+    if _has_suffix(Path(source), (".vhdr",)):  # MNE names BrainVision markers '<type>/<desc>'
         labels = [lab.split("/", 1)[1] if lab.startswith(BV_MARKER_TYPES) else lab
                   for lab in labels]
     events = [(int(s), lab) for s, lab in zip(onsets, labels) if is_stimulus(lab)]
     return Continuous(raw.get_data(picks=picks), float(raw.info["sfreq"]), picks,
-                      raw.get_channel_types(picks=picks), events, path)
+                      raw.get_channel_types(picks=picks), events, Path(source), description)
 
 
 def _read_neuralign_recording(directory: Path) -> Continuous:
@@ -126,10 +134,12 @@ def read_continuous(path: Path, events: Path | None = None, eeg_stream: str | No
     path = Path(path)
     if is_recording(path):
         block = _read_neuralign_recording(path)
+        block.description = f"neuralign recording {path}"
     elif path.is_file() and _has_suffix(path, XDF_SUFFIXES):
         from neuralign.offline.loaders.xdf import read_xdf
 
-        block = Continuous(*read_xdf(path, eeg_stream, marker_stream), source=path)
+        block = Continuous(*read_xdf(path, eeg_stream, marker_stream), source=path,
+                           description=f"XDF {path}")
     elif path.is_file() and _has_suffix(path, MNE_SUFFIXES):
         block = _read_mne(path)
     elif not path.exists():
