@@ -12,8 +12,11 @@ Sigma_c). MAP by alternating optimisation of Eq. 6:
   lasso (scikit-learn) on the correlation-scaled matrix. Appendix B (the paper's update rules) is not
   in the text we have; these are the standard MRCE / matrix-normal updates that Eq. 6 implies.
 
-Two choices the paper leaves open: the covariance arguments are shrunk toward their mean diagonal
-(``SHRINK``) because W^T W has rank <= D < K; the Kronecker factors are only identified up to
+Two choices the paper leaves open: the rank-deficient arguments (lam1 W Sigma_c^-1 W^T / K and
+lam1 W^T Sigma_r^-1 W / D have rank <= min(D, K)) are shrunk toward their mean diagonal
+(``SHRINK``), and so is the residual covariance when N < 2K; a well-determined residual covariance
+is not, since the inverse of a shrunk matrix is dense and the graphical lasso could then no longer
+find the zeros of a sparse Omega^-1. The Kronecker factors are only identified up to
 reciprocal scale, so Sigma_r^-1 and Sigma_c^-1 are rescaled to unit mean diagonal (lam1 keeps its
 meaning). Ablations (SMR-O, -IT, ...) fix the unlearned precisions to I.
 """
@@ -96,11 +99,16 @@ def solve_w_iterative(X: np.ndarray, Hc: np.ndarray, omega_inv: np.ndarray, sr_i
     return sol.reshape(D, K)
 
 
-def precision(S: np.ndarray, sparse: bool, l1: float, ridge: float = 1e-6) -> np.ndarray:
-    """Inverse covariance of ``S`` (shrunk by SHRINK): graphical lasso on its correlation matrix
-    with penalty ``l1`` (sparse case), or (S + ridge I)^-1 (non-sparse case)."""
+def precision(S: np.ndarray, sparse: bool, l1: float, shrink: float = 0.0,
+              ridge: float = 1e-6) -> np.ndarray:
+    """Inverse covariance of ``S``: graphical lasso on its correlation matrix with penalty ``l1``
+    (sparse case, the l1 terms of Eq. 6), or (S + ridge I)^-1 (non-sparse case).
+
+    ``shrink`` blends ``S`` toward its mean diagonal first; only for rank-deficient ``S`` (it
+    makes the target's inverse dense, so a sparse precision is recovered only with 0)."""
     p = S.shape[0]
-    S = (1 - SHRINK) * S + SHRINK * np.trace(S) / p * np.eye(p)
+    if shrink > 0:
+        S = (1 - shrink) * S + shrink * np.trace(S) / p * np.eye(p)
     if not sparse:
         return np.linalg.inv(S + ridge * np.eye(p))
     from sklearn.covariance import graphical_lasso
@@ -152,11 +160,12 @@ def fit_smr_fixed(X: np.ndarray, H: np.ndarray, cfg: SmrConfig, lam1: float, n_i
         learn_any = cfg.learn_output or cfg.learn_input or cfg.learn_task
         if cfg.learn_output:
             R = H - X @ W - b
-            omega_inv = precision(R.T @ R / N, sparse, cfg.lam2 if sparse else 0.0)
+            omega_inv = precision(R.T @ R / N, sparse, cfg.lam2 if sparse else 0.0,
+                                  shrink=0.0 if N >= 2 * K else SHRINK)
         if cfg.learn_input:
-            sr_inv = _unit_mean_diag(precision(lam1 * W @ sc_inv @ W.T / K, sparse, cfg.lam3))
+            sr_inv = _unit_mean_diag(precision(lam1 * W @ sc_inv @ W.T / K, sparse, cfg.lam3, SHRINK))
         if cfg.learn_task:
-            sc_inv = _unit_mean_diag(precision(lam1 * W.T @ sr_inv @ W / D, sparse, cfg.lam3))
+            sc_inv = _unit_mean_diag(precision(lam1 * W.T @ sr_inv @ W / D, sparse, cfg.lam3, SHRINK))
         hist.append(objective(X, H, W, b, omega_inv, sr_inv, sc_inv, cfg.lam, lam1, cfg))
         log.debug("SMR sweep %d: objective %.4g", it, hist[-1])
         if not learn_any:

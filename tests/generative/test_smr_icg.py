@@ -51,6 +51,11 @@ def test_graphical_lasso_recovers_sparse_precision():
     assert np.all(np.sign(est[support]) == np.sign(true[support]))
     dense = precision(np.cov(samples.T), sparse=False, l1=0.0)
     assert np.abs(dense[~support]).max() > np.abs(est[~support]).max()  # l1 is what zeroes them
+    # From the population covariance the support is exact; shrinking the covariance first (only
+    # meant for rank-deficient arguments) makes the target's inverse dense and loses it.
+    cov = np.linalg.inv(true)
+    assert np.all(precision(cov, sparse=True, l1=0.05)[~support] == 0)
+    assert np.any(precision(cov, sparse=True, l1=0.05, shrink=0.1)[~support] != 0)
 
 
 def test_smr_uses_output_structure():
