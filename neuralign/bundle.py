@@ -3,10 +3,11 @@
 A bundle is a directory with
 - ``weights.safetensors``   model state (never pickle),
 - ``templates.safetensors`` template bank: ``embeddings`` (n, d) float32, ``thumbnails`` (n, h, w, 3) uint8,
+- ``generator.safetensors`` (only with a ``generator`` section) the generative decoder's weights,
 - ``manifest.json``         a :class:`Manifest`: everything the engine needs and must not guess
   (channel names and types, model rate, epoch window and baseline, causal filter spec, noise
   normalisation, model config, template image ids/concepts, room for a generator), the neuralign
-  version and a SHA-256 content hash over the two weight files and the manifest itself (minus the
+  version and a SHA-256 content hash over the weight files and the manifest itself (minus the
   hash). Loading checks the hash.
 
 The manifest is written and read here only; everything else uses the typed :class:`Manifest`.
@@ -35,6 +36,7 @@ FORMAT_VERSION = 2
 WEIGHTS = "weights.safetensors"
 TEMPLATES = "templates.safetensors"
 MANIFEST = "manifest.json"
+GENERATOR = "generator.safetensors"
 
 
 class _Part(BaseModel):
@@ -82,10 +84,19 @@ class TemplateBankSection(_Part):
 
 
 class GeneratorSection(_Part):
-    """A generative decoder carried beside the retrieval model (kind names the model family)."""
+    """A generative decoder carried beside the retrieval model (kind names the model family).
+
+    ``input`` says what it decodes: ``"brain_embedding"`` is the retrieval model's L2-normalised
+    ``encode_brain`` output the engine computes anyway, so generation needs no second
+    preprocessing path. ``config`` is the ``GenerativeConfig`` it was trained with.
+    """
 
     kind: str
     config: dict[str, Any] = {}
+    input: str = "brain_embedding"
+    n_inputs: int | None = None  # None: the retrieval model's embedding size
+    image_size: int = 64
+    channels: int = 1
 
 
 class Manifest(_Part):
@@ -111,7 +122,8 @@ class Manifest(_Part):
 
 def _content_hash(directory: Path, manifest: dict) -> str:
     h = hashlib.sha256()
-    for name in (WEIGHTS, TEMPLATES):
+    # the generator's weights only when there is one: bundles without it hash as they always did
+    for name in (WEIGHTS, TEMPLATES) + ((GENERATOR,) if manifest.get("generator") else ()):
         h.update((directory / name).read_bytes())
     body = {k: v for k, v in manifest.items() if k != "content_hash"}
     h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
@@ -125,6 +137,7 @@ class Bundle:
     state_dict: dict[str, Any]  # torch tensors
     template_embeddings: np.ndarray
     thumbnails: np.ndarray
+    generator_state: dict[str, Any] | None = None  # torch tensors, with a generator section
 
     @property
     def ch_names(self) -> list[str]:
@@ -144,12 +157,26 @@ class Bundle:
         model.load_state_dict(self.state_dict)
         return model.eval()
 
+    def build_generator(self):
+        """The generative decoder (eval mode; ``generate(embeddings)`` -> images in [0, 1]), or
+        None for a retrieval-only bundle."""
+        g = self.manifest.generator
+        if g is None or self.generator_state is None:
+            return None
+        from neuralign.generative_config import GenerativeConfig
+        from neuralign.models.generators import build_generator
+
+        n_inputs = g.n_inputs or self.template_embeddings.shape[1]
+        return build_generator(g.kind, GenerativeConfig.model_validate(g.config), n_inputs,
+                               g.image_size, g.channels, self.generator_state)
+
 
 def save_bundle(
     directory: Path, manifest: Manifest, state_dict: dict, template_embeddings: np.ndarray,
-    thumbnails: np.ndarray,
+    thumbnails: np.ndarray, generator_state: dict | None = None,
 ) -> Path:
-    """Write a bundle; the manifest's format, version and content hash are filled in here."""
+    """Write a bundle; the manifest's format, version and content hash are filled in here
+    (``generator_state`` is required exactly when the manifest has a generator section)."""
     import torch
     from safetensors.torch import save_file
 
@@ -163,6 +190,13 @@ def save_bundle(
         },
         directory / TEMPLATES,
     )
+    if (manifest.generator is None) != (generator_state is None):
+        raise ValueError("a generator section needs generator_state and vice versa")
+    if generator_state is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in generator_state.items()},
+                  directory / GENERATOR)
+    elif (directory / GENERATOR).exists():  # an older export's generator must not linger
+        (directory / GENERATOR).unlink()
     body = manifest.model_copy(update={"format": FORMAT, "format_version": FORMAT_VERSION,
                                        "neuralign_version": __version__}).to_json_dict()
     body["content_hash"] = _content_hash(directory, body)
@@ -199,6 +233,9 @@ def load_bundle(directory: Path, verify: bool = True) -> Bundle:
             raise DataError(f"{directory / name}: bundle file missing (is {directory} a bundle?)")
     raw = read_json(mpath, "bundle manifest")
     manifest = parse_manifest(raw, mpath)
+    if manifest.generator is not None and not (directory / GENERATOR).is_file():
+        raise DataError(f"{directory / GENERATOR}: bundle file missing (the manifest names a "
+                        f"{manifest.generator.kind} generator)")
     if verify:
         expected = raw.get("content_hash")
         actual = _content_hash(directory, raw)
@@ -208,7 +245,9 @@ def load_bundle(directory: Path, verify: bool = True) -> Bundle:
     try:
         state = load_file(directory / WEIGHTS)
         templates = load_file(directory / TEMPLATES)
+        generator = (load_file(directory / GENERATOR) if manifest.generator is not None
+                     else None)
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{directory}: unreadable safetensors file ({exc})") from exc
     return Bundle(directory, manifest, state, templates["embeddings"].numpy(),
-                  templates["thumbnails"].numpy())
+                  templates["thumbnails"].numpy(), generator)

@@ -107,8 +107,10 @@ def _thumbnails(prep, ids: list[str], size: int = 48) -> np.ndarray:
     return thumbs
 
 
-def export_run(run_dir: Path, out_dir: Path) -> Path:
-    """Write the engine's bundle: weights, template bank (test images), full preprocessing spec."""
+def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) -> Path:
+    """Write the engine's bundle: weights, template bank (test images), full preprocessing spec;
+    with ``generator_run`` (a FLIG / SMR+ICG run trained on this run's brain embeddings, see
+    :mod:`neuralign.offline.generative.from_run`) also its generator."""
     import torch
 
     from neuralign.bundle import (
@@ -144,8 +146,13 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
         provenance=prep.meta.get("provenance"),
         training_config=dump_config(config),
     )
+    generator_state = None
+    if generator_run is not None:
+        from neuralign.offline.generative.from_run import generator_for_bundle
+
+        manifest.generator, generator_state = generator_for_bundle(run_dir, generator_run)
     return save_bundle(Path(out_dir), manifest, model.state_dict(), bank,
-                       _thumbnails(prep, prep.test_ids))
+                       _thumbnails(prep, prep.test_ids), generator_state)
 
 
 def run_ablation(config: Config, out_dir: Path, data_dir: Path | None, features: Path | None,

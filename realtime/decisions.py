@@ -108,6 +108,15 @@ class Reconstruction:
                 "original": self.original, "reconstructed": self.reconstructed}
 
 
+@dataclass
+class Generated:
+    """The bundle generator's image of one decoded epoch (from its single-trial embedding)."""
+
+    epoch_id: int
+    marker: str | None  # the epoch's image id (the truth to compare with), None when sliding
+    image: np.ndarray  # (S, S) or (S, S, 3) float32 in [0, 1]
+
+
 class RepetitionStore:
     """Running sum and count of the epochs of each image: repeated presentations of an image
     are averaged into a running decision (noise shrinks with the square root of the count)."""
@@ -140,6 +149,7 @@ class Decider:
         self.decoder = decoder
         self.missing = np.asarray(missing, dtype=np.int64)
         self.repetitions = RepetitionStore()
+        self.last_embeddings: list[np.ndarray] = []  # of the last decide(), in batch order
 
     def decide(self, batch: Sequence[Epoch]) -> list[Result]:
         """Results of ``batch``, in order (``stages_ms`` is left for the engine to fill)."""
@@ -156,8 +166,10 @@ class Decider:
                 items.append(avg)
         decoded = iter(self.decoder.decode_all(items))
         out = []
+        self.last_embeddings = []  # the batch's single-trial embeddings (the generator's input)
         for ep, n in zip(batch, counts):
             single = next(decoded)
+            self.last_embeddings.append(single.embedding)
             avg_dec = next(decoded) if n >= 2 else None
             out.append(Result(
                 epoch_id=ep.epoch_id, marker=ep.label, marker_timestamp=ep.onset_timestamp,

@@ -24,6 +24,7 @@ from neuralign.config import RealtimeConfig
 from neuralign.realtime.batcher import BatchPolicy
 from neuralign.realtime.decisions import Decider, Reconstruction, Result
 from neuralign.realtime.epocher import Epoch, Epocher, EpochWindow
+from neuralign.realtime.generation import GeneratorWorker
 from neuralign.realtime.inference import Decoder
 from neuralign.realtime.latency import LatencyStats, stage_durations
 from neuralign.realtime.lsl_io import local_clock
@@ -79,6 +80,8 @@ class Engine:
         self._masked: list[int] = []  # replaced (never mutated) by request_reconstruction
         self.last_reconstruction: Reconstruction | None = None
         self.error: BaseException | None = None
+        # the bundle's generator (None without one): images of decoded epochs, in its own thread
+        self.generation = GeneratorWorker.for_bundle(bundle, device)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -114,6 +117,8 @@ class Engine:
         for t in self._threads:
             t.join(timeout=5)
         self._threads = []
+        if self.generation is not None:
+            self.generation.stop()
         self.source.stop()
         if self.recorder is not None:
             self.recorder.close()
@@ -221,6 +226,8 @@ class Engine:
             ep.stages["published"] = self.outlet.publish(r) if self.outlet else local_clock()
             r.stages_ms = self.stats.add(ep.stages)
             self._fan_out(r)
+        if self.generation is not None:  # after publishing; generated in the worker's thread
+            self.generation.submit(results, self.decider.last_embeddings)
         masked = self._masked
         if masked:  # after publishing: the viewer's reconstruction never delays a result
             self.last_reconstruction = self.decider.reconstruct(batch[-1], masked)

@@ -58,3 +58,27 @@ def tiny_bundle(tiny_sim, tmp_path_factory):
     run_training(cfg, root / "run", data, None, progress=False)
     export_run(root / "run", root / "bundle")
     return root / "bundle", data
+
+
+# A generator small enough to train in seconds (FLIG, issue 14); its shapes are the real ones.
+TINY_FLIG = ["generative.flig.cae_epochs=1", "generative.flig.flow_epochs=1",
+             "generative.flig.cae_width=0.125", "generative.flig.n_units_x=2",
+             "generative.flig.coupling_hidden=32", "training.device=cpu"]
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_bundle(tiny_bundle, tmp_path_factory):
+    """``tiny_bundle``'s BrainAE run exported with a tiny FLIG trained on its brain embeddings:
+    (bundle dir, data dir, BrainAE run dir, generator run dir)."""
+    from neuralign.config import load_config
+    from neuralign.offline.generative.from_run import paired_from_run
+    from neuralign.offline.generative.runs import train_generative
+    from neuralign.offline.runs import export_run
+
+    bundle_dir, data = tiny_bundle
+    brain_run = bundle_dir.parent / "run"
+    root = tmp_path_factory.mktemp("tiny_generator")
+    paired = paired_from_run(brain_run, root / "paired.npz")
+    train_generative(load_config("flig", TINY_FLIG), paired, root / "gen_run")
+    export_run(brain_run, root / "bundle", root / "gen_run")
+    return root / "bundle", data, brain_run, root / "gen_run"

@@ -46,12 +46,12 @@ def evaluate(run: Path, json_path: str | Path | None = None, masks: bool = True)
     return rep
 
 
-def export(run: Path, out: Path) -> Path:
-    """Write the engine's bundle for a run and say where."""
+def export(run: Path, out: Path, generator: Path | None = None) -> Path:
+    """Write the engine's bundle for a run (with a generator run's generator) and say where."""
     from neuralign.offline.runs import export_run
 
-    path = export_run(run, out)
-    print(f"Bundle written to {path}")
+    path = export_run(run, out, generator)
+    print(f"Bundle written to {path}" + (f" (with the generator of {generator})" if generator else ""))
     return path
 
 
@@ -146,7 +146,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``neuralign export``: the bundle, the engine's one contract with training."""
-    export(Path(args.run), Path(args.out))
+    from neuralign.offline.generative.runs import is_generative_run
+
+    if is_generative_run(Path(args.run)):  # a generator decodes a retrieval model's embeddings
+        raise UserError(f"--run {args.run}: a generator run is exported beside the retrieval run "
+                        f"it was trained on: neuralign export --run BRAINAE_RUN --generator "
+                        f"{args.run} --out BUNDLE")
+    export(Path(args.run), Path(args.out), Path(args.generator) if args.generator else None)
     return 0
 
 
@@ -225,6 +231,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--generator", help="a flig / smr_icg run trained on --run's brain embeddings "
+                   "(paired_from_run): carried in the bundle, the engine generates an image per epoch")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -1,0 +1,158 @@
+"""Paired data from a retrieval run: the stimulus images paired with the run's brain embeddings.
+
+Why: a live bundle's generator takes what the engine already computes for every epoch, the
+retrieval model's L2-normalised brain embedding ``zb = normalize(encode_brain(epoch))`` (see
+:class:`neuralign.realtime.inference.Decoder`), so generation costs one small extra forward and
+needs no second preprocessing path. A generator for a bundle is therefore trained on
+``paired.npz`` whose responses are those embeddings of the run's own prepared epochs (the exact
+arrays it was trained on) and whose images are the run's stimulus images.
+
+``trials``:
+- ``"single"`` (default): one row per presentation (its single-trial embedding), the distribution
+  the engine feeds the generator live;
+- ``"average"``: one row per image, the repetition-averaged embeddings (``(N, R, M)`` in the file;
+  :func:`~neuralign.offline.generative.paired.prepare_paired` averages them).
+
+Unit names are ``zb0 .. zb{M-1}``: :func:`check_embedding_source` (``neuralign export
+--generator``) recomputes the first rows from a run to prove a generator was trained on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from neuralign.errors import DataError, UserError
+
+log = logging.getLogger(__name__)
+
+UNIT_PREFIX = "zb"
+PAIRED_FILE = "paired.npz"
+
+
+def load_stimulus_images(image_files: dict[str, str], ids: list[str], size: int) -> np.ndarray:
+    """(n, size, size, 3) uint8 RGB stimuli in ``ids`` order; a missing file is one DataError."""
+    from PIL import Image
+
+    out = np.zeros((len(ids), size, size, 3), np.uint8)
+    for i, img_id in enumerate(ids):
+        path = image_files.get(img_id)
+        if not path or not Path(path).is_file():
+            raise DataError(f"image {img_id!r}: file {path!r} not found (the run's prepared.npz "
+                            "names the stimulus files; were they moved?)")
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.LANCZOS)
+            out[i] = np.asarray(im)
+    return out
+
+
+def brain_embeddings(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """L2-normalised ``encode_brain`` of epochs ``x`` (..., C, T) -> (..., M) float32, exactly
+    the vector the engine's decoder computes (eval mode, no gradient)."""
+    import torch
+
+    lead, (c, t) = x.shape[:-2], x.shape[-2:]
+    flat = torch.from_numpy(np.ascontiguousarray(x.reshape(-1, c, t), np.float32))
+    model.eval()
+    with torch.no_grad():
+        z = torch.cat([torch.nn.functional.normalize(model.encode_brain(flat[i:i + batch]), dim=-1)
+                       for i in range(0, len(flat), batch)])
+    return z.numpy().reshape(*lead, -1).astype(np.float32)
+
+
+def paired_from_run(run_dir: Path, out: Path | None = None, image_size: int = 64,
+                    trials: Literal["single", "average"] = "single") -> Path:
+    """Write ``paired.npz`` (default ``run_dir/paired.npz``) from a BrainAE/VNA run: train rows
+    from the run's training images, test rows from its (zero-shot) test images."""
+    from neuralign.offline.runs import load_run
+
+    if trials not in ("single", "average"):
+        raise UserError(f"trials: expected 'single' or 'average', got {trials!r}")
+    run_dir = Path(run_dir)
+    _, prep, model = load_run(run_dir)
+    if not hasattr(model, "encode_brain"):
+        raise UserError(f"{run_dir}: the model has no brain encoder (encode_brain); paired data "
+                        "from a run needs a BrainAE or VNA run")
+    files = prep.meta.get("image_files", {})
+    arrays: dict[str, np.ndarray] = {}
+    for split, x, ids in (("train", prep.x_train, prep.train_ids), ("test", prep.x_test, prep.test_ids)):
+        z = brain_embeddings(model, x)  # (N, R, M)
+        images = load_stimulus_images(files, ids, image_size)
+        if trials == "single":
+            n, r = z.shape[:2]
+            arrays[f"{split}_responses"] = z.reshape(n * r, -1)
+            arrays[f"{split}_images"] = np.repeat(images, r, axis=0)
+        else:
+            arrays[f"{split}_responses"] = z
+            arrays[f"{split}_images"] = images
+    m = arrays["train_responses"].shape[-1]
+    arrays["unit_names"] = np.array([f"{UNIT_PREFIX}{i}" for i in range(m)])
+    out = Path(out) if out is not None else run_dir / PAIRED_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    log.info("paired data (%s trials, %d train / %d test rows, %d embedding units) written to %s",
+             trials, len(arrays["train_responses"]), len(arrays["test_responses"]), m, out)
+    return out
+
+
+def stimulus_truth(run_dir: Path, ids: list[str], size: int, grayscale: bool) -> dict[str, np.ndarray]:
+    """The true images of ``ids`` exactly as the generator was trained to produce them (same
+    loader, same resize / grey conversion), for scoring generated images of live epochs."""
+    from neuralign.offline.generative.paired import resize_images, to_unit_float
+    from neuralign.offline.prepare import Prepared
+
+    prep = Prepared.load(Path(run_dir) / "prepared.npz")
+    imgs = resize_images(to_unit_float(load_stimulus_images(prep.meta.get("image_files", {}), ids,
+                                                            size), "stimuli"), size, grayscale)
+    return dict(zip(ids, imgs))
+
+
+def check_embedding_source(brain_run: Path, paired, n_check: int = 4, atol: float = 1e-4) -> None:
+    """UserError unless ``paired`` (a generator run's PairedData) holds the embeddings of
+    ``brain_run``'s training epochs: a generator only makes sense on its own retrieval model."""
+    from neuralign.offline.runs import load_run
+
+    names = list(paired.unit_names)
+    if not names or not all(n == f"{UNIT_PREFIX}{i}" for i, n in enumerate(names)):
+        raise UserError("the generator run was not trained on brain embeddings (its paired.npz "
+                        "unit names are not zb0..zbM); build its data with paired_from_run")
+    _, prep, model = load_run(brain_run)
+    x = prep.x_train[:n_check]
+    z = brain_embeddings(model, x)  # (n, R, M)
+    r = x.shape[1]
+    train = paired.train_responses
+    if train.shape[1] != z.shape[-1]:
+        raise UserError(f"the generator takes {train.shape[1]} inputs but {brain_run}'s embedding "
+                        f"has {z.shape[-1]} dimensions")
+    single = train[: n_check * r].reshape(n_check, r, -1) if len(train) >= n_check * r else None
+    if single is not None and np.allclose(single, z, atol=atol):
+        return
+    if np.allclose(train[:n_check], z.mean(axis=1), atol=atol):
+        return
+    raise UserError(f"the generator run was not trained on {brain_run}'s embeddings (the first "
+                    "training rows differ): retrain it on paired_from_run of that run")
+
+
+def generator_for_bundle(brain_run: Path, generator_run: Path):
+    """(GeneratorSection, state dict) of a generator run for the bundle of ``brain_run``, after
+    checking the generator was trained on that run's brain embeddings."""
+    from neuralign.bundle import GeneratorSection
+    from neuralign.offline.generative.runs import is_generative_run, load_generative
+
+    generator_run = Path(generator_run)
+    if not is_generative_run(generator_run):
+        raise UserError(f"--generator {generator_run}: not a flig / smr_icg run directory "
+                        "(its config.yaml names no generative model)")
+    config, paired, model = load_generative(generator_run)
+    check_embedding_source(brain_run, paired)
+    section = GeneratorSection(kind=config.model.name,
+                               config=config.generative.model_dump(mode="json"),
+                               input="brain_embedding", n_inputs=paired.n_units,
+                               image_size=int(paired.image_shape[0]), channels=paired.n_channels)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return section, state

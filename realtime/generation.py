@@ -1,0 +1,131 @@
+"""Generated images of decoded epochs, off the latency path.
+
+A bundle with a ``generator`` section decodes each epoch's single-trial brain embedding (the
+L2-normalised ``encode_brain`` output the decoder computed anyway) into an image. The engine's
+inference thread only hands the batch's embeddings to :meth:`GeneratorWorker.submit` after the
+results are published (a queue put, microseconds); the generator runs in this worker's own thread,
+so a slow generator never delays a result. Both the pending queue and the output are bounded:
+when the generator cannot keep up, the oldest pending epochs are dropped (counted in
+``n_dropped``, logged), never buffered without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from neuralign.bundle import Bundle
+from neuralign.realtime.decisions import Generated, Result
+
+log = logging.getLogger(__name__)
+
+
+class GeneratorWorker:
+    """Turns submitted (result, embedding) pairs into :class:`Generated` images in its thread.
+
+    ``images`` keeps the newest ``keep`` images (oldest first); ``latest`` is the newest (read by
+    the viewer's feed by reference, atomic in CPython). The thread starts on the first submit.
+    """
+
+    def __init__(self, model, device: str | torch.device = "cpu", keep: int = 512,
+                 max_pending: int = 256):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.images: deque[Generated] = deque(maxlen=keep)
+        self.latest: Generated | None = None
+        self.n_generated = 0
+        self.n_dropped = 0
+        self.error: BaseException | None = None
+        self._pending: queue.Queue[tuple[list[tuple[int, str | None]], np.ndarray]] = queue.Queue(
+            maxsize=max_pending)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # start/stop only
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle, device: str | torch.device = "auto") -> GeneratorWorker | None:
+        """The worker of ``bundle``'s generator, None for a retrieval-only bundle."""
+        model = bundle.build_generator()
+        if model is None:
+            return None
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        worker = cls(model, device)
+        worker.warmup(bundle.template_embeddings.shape[1])
+        return worker
+
+    def warmup(self, n_inputs: int) -> None:
+        """One forward at start: the first call allocates, it must not fall on a live epoch."""
+        self.model.generate(np.zeros((1, n_inputs), np.float32))
+
+    # -- producer side (the engine's inference thread) ---------------------------------------
+    def submit(self, results: Sequence[Result], embeddings: Sequence[np.ndarray]) -> None:
+        """Queue one batch for generation; never blocks (drops the oldest batch when full)."""
+        if not results:
+            return
+        if self._thread is None:
+            self.start()
+        item = ([(r.epoch_id, r.marker) for r in results], np.stack(embeddings).astype(np.float32))
+        while True:
+            try:
+                self._pending.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    old = self._pending.get_nowait()
+                    self.n_dropped += len(old[0])
+                    log.warning("generator falls behind: %d epochs dropped so far", self.n_dropped)
+                except queue.Empty:
+                    pass
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="neuralign-generate",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Generate what is pending (within ``timeout``), then stop the thread."""
+        with self._lock:
+            t, self._thread = self._thread, None
+        if t is not None:
+            self._stop.set()
+            t.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                ids, z = self._pending.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                images = self.model.generate(z)
+            except Exception as exc:  # a generator bug must not take the engine down
+                log.exception("generator failed; no more generated images")
+                self.error = exc
+                return
+            for (epoch_id, marker), img in zip(ids, images):
+                g = Generated(epoch_id, marker, np.asarray(img, np.float32))
+                self.images.append(g)
+                self.latest = g
+            self.n_generated += len(ids)
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        """True once ``n`` images were generated (tests, the demo's final score)."""
+        deadline = time.monotonic() + timeout
+        while self.n_generated < n and time.monotonic() < deadline and self.error is None:
+            time.sleep(0.02)
+        return self.n_generated >= n

@@ -1,0 +1,101 @@
+"""The engine with a generator bundle, through real LSL: one generated image per decoded epoch,
+equal to the offline ``generate(normalize(encode_brain(epoch)))`` of the same trial (issue 14)."""
+
+import uuid
+
+import mne
+import numpy as np
+import pylsl
+import torch
+
+from neuralign.bundle import load_bundle
+from neuralign.config import RealtimeConfig
+from neuralign.offline.preprocess import epochs_from_continuous
+from neuralign.realtime.decisions import Result
+from neuralign.realtime.engine import Engine
+from neuralign.realtime.generation import GeneratorWorker
+from neuralign.realtime.replay import LSLReplayer
+from neuralign.realtime.replay.wiring import replay_source
+from neuralign.signal.events import annotation_onsets
+
+
+def _offline_images(bundle, raw) -> tuple[list[str], np.ndarray]:
+    """Markers and generated images of every trial of ``raw``, offline (the parity reference)."""
+    raw = raw.copy().pick(bundle.ch_names)
+    onsets, labels = annotation_onsets(raw)
+    epochs, _, _, kept = epochs_from_continuous(raw.get_data(), raw.info["sfreq"], bundle.ch_names,
+                                                onsets, bundle.manifest.preprocessing)
+    x = bundle.manifest.noise_normalization.whitening().apply(epochs)
+    with torch.inference_mode():
+        z = torch.nn.functional.normalize(bundle.build_model().encode_brain(
+            torch.from_numpy(np.ascontiguousarray(x, np.float32))), dim=-1).numpy()
+    return [lab for lab, k in zip(labels, kept) if k], bundle.build_generator().generate(z)
+
+
+def test_engine_generates_one_image_per_decoded_epoch(tiny_generator_bundle):
+    bundle_dir, data = tiny_generator_bundle[:2]
+    bundle = load_bundle(bundle_dir)
+    raw = mne.io.read_raw_fif(data / "sim_test_raw.fif", preload=True, verbose="error")
+    markers, offline = _offline_images(bundle, raw)
+    sid = uuid.uuid4().hex
+    rep = LSLReplayer.from_raw(raw, name=f"test-eeg-{sid[:6]}", source_id=sid, chunk_size=10,
+                               wait_for_consumers=20.0)
+    src = replay_source(rep, timeout=10)
+    result_sid = uuid.uuid4().hex
+    engine = Engine(bundle, src, RealtimeConfig(batch_size=4, max_wait_ms=20, top_k=5),
+                    result_source_id=result_sid)
+    assert engine.generation is not None
+    rep.start()
+    engine.start()
+    try:
+        # a real LSL consumer of the result stream: results are published as usual
+        infos = pylsl.resolve_byprop("source_id", result_sid, minimum=1, timeout=10)
+        assert infos, "result stream not found"
+        inlet = pylsl.StreamInlet(infos[0])
+        inlet.open_stream(timeout=5)
+        assert engine.wait_for(len(markers), timeout=60), engine.n_decoded
+        assert engine.generation.wait_for(len(markers), timeout=20)
+        on_wire = []
+        while (s := inlet.pull_sample(timeout=1.0)[0]) is not None and len(on_wire) < len(markers):
+            on_wire.append(Result.from_json(s[0]))
+        del inlet
+    finally:
+        engine.stop()
+        rep.stop()
+    assert engine.error is None and engine.generation.error is None
+    gen = engine.generation
+    assert gen.n_generated == engine.n_decoded == len(markers) and gen.n_dropped == 0
+    by_epoch = {g.epoch_id: g for g in gen.images}
+    results = sorted(engine.results, key=lambda r: r.marker_timestamp)
+    assert [r.epoch_id for r in results] == sorted(by_epoch)  # exactly one image per epoch
+    assert {r.epoch_id for r in on_wire} <= set(by_epoch)
+    assert [r.marker for r in results] == markers
+    for i, r in enumerate(results):
+        g = by_epoch[r.epoch_id]
+        assert g.marker == r.marker
+        assert g.image.shape == (64, 64) and g.image.dtype == np.float32
+        assert 0.0 <= g.image.min() and g.image.max() <= 1.0
+        # the live image is the offline generation of the same trial (folded encoder: ~1e-6)
+        np.testing.assert_allclose(g.image, offline[i], atol=2e-3)
+    assert gen.latest is not None and gen.latest.epoch_id == max(by_epoch)
+
+
+def test_worker_is_bounded_and_never_blocks(tiny_generator_bundle, tiny_bundle):
+    """A generator slower than the submissions drops the oldest pending epochs (counted) and
+    keeps at most ``keep`` images; a retrieval-only bundle has no worker at all."""
+    assert GeneratorWorker.for_bundle(load_bundle(tiny_bundle[0])) is None
+    bundle = load_bundle(tiny_generator_bundle[0])
+    worker = GeneratorWorker(bundle.build_generator(), keep=8, max_pending=2)
+    d = bundle.template_embeddings.shape[1]
+    z = np.random.default_rng(0).standard_normal((4, d)).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    n_batches = 60
+    for b in range(n_batches):
+        results = [Result(epoch_id=4 * b + i, marker=None, marker_timestamp=0.0,
+                          last_sample_timestamp=0.0, n_repetitions=1, topk_ids=[],
+                          topk_scores=[]) for i in range(4)]
+        worker.submit(results, list(z))
+    worker.stop(timeout=20)
+    assert worker.n_generated + worker.n_dropped == 4 * n_batches
+    assert len(worker.images) <= 8
+    assert worker.latest is not None and worker.latest.epoch_id == 4 * n_batches - 1
