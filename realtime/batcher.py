@@ -4,10 +4,16 @@ A batch goes to the model when it is full, when its oldest epoch has waited ``ma
 once when no further epoch can join before that deadline (the epocher knows when the next window
 completes): waiting would only add latency. No threads, clocks or queues here; the engine's
 inference thread asks :meth:`BatchPolicy.should_dispatch` and :meth:`BatchPolicy.timeout`.
+
+Shape buckets (:func:`shape_buckets`, :func:`bucket_for`): the model runs on one of a few fixed
+batch shapes. A GPU keeps the single full shape (its cost hardly depends on the batch, and one
+shape keeps kernel times constant); a CPU pays per row, and at SOA 200 ms a batch of 4 carries 1-2
+real epochs, so there the smallest power-of-two shape that holds the batch is used.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from neuralign.config import RealtimeConfig
@@ -50,3 +56,25 @@ class BatchPolicy:
         if not queue_empty:
             return False  # another epoch is ready: take it first
         return next_ready_in_s is None or next_ready_in_s > self.deadline(oldest_queued_at) - now
+
+
+def shape_buckets(batch_size: int, device_type: str = "cpu") -> list[int]:
+    """The batch shapes inference runs on: ``[batch_size]`` on an accelerator, else powers of
+    two below ``batch_size`` and ``batch_size`` itself (1, 2, 4 for 4; 1, 2, 4, 6 for 6)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device_type != "cpu":
+        return [batch_size]
+    out, b = [], 1
+    while b < batch_size:
+        out.append(b)
+        b *= 2
+    return out + [batch_size]
+
+
+def bucket_for(n: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``n`` rows (``buckets`` sorted ascending)."""
+    for b in buckets:
+        if b >= n:
+            return b
+    raise ValueError(f"{n} rows exceed the largest batch shape {buckets[-1]}")

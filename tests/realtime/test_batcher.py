@@ -50,3 +50,25 @@ def test_timeout_is_the_idle_wait_cut_short_by_the_deadline():
     assert POLICY.timeout(T0, T0 + 0.002) == pytest.approx(0.010)
     assert POLICY.timeout(T0, T0 + 0.015) == pytest.approx(0.005)
     assert POLICY.timeout(T0, T0 + 0.030) == 0.0
+
+
+def test_cpu_buckets_are_powers_of_two_up_to_the_batch_size():
+    from neuralign.realtime.batcher import shape_buckets
+
+    assert shape_buckets(4) == [1, 2, 4]
+    assert shape_buckets(6) == [1, 2, 4, 6]
+    assert shape_buckets(1) == [1]
+
+
+def test_accelerators_keep_one_fixed_shape():
+    from neuralign.realtime.batcher import shape_buckets
+
+    assert shape_buckets(8, "cuda") == [8]
+
+
+def test_a_batch_runs_on_the_smallest_bucket_that_holds_it():
+    from neuralign.realtime.batcher import bucket_for
+
+    assert [bucket_for(n, [1, 2, 4]) for n in (1, 2, 3, 4)] == [1, 2, 4, 4]
+    with pytest.raises(ValueError):
+        bucket_for(5, [1, 2, 4])

@@ -1,0 +1,40 @@
+"""The decoder the engine runs: folded model and shape buckets give the unfolded, fixed-shape
+decoder's decisions (no timing here; ``neuralign bench latency`` measures speed)."""
+
+import numpy as np
+
+from neuralign.bundle import load_bundle
+from neuralign.models.folding import FoldedTSConvEncoder
+from neuralign.realtime.inference import Decoder
+
+
+def _epochs(bundle, n, seed=0):
+    m = bundle.manifest.model
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((m.n_chans, m.n_times)).astype(np.float32) for _ in range(n)]
+
+
+def test_folded_bucketed_decoder_equals_the_unfolded_fixed_shape_one(tiny_bundle):
+    bundle = load_bundle(tiny_bundle[0])
+    fast = Decoder(bundle, batch_size=4, top_k=3, device="cpu")
+    ref = Decoder(bundle, batch_size=4, top_k=3, device="cpu", fold=False, buckets=[4])
+    assert isinstance(fast.model.brain_encoder, FoldedTSConvEncoder)
+    assert fast.buckets == [1, 2, 4]
+    eps = _epochs(bundle, 7)
+    for n in (1, 2, 3, 4, 7):
+        a, b = fast.decode_all(eps[:n]), ref.decode_all(eps[:n])
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-5)
+            np.testing.assert_allclose(x.topk_scores, y.topk_scores, atol=1e-5)
+            gaps = np.diff(y.topk_scores)
+            if np.all(np.abs(gaps) > 1e-5):  # no tie: the same ranking
+                assert x.topk_ids == y.topk_ids
+    # a 1-epoch batch ran on the 1-row shape, a 3-epoch batch on the 4-row one
+    assert fast.bucket_counts[1] >= 1 and fast.bucket_counts[4] >= 1
+
+
+def test_accelerator_path_keeps_one_fixed_shape(tiny_bundle):
+    bundle = load_bundle(tiny_bundle[0])
+    dec = Decoder(bundle, batch_size=4, device="cpu", buckets=[4])
+    dec.decode(_epochs(bundle, 1))
+    assert dec.bucket_counts == {4: 1}
