@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neuralign.bundle import Bundle
-from neuralign.realtime.decisions import Reconstruction, Result
+from neuralign.realtime.decisions import Generated, Reconstruction, Result
 from neuralign.realtime.latency import summarize
 from neuralign.realtime.lsl_io import LostError, StreamInfo, find_stream, is_local, resolve_stream
 from neuralign.realtime.outputs import RESULT_STREAM_TYPE, ResultInlet
@@ -140,6 +140,14 @@ class Feed:
         """The engine's latest masked-channel reconstruction, if any."""
         return None
 
+    def generated(self) -> Generated | None:
+        """The engine generator's latest image of a decoded epoch, if any."""
+        return None
+
+    def generated_unavailable(self) -> str:
+        """Why this feed has no generated images ("" when it has): results alone travel on LSL."""
+        return "attach"
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -227,6 +235,13 @@ class EngineFeed(Feed):
 
     def reconstruction(self) -> Reconstruction | None:
         return self.engine.last_reconstruction
+
+    def generated(self) -> Generated | None:
+        gen = getattr(self.engine, "generation", None)
+        return None if gen is None else gen.latest
+
+    def generated_unavailable(self) -> str:
+        return "" if getattr(self.engine, "generation", None) is not None else "no generator"
 
     def describe(self) -> str:
         return "in-process engine"

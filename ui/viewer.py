@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import QInputDialog, QLabel, QMainWindow, QSplitter, QVBoxL
 from neuralign.realtime.decisions import Reconstruction, Result, RunningAccuracy
 from neuralign.ui.feeds import EngineFeed, Feed
 from neuralign.ui.panels import ChannelDialog, MaskPanel, StimulusPanel, TracePanel, color_text
+from neuralign.ui.panels.generated import GeneratedPanel, unavailable_text
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,16 @@ class ViewerWindow(QMainWindow):
                                       k or min(5, engine_k or 5))
         self.mask = MaskPanel(self.bundle.ch_names, man.channels.types,
                               feed.supports_masking, sfreq, float(man.epoch.tmin))
+        self.generated = GeneratedPanel(unavailable_text(feed.generated_unavailable()))
         self.traces.channelsRequested.connect(self.choose_channels)
         self.mask.maskChanged.connect(self.feed.set_masked)
 
         right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.stimulus)
+        top = QSplitter(Qt.Orientation.Horizontal)  # the generated image beside the stimulus
+        top.addWidget(self.stimulus)
+        top.addWidget(self.generated)
+        top.setStretchFactor(0, 1)
+        right.addWidget(top)
         right.addWidget(self.mask)
         right.setStretchFactor(0, 0)
         right.setStretchFactor(1, 1)
@@ -271,6 +277,7 @@ class ViewerWindow(QMainWindow):
             self.traces.show_traces(upd.traces)
             self.stimulus.show_result(self._result_form(self.state.latest))
             self.mask.show_reconstruction(self._reconstruction_form(self.feed.reconstruction()))
+            self.generated.show_generated(self.feed.generated())
             self.n_frames += 1
             self._frame_times.append(t0)
         self._update_status()
