@@ -45,6 +45,7 @@ class Result:
     avg_topk_ids: list[str] | None = None  # decision on the average of the repetitions so far
     avg_topk_scores: list[float] | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)  # latency.STAGES durations
+    stream: str | None = None  # input stream of an engine with several sources (else absent)
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form (``avg_*`` keys only when there is an average)."""
@@ -58,6 +59,8 @@ class Result:
             d["avg_topk_ids"] = list(self.avg_topk_ids)
             d["avg_topk_scores"] = list(self.avg_topk_scores or [])
         d["stages_ms"] = dict(self.stages_ms)
+        if self.stream is not None:  # only multi-stream engines: older readers see no change
+            d["stream"] = self.stream
         return d
 
     def to_json(self) -> str:
@@ -75,7 +78,7 @@ class Result:
                        topk_scores=[float(s) for s in d["topk_scores"]],
                        avg_topk_ids=d.get("avg_topk_ids"),
                        avg_topk_scores=d.get("avg_topk_scores"),
-                       stages_ms=dict(d.get("stages_ms") or {}))
+                       stages_ms=dict(d.get("stages_ms") or {}), stream=d.get("stream"))
         except KeyError as err:
             raise ValueError(f"not a neuralign result: no key {err.args[0]!r}") from None
 
@@ -160,7 +163,9 @@ class Decider:
                 ep.data[self.missing] = self.decoder.reconstruct(
                     ep.data, self.missing.tolist())[self.missing]
             items.append(ep.data)
-            n, avg = (1, None) if ep.label is None else self.repetitions.add(ep.label, ep.data)
+            # repetitions are averaged within a stream, never across subjects
+            key = ep.label if ep.stream is None or ep.label is None else f"{ep.stream}/{ep.label}"
+            n, avg = (1, None) if key is None else self.repetitions.add(key, ep.data)
             counts.append(n)
             if avg is not None:
                 items.append(avg)
@@ -176,7 +181,7 @@ class Decider:
                 last_sample_timestamp=ep.last_sample_timestamp, n_repetitions=n,
                 topk_ids=single.topk_ids, topk_scores=_rounded(single),
                 avg_topk_ids=None if avg_dec is None else avg_dec.topk_ids,
-                avg_topk_scores=None if avg_dec is None else _rounded(avg_dec)))
+                avg_topk_scores=None if avg_dec is None else _rounded(avg_dec), stream=ep.stream))
         return out
 
     def reconstruct(self, ep: Epoch, channels: Sequence[int]) -> Reconstruction:

@@ -1,10 +1,12 @@
 """The realtime engine: threads and fan-out around the pipeline, epocher, batcher and decider.
 
-Three threads, none waiting on another's slow path: the source's acquisition thread fills its
-ring buffer; the processing thread feeds new samples to the :class:`Pipeline`, markers to the
-:class:`Epocher` and queues the epochs it cuts; the inference thread groups them by the
-:class:`BatchPolicy`, has the :class:`Decider` turn a batch into :class:`Result` objects and fans
-them out (LSL outlet, ``results``, viewer queue, recorder). The GUI only reads the viewer queue and
+Threads, none waiting on another's slow path: each source's acquisition thread fills its ring
+buffer and sets the engine's wake-up event; the processing thread sleeps on that event (no
+polling), then feeds each stream's new samples to its :class:`Pipeline`, markers to its
+:class:`Epocher` and queues the epochs they cut; the inference thread groups the epochs of every
+stream by the :class:`BatchPolicy` (one batch may mix streams), has the :class:`Decider` turn a
+batch into :class:`Result` objects and fans them out (LSL outlet, ``results``, viewer queue,
+recorder). With several sources every result names its stream (``Result.stream``). The GUI only reads the viewer queue and
 the processed buffer, and asks for reconstructions through :meth:`Engine.request_reconstruction`.
 """
 
@@ -16,11 +18,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from neuralign.bundle import Bundle
 from neuralign.config import RealtimeConfig
+from neuralign.errors import UserError
 from neuralign.realtime.batcher import BatchPolicy
 from neuralign.realtime.decisions import Decider, Reconstruction, Result
 from neuralign.realtime.epocher import Epoch, Epocher, EpochWindow
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Longest the processing thread sleeps without data: bounds its reaction to stop() only (it
+#: wakes at once when a source delivers).
+IDLE_WAKE_S = 0.1
+
 
 @dataclass
 class _Chunk:
@@ -45,18 +52,36 @@ class _Chunk:
     filtered: float
 
 
+@dataclass
+class _Lane:
+    """One input stream: its source, pipeline and epocher, and how far the engine has read."""
+
+    source: Source
+    stream: str | None  # the name results carry (None when the engine has one source)
+    pipeline: Pipeline
+    epocher: Epocher
+    read_pos: int = 0
+    n_lost: int = 0
+    chunks: deque[_Chunk] = field(default_factory=lambda: deque(maxlen=4096))
+
+
 class Engine:
-    """Decodes ``source`` with ``bundle`` from :meth:`start` to :meth:`stop`.
+    """Decodes ``source`` (one :class:`Source` or several) with ``bundle`` from :meth:`start` to
+    :meth:`stop`. ``source``/``pipeline``/``epocher`` are the first stream's; ``lanes`` all.
 
     ``results`` holds every :class:`Result` (newest last); ``last_reconstruction`` the latest
     masked-channel reconstruction asked for with :meth:`request_reconstruction`.
     """
 
-    def __init__(self, bundle: Bundle, source: Source, config: RealtimeConfig | None = None,
+    def __init__(self, bundle: Bundle, source: Source | Sequence[Source], config: RealtimeConfig | None = None,
                  recorder: Recorder | None = None, result_source_id: str | None = None,
                  device: str = "auto", publish_lsl: bool = True):
         self.bundle = bundle
-        self.source = source
+        self.sources: list[Source] = [source] if isinstance(source, Source) else list(source)
+        if not self.sources:
+            raise ValueError("an engine needs at least one source")
+        self.source = self.sources[0]
+        self.lanes: list[_Lane] = []
         self.cfg = config or RealtimeConfig()
         self.recorder = recorder
         self.stats = LatencyStats()
@@ -73,9 +98,10 @@ class Engine:
         self._ready: queue.Queue[Epoch] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._chunks: deque[_Chunk] = deque(maxlen=4096)
+        self._wake = threading.Event()  # set by every source when data or markers arrive
+        for src in self.sources:
+            src.add_listener(self._wake)
         self.n_decoded = 0
-        self.n_lost_samples = 0
         self._next_ready_s: float | None = None  # written by the processing thread
         self._masked: list[int] = []  # replaced (never mutated) by request_reconstruction
         self.last_reconstruction: Reconstruction | None = None
@@ -85,22 +111,46 @@ class Engine:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        desc = self.source.open() if self.source.description is None else self.source.description
-        self.pipeline = Pipeline(
-            self.bundle, desc.ch_names, desc.sfreq, fill_missing=self.cfg.fill_missing,
-            buffer_seconds=self.cfg.buffer_seconds, stream_label=f"stream '{desc.name}'")
-        self.epocher = Epocher(
-            self.pipeline, EpochWindow.for_pipeline(self.bundle.manifest.epoch, self.pipeline),
-            inputs=self.source.buffer,
-            sliding_hop_s=None if self.source.has_markers else self.cfg.sliding_hop_s)
+        if self.recorder is not None and len(self.sources) > 1:
+            raise UserError("--record records one stream; this engine reads "
+                            f"{len(self.sources)}")
+        for src in self.sources:  # all open first: a lane's name depends on the others'
+            if src.description is None:
+                src.open()
+        self.lanes = [self._lane(src, i) for i, src in enumerate(self.sources)]
+        self.pipeline, self.epocher = self.lanes[0].pipeline, self.lanes[0].epocher
+        missing = {tuple(lane.pipeline.missing.tolist()) for lane in self.lanes}
+        if len(missing) > 1:
+            raise UserError("--fill-missing: the streams lack different channels; one engine "
+                            "fills the same channels in every stream")
         self.decider = Decider(self.decoder, self.pipeline.missing)
-        self._read_pos = 0
-        self.source.start()
+        for src in self.sources:
+            src.start()
         self._stop.clear()
         for target, name in ((self._process_loop, "process"), (self._inference_loop, "infer")):
             t = threading.Thread(target=self._guard(target), name=f"neuralign-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _lane(self, src: Source, i: int) -> _Lane:
+        """Build the pipeline and epocher of the opened source ``src``."""
+        desc = src.description
+        pipe = Pipeline(
+            self.bundle, desc.ch_names, desc.sfreq, fill_missing=self.cfg.fill_missing,
+            buffer_seconds=self.cfg.buffer_seconds, stream_label=f"stream '{desc.name}'")
+        epocher = Epocher(
+            pipe, EpochWindow.for_pipeline(self.bundle.manifest.epoch, pipe), inputs=src.buffer,
+            sliding_hop_s=None if src.has_markers else self.cfg.sliding_hop_s)
+        names = [s.description.name for s in self.sources]
+        stream = None
+        if len(self.sources) > 1:
+            stream = desc.name if names.count(desc.name) == 1 else f"{desc.name}#{i}"
+        return _Lane(src, stream, pipe, epocher)
+
+    @property
+    def n_lost_samples(self) -> int:
+        """Input samples overwritten in a source's ring buffer before the engine read them."""
+        return sum(lane.n_lost for lane in self.lanes)
 
     def _guard(self, fn):
         def run():
@@ -114,12 +164,14 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         for t in self._threads:
             t.join(timeout=5)
         self._threads = []
         if self.generation is not None:
             self.generation.stop()
-        self.source.stop()
+        for src in self.sources:
+            src.stop()
         if self.recorder is not None:
             self.recorder.close()
 
@@ -143,40 +195,51 @@ class Engine:
 
     # ---- processing thread -------------------------------------------------------------------
     def _process_loop(self) -> None:
-        src, pipe, epocher = self.source, self.pipeline, self.epocher
+        """Sleep until a source delivers, then bring every stream up to date."""
+        wake = self._wake
         while not self._stop.is_set():
-            worked = False
-            n = src.buffer.n_written
-            if n > self._read_pos:
-                start = max(self._read_pos, src.buffer.first_available)
-                if start > self._read_pos:
-                    self.n_lost_samples += start - self._read_pos
-                    log.warning("engine fell behind: %d samples overwritten", start - self._read_pos)
-                got = src.buffer.read(start, n)
-                if got is not None:
-                    data, ts = got
-                    t_acq, t_filt = pipe.push(data, ts)
-                    self._chunks.append(_Chunk(n, t_acq, t_filt))
-                    if self.recorder is not None:
-                        self.recorder.write_samples(data, ts)
-                    self._read_pos = n
-                    worked = True
-            markers = src.pop_markers()
-            if self.recorder is not None:
-                for m in markers:
-                    self.recorder.write_event(m)
-            epocher.add_markers(markers)
-            for ep in epocher.ready_epochs():
-                self._stamp_chunk(ep)
-                self._ready.put(ep)
-                worked = True
-            self._next_ready_s = epocher.seconds_until_next_ready()
-            if not worked:
-                self._stop.wait(0.001)
+            wake.clear()  # before reading: data arriving meanwhile sets it again
+            next_ready = None
+            for lane in self.lanes:
+                t = self._process_lane(lane)
+                if t is not None and (next_ready is None or t < next_ready):
+                    next_ready = t
+            self._next_ready_s = next_ready
+            wake.wait(IDLE_WAKE_S)
 
-    def _stamp_chunk(self, ep: Epoch) -> None:
+    def _process_lane(self, lane: _Lane) -> float | None:
+        """Filter one stream's new samples, place its markers, queue its complete epochs.
+        Returns the stream time until its next epoch completes (None: none pending)."""
+        src, pipe, epocher = lane.source, lane.pipeline, lane.epocher
+        n = src.buffer.n_written
+        if n > lane.read_pos:
+            start = max(lane.read_pos, src.buffer.first_available)
+            if start > lane.read_pos:
+                lane.n_lost += start - lane.read_pos
+                log.warning("engine fell behind: %d samples overwritten", start - lane.read_pos)
+            got = src.buffer.read(start, n)
+            if got is not None:
+                data, ts = got
+                t_acq, t_filt = pipe.push(data, ts)
+                lane.chunks.append(_Chunk(n, t_acq, t_filt))
+                if self.recorder is not None:
+                    self.recorder.write_samples(data, ts)
+                lane.read_pos = n
+        markers = src.pop_markers()
+        if self.recorder is not None:
+            for m in markers:
+                self.recorder.write_event(m)
+        epocher.add_markers(markers)
+        for ep in epocher.ready_epochs():
+            ep.stream = lane.stream
+            self._stamp_chunk(lane, ep)
+            self._ready.put(ep)
+        return epocher.seconds_until_next_ready()
+
+    @staticmethod
+    def _stamp_chunk(lane: _Lane, ep: Epoch) -> None:
         """Acquisition and filter times of the chunk that held the epoch's last sample."""
-        for c in self._chunks:
+        for c in lane.chunks:
             if c.end > ep.last_input_index:
                 ep.stages["acquired"] = c.acquired
                 ep.stages["filtered"] = c.filtered
@@ -241,11 +304,19 @@ class Engine:
 
     # ---- status --------------------------------------------------------------------------------
     def status(self) -> dict:
-        h = self.source.health
-        return {"decoded": self.n_decoded, "latency_ms": self.stats.summary(),
-                "received": h.n_received, "dropped": h.n_dropped, "gaps": h.n_gaps,
-                "reconnects": h.n_reconnects, "connected": h.connected,
-                "lost_in_engine": self.n_lost_samples}
+        """Counts summed over the streams (``streams``: each one's, with several sources)."""
+        hs = [src.health for src in self.sources]
+        out = {"decoded": self.n_decoded, "latency_ms": self.stats.summary(),
+               "received": sum(h.n_received for h in hs),
+               "dropped": sum(h.n_dropped for h in hs), "gaps": sum(h.n_gaps for h in hs),
+               "reconnects": sum(h.n_reconnects for h in hs),
+               "connected": all(h.connected for h in hs),
+               "lost_in_engine": self.n_lost_samples}
+        if len(self.lanes) > 1:
+            out["streams"] = [{"stream": lane.stream, "received": lane.source.health.n_received,
+                               "dropped": lane.source.health.n_dropped,
+                               "lost_in_engine": lane.n_lost} for lane in self.lanes]
+        return out
 
     def wait_for(self, n_results: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -53,6 +53,7 @@ class Epoch:
     last_input_index: int  # global input index of the last raw sample the epoch needed
     last_sample_timestamp: float  # LSL timestamp of that sample
     stages: dict[str, float] = field(default_factory=dict)  # stage -> local_clock()
+    stream: str | None = None  # which input stream (set by an engine with several sources)
 
 
 @dataclass(frozen=True)

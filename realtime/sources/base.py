@@ -63,6 +63,16 @@ class Source(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._listeners: list[threading.Event] = []
+
+    def add_listener(self, event: threading.Event) -> None:
+        """Set ``event`` whenever samples or markers arrive: consumers wake on data instead of
+        polling (the engine's processing thread waits on one event shared by its sources)."""
+        self._listeners.append(event)
+
+    def _notify(self) -> None:
+        for ev in self._listeners:
+            ev.set()
 
     # --- subclass API ------------------------------------------------------------------------
     @abstractmethod
@@ -96,7 +106,11 @@ class Source(ABC):
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                n_before = self.buffer.n_written if self.buffer is not None else 0
                 self._acquire_once()
+                if self.markers or (self.buffer is not None
+                                    and self.buffer.n_written != n_before):
+                    self._notify()
             except Exception as exc:  # keep acquiring; report
                 self.health.last_error = repr(exc)
                 self.health.events.append(f"acquisition error: {exc!r}")
