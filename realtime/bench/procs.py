@@ -1,0 +1,277 @@
+"""The processes of ``neuralign bench latency`` other than the engine: producer, naive baseline,
+consumer. Each is a top-level function started with the ``spawn`` method, so it shares nothing
+with the engine's process but the machine (and LSL): what it costs is not charged to the engine,
+and the engine's CPU use is measurable on its own.
+
+Hand-over: small picklable specs in, ``multiprocessing`` events for readiness and stop, and one
+JSON file out per process (read by :mod:`neuralign.realtime.bench.run`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamIds:
+    """LSL identities of one produced stream and its markers."""
+
+    name: str
+    source_id: str
+    marker_source_id: str
+
+
+@dataclass
+class ProducerSpec:
+    """What to push: a recording (``raw_path``) or synthetic noise (``n_channels``), looped to
+    ``duration_s``, in chunks of ``chunk_size``, on ``streams`` (same data and stamps on each:
+    every stream's epochs complete at the same instant, the worst case for a shared batcher)."""
+
+    streams: list[StreamIds]
+    duration_s: float
+    chunk_size: int
+    out: Path
+    raw_path: Path | None = None
+    n_channels: int = 0  # synthetic mode
+    sfreq: float = 1000.0  # synthetic mode
+    soa_s: float = 0.2  # synthetic mode: one marker every soa_s
+    labels: list[str] = field(default_factory=list)  # synthetic mode: marker values, cycled
+    ch_names: list[str] = field(default_factory=list)  # synthetic mode
+    ch_type: str = "eeg"
+
+
+def _load_producer_data(spec: ProducerSpec) -> tuple[np.ndarray, float, list[str], list[str],
+                                                     list[tuple[int, str]]]:
+    """(samples x channels float32, sfreq, names, types, events) of one pass of the data."""
+    if spec.raw_path is not None:
+        import mne
+
+        from neuralign.signal.events import stimulus_events
+
+        raw = mne.io.read_raw_fif(spec.raw_path, preload=True, verbose="error")
+        raw.pick("data", exclude=())
+        data = np.ascontiguousarray(raw.get_data().T, dtype=np.float32)
+        return (data, raw.info["sfreq"], list(raw.ch_names), raw.get_channel_types(),
+                stimulus_events(raw))
+    n = int(round(min(spec.duration_s, 60.0) * spec.sfreq))
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((n, spec.n_channels)).astype(np.float32)
+    step = int(round(spec.soa_s * spec.sfreq))
+    events = [(s, spec.labels[i % len(spec.labels)])
+              for i, s in enumerate(range(step, n - step, step))]
+    return data, spec.sfreq, spec.ch_names, [spec.ch_type] * spec.n_channels, events
+
+
+def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
+    """Push the data through real LSL at real time with honest stamps: sample k is stamped
+    t0 + k / sfreq and sent when its chunk's last sample is due (never early); each marker is
+    pushed with its onset sample's stamp before the chunk holding that sample."""
+    from neuralign.realtime.lsl_io import local_clock, make_outlet
+
+    data, sfreq, names, types, events = _load_producer_data(spec)
+    stype = "MUA" if spec.n_channels and spec.raw_path is None else "EEG"
+    outlets = [make_outlet(s.name, stype, names, sfreq, s.source_id, types,
+                           chunk_size=spec.chunk_size) for s in spec.streams]
+    markers = [make_outlet(f"{s.name}-markers", "Markers", ["marker"], 0.0, s.marker_source_id,
+                           ["misc"], dtype="string") for s in spec.streams]
+    ready.set()
+    go.wait()
+    n_pass, total = data.shape[0], int(round(spec.duration_s * sfreq))
+    ev_at = {}
+    for s, lab in events:
+        ev_at.setdefault(s, []).append(lab)
+    ev_samples = np.array(sorted(ev_at), dtype=np.int64)
+    late: list[float] = []
+    n_markers = 0
+    marker_samples: list[int] = []
+    t0 = local_clock() + 0.05
+    k = 0
+    while k < total and not stop.is_set():
+        b = min(k + spec.chunk_size, total, (k // n_pass + 1) * n_pass)
+        due = t0 + (b - 1) / sfreq
+        delay = due - local_clock()
+        if delay > 0:
+            time.sleep(delay)
+        base = (k // n_pass) * n_pass
+        lo, hi = np.searchsorted(ev_samples, [k - base, b - base])
+        for s in ev_samples[lo:hi]:
+            for lab in ev_at[int(s)]:
+                for m in markers:
+                    m.push_sample([lab], t0 + (base + s) / sfreq)
+                n_markers += 1
+                marker_samples.append(int(base + s))
+        rows = data[k - base : b - base]
+        stamps = [t0 + i / sfreq for i in range(k, b)]
+        for o in outlets:
+            if b - k == 1:
+                o.push_sample(rows[0], stamps[0])
+            else:
+                o.push_chunk(rows, stamps)
+        late.append(local_clock() - due)
+        k = b
+    summary = {"t0": t0, "sfreq": sfreq, "n_sent": k, "n_channels": data.shape[1],
+               "marker_samples": marker_samples, "n_markers": n_markers,
+               "late_ms": {"p50": 1e3 * float(np.percentile(late, 50)),
+                           "p99": 1e3 * float(np.percentile(late, 99)),
+                           "max": 1e3 * float(np.max(late))} if late else {}}
+    spec.out.write_text(json.dumps(summary))
+    stop.wait(30)  # outlets live until the engine, baseline and consumer are done
+    del outlets, markers
+
+
+@dataclass
+class NaiveSpec:
+    """The pipeline a user would write with mne-lsl, on the first produced stream."""
+
+    bundle_dir: Path
+    stream: StreamIds
+    result_source_id: str
+    poll_s: float = 0.005
+    bufsize_s: float = 5.0
+
+
+def run_naive(spec: NaiveSpec, ready: Any, stop: Any) -> None:
+    """mne-lsl ``StreamLSL`` + its ``filter()`` + a 5 ms polling loop that cuts each epoch with
+    ``get_data()`` + the bundle's model (as built, batch 1) per epoch, results published like the
+    engine's. Nothing from the engine is reused but the bundle and the result schema."""
+    import pylsl
+    import torch
+    from mne_lsl.stream import StreamLSL
+
+    from neuralign.bundle import load_bundle
+    from neuralign.realtime.decisions import Result
+    from neuralign.realtime.outputs import ResultOutlet
+
+    torch.set_num_threads(1)
+    bundle = load_bundle(spec.bundle_dir)
+    m = bundle.manifest
+    pre = m.preprocessing
+    model = bundle.build_model().eval()
+    bank = torch.from_numpy(np.ascontiguousarray(bundle.template_embeddings))
+    ids = bundle.template_ids
+    white = m.noise_normalization.whitening()
+    stream = StreamLSL(spec.bufsize_s, source_id=spec.stream.source_id)
+    stream.connect(timeout=20)
+    stream.pick(bundle.ch_names)
+    if pre.reference == "average":
+        stream.set_eeg_reference("average")
+    if pre.l_freq or pre.h_freq:
+        h = pre.h_freq
+        if h is None or h >= pre.resample_sfreq / 2:  # anti-aliasing before taking every q-th
+            h = pre.resample_sfreq / 2.5
+        stream.filter(pre.l_freq, h)
+    for f in pre.notch_freqs:
+        stream.notch_filter(f)
+    sfreq = stream.info["sfreq"]
+    q = int(round(sfreq / m.sfreq))
+    ep = m.epoch
+    tstart = min(ep.tmin, ep.baseline[0]) if ep.baseline else ep.tmin
+    n_pre = int(round((ep.tmin - tstart) * m.sfreq))
+    markers_info = pylsl.resolve_byprop("source_id", spec.stream.marker_source_id, 1, 20)
+    marker_inlet = pylsl.StreamInlet(markers_info[0])
+    marker_inlet.open_stream(timeout=10)
+    outlet = ResultOutlet("naive-results", spec.result_source_id)
+    ready.set()
+    pending: list[tuple[float, str]] = []
+    n_ep = 0
+    with torch.inference_mode():
+        while not stop.is_set():
+            vals, stamps = marker_inlet.pull_chunk(timeout=0.0)
+            pending += [(t, v[0]) for v, t in zip(vals, stamps)]
+            if pending:
+                t_poll = pylsl.local_clock()
+                data, ts = stream.get_data(winsize=min(spec.bufsize_s, 2.0 + ep.tmax - tstart))
+                keep = []
+                for onset, label in pending:
+                    if len(ts) == 0 or ts[-1] < onset + (ep.tmax - 1.0 / m.sfreq) - 0.5 / sfreq:
+                        keep.append((onset, label))
+                        continue
+                    i = int(np.searchsorted(ts, onset - 0.5 / sfreq))
+                    i0 = i + int(round(tstart * sfreq))
+                    idx = i0 + q * np.arange(n_pre + ep.n_times)
+                    if i0 < 0 or idx[-1] >= len(ts):
+                        continue  # window not in the buffer: lost
+                    x = data[:, idx]
+                    if ep.baseline:
+                        x = x - x[:, :n_pre].mean(axis=1, keepdims=True)
+                    x = white.apply(x[:, n_pre:]).astype(np.float32)
+                    t_cut = pylsl.local_clock()
+                    z = torch.nn.functional.normalize(
+                        model.encode_brain(torch.from_numpy(x).unsqueeze(0)), dim=-1)
+                    scores, top = (z @ bank.T).topk(min(5, len(ids)), dim=1)
+                    t_inf = pylsl.local_clock()
+                    last_ts = float(ts[idx[-1]])
+                    r = Result(n_ep, label, float(onset), last_ts, 1,
+                               [ids[j] for j in top[0].tolist()],
+                               [round(s, 6) for s in scores[0].tolist()],
+                               stages_ms={"detect": 1e3 * (t_poll - last_ts),
+                                          "cut": 1e3 * (t_cut - t_poll),
+                                          "inference": 1e3 * (t_inf - t_cut)})
+                    outlet.publish(r)
+                    n_ep += 1
+                pending = keep
+            time.sleep(spec.poll_s)
+    stream.disconnect()
+
+
+@dataclass
+class ConsumerSpec:
+    """Plain pylsl reader of result streams (label -> source_id) and of one data stream (the
+    transport floor: receive time - sample stamp with no processing at all)."""
+
+    results: dict[str, str]
+    data_source_id: str | None
+    out: Path
+
+
+def run_consumer(spec: ConsumerSpec, ready: Any, stop: Any) -> None:
+    """Blocking pulls (they return the moment a sample lands), one thread per stream."""
+    import pylsl
+
+    got: dict[str, list] = {k: [] for k in spec.results}
+    transport: list[float] = []
+    inlets = {}
+    for label, sid in spec.results.items():
+        info = pylsl.resolve_byprop("source_id", sid, 1, 20)
+        if not info:
+            raise RuntimeError(f"consumer: result stream {label} ({sid}) not found")
+        inlets[label] = pylsl.StreamInlet(info[0], max_buflen=60)
+        inlets[label].open_stream(timeout=10)
+    data_inlet = None
+    if spec.data_source_id:
+        info = pylsl.resolve_byprop("source_id", spec.data_source_id, 1, 20)
+        data_inlet = pylsl.StreamInlet(info[0], max_buflen=60, max_chunklen=1)
+        data_inlet.open_stream(timeout=10)
+
+    def pull_results(label: str) -> None:
+        inlet, out = inlets[label], got[label]
+        while not stop.is_set():
+            sample, _ = inlet.pull_sample(timeout=0.2)
+            if sample is not None:
+                out.append((sample[0], pylsl.local_clock()))
+
+    def pull_data() -> None:
+        while not stop.is_set():
+            sample, ts = data_inlet.pull_sample(timeout=0.2)
+            if sample is not None:
+                transport.append((pylsl.local_clock() - ts, ts))
+
+    threads = [threading.Thread(target=pull_results, args=(k,), daemon=True) for k in inlets]
+    if data_inlet is not None:
+        threads.append(threading.Thread(target=pull_data, daemon=True))
+    for t in threads:
+        t.start()
+    ready.set()
+    for t in threads:
+        t.join()
+    spec.out.write_text(json.dumps({"results": got, "transport": transport}))

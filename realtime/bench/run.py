@@ -1,0 +1,436 @@
+"""``neuralign bench latency``: the engine against the pipeline a user would write instead, and
+against the machine's floor, on the same LSL streams in the same run.
+
+Processes (each its own interpreter, so CPU use and GIL are not shared): a producer pushes a
+recording (or, in MUA mode, 1024 channels of noise) through real LSL at real time with honest
+stamps and a marker stream per data stream; THIS process runs only the engine; a naive baseline
+process (mne-lsl ``StreamLSL`` + ``filter()`` + 5 ms polling + ``get_data()`` + the model per
+epoch) decodes the first stream; a consumer process reads both result streams and the first data
+stream with plain blocking pylsl pulls. End-to-end latency (docs/design.md) = consumer receive
+time - LSL stamp of the last input sample the epoch needed; the first ``warmup_s`` are not
+counted. The floor: the raw transport (the consumer's receive time - stamp of the data stream's
+samples, no processing) and the model's forward time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuralign.bundle import Bundle, load_bundle
+from neuralign.config import RealtimeConfig
+from neuralign.realtime.bench.procs import (
+    ConsumerSpec,
+    NaiveSpec,
+    ProducerSpec,
+    StreamIds,
+    run_consumer,
+    run_naive,
+    run_producer,
+)
+from neuralign.realtime.decisions import Result, RunningAccuracy
+from neuralign.realtime.latency import STAGES, summarize
+
+log = logging.getLogger(__name__)
+
+DEFINITION = ("end-to-end = consumer receive time (local LSL clock) - LSL timestamp of the last "
+              "input sample the epoch needed")
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark run (the CLI's options)."""
+
+    bundle_dir: Path
+    raw_path: Path | None = None  # None: synthetic noise with markers every soa_s
+    duration_s: float = 60.0
+    streams: int = 1
+    chunk_size: int = 1
+    warmup_s: float = 3.0
+    baseline: bool = True  # run the naive mne-lsl pipeline on stream 0 in the same run
+    soa_s: float = 0.2  # synthetic mode only (a recording brings its own markers)
+    n_channels: int = 0  # synthetic mode: channels of the noise stream (0: the bundle's)
+    realtime: RealtimeConfig | None = None
+    device: str = "auto"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on (load averages included: this machine is shared)."""
+    import torch
+
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count(), "processor": platform.processor()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        info["cpu_model"] = names[0] if names else ""
+    except OSError:
+        pass
+    info["load_average"] = list(os.getloadavg())
+    info["torch_threads"] = torch.get_num_threads()
+    info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return info
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("neuralign", "torch", "numpy", "scipy", "pylsl", "mne", "mne-lsl"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def forward_floor(bundle: Bundle, device: str = "cpu", n: int = 200) -> dict[str, Any]:
+    """The model's own forward time at batch 1 (ms), folded (what the engine runs) and as built
+    (what the naive pipeline runs), on the engine's thread count."""
+    import torch
+
+    from neuralign.models.folding import fold_for_inference
+
+    m = bundle.manifest.model
+    x = torch.randn(1, m.n_chans, m.n_times, device=device)
+    out = {}
+    for name, model in (("as_built", bundle.build_model().eval()),
+                        ("folded", fold_for_inference(bundle.build_model().eval()))):
+        model = model.to(device)
+        ts = []
+        with torch.inference_mode():
+            for i in range(n + 10):
+                t = time.perf_counter()
+                model.encode_brain(x)
+                if device != "cpu":
+                    torch.cuda.synchronize()
+                if i >= 10:
+                    ts.append(1e3 * (time.perf_counter() - t))
+        out[name] = summarize(ts)
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+class _Proc:
+    """A spawned helper process with its readiness and stop events."""
+
+    def __init__(self, ctx, target, spec, name: str, with_go: Any = None):
+        self.ready, self.stop = ctx.Event(), ctx.Event()
+        args = (spec, self.ready, with_go, self.stop) if with_go is not None else (
+            spec, self.ready, self.stop)
+        self.proc = ctx.Process(target=target, args=args, name=name, daemon=True)
+        self.name = name
+        self.proc.start()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if not self.proc.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"bench: the {self.name} process did not start "
+                                   f"(exit code {self.proc.exitcode})")
+
+    def finish(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return float("nan")
+
+
+def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
+                      plot_out: Path | None = None) -> dict[str, Any]:
+    """Run one benchmark; returns (and optionally writes) the report dict."""
+    import psutil
+
+    from neuralign.realtime.engine import Engine
+    from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+
+    rt = cfg.realtime or RealtimeConfig(chunk_size=cfg.chunk_size)
+    bundle = load_bundle(cfg.bundle_dir)
+    machine = machine_info()
+    ctx = mp.get_context("spawn")
+    tag = uuid.uuid4().hex[:8]
+    ids = [StreamIds(f"bench{i}-{tag}", f"bench{i}-{tag}-{uuid.uuid4().hex}",
+                     f"bench{i}-{tag}-markers-{uuid.uuid4().hex}") for i in range(cfg.streams)]
+    engine_sid, naive_sid = f"bench-engine-{uuid.uuid4().hex}", f"bench-naive-{uuid.uuid4().hex}"
+    work = Path(tempfile.mkdtemp(prefix="neuralign-bench-"))
+    pspec = ProducerSpec(ids, cfg.duration_s, cfg.chunk_size, work / "producer.json",
+                         raw_path=cfg.raw_path, soa_s=cfg.soa_s, sfreq=1000.0,
+                         n_channels=cfg.n_channels or len(bundle.ch_names),
+                         labels=bundle.template_ids, ch_names=bundle.ch_names,
+                         ch_type=(bundle.manifest.channels.types or ["eeg"])[0])
+    go = ctx.Event()
+    procs: list[_Proc] = []
+    engine = None
+    try:
+        producer = _Proc(ctx, run_producer, pspec, "producer", with_go=go)
+        procs.append(producer)
+        producer.wait_ready(120)
+        sources = [LSLSource(source_id=s.source_id, timeout=20, buffer_seconds=rt.buffer_seconds,
+                             markers=LSLMarkerInlet(source_id=s.marker_source_id, timeout=20))
+                   for s in ids]
+        engine = Engine(bundle, sources, rt, result_source_id=engine_sid, device=cfg.device)
+        engine.start()
+        results = {"neuralign": engine_sid}
+        if cfg.baseline:
+            naive = _Proc(ctx, run_naive, NaiveSpec(cfg.bundle_dir, ids[0], naive_sid), "naive")
+            procs.append(naive)
+            naive.wait_ready(120)
+            results["naive"] = naive_sid
+        consumer = _Proc(ctx, run_consumer,
+                         ConsumerSpec(results, ids[0].source_id, work / "consumer.json"),
+                         "consumer")
+        procs.append(consumer)
+        consumer.wait_ready(60)
+        me = psutil.Process()
+        cpu0 = {p.name: _cpu_seconds(p.proc.pid) for p in procs}
+        cpu0["engine"] = _cpu_seconds(me.pid)
+        wall0 = time.monotonic()
+        go.set()
+        rss: list[tuple[float, float]] = []
+        tail = bundle.manifest.epoch.tmax + 1.0
+        while not producer.stop.is_set():
+            time.sleep(1.0)
+            rss.append((time.monotonic() - wall0, me.memory_info().rss / 2**20))
+            if engine.error is not None:
+                raise RuntimeError(f"engine failed: {engine.error!r}")
+            if (work / "producer.json").exists():
+                time.sleep(tail)
+                break
+            if time.monotonic() - wall0 > cfg.duration_s + 120:
+                raise RuntimeError("bench: the producer did not finish")
+        wall = time.monotonic() - wall0
+        cpu = {name: (_cpu_seconds(p.proc.pid) - cpu0[name]) / wall
+               for name, p in ((p.name, p) for p in procs)}
+        cpu["engine"] = (_cpu_seconds(me.pid) - cpu0["engine"]) / wall
+        consumer.finish()
+        status = engine.status()
+    finally:
+        for p in reversed(procs):
+            if p.name != "producer":
+                p.finish()
+        if engine is not None:
+            engine.stop()
+        for p in procs:
+            if p.name == "producer":
+                p.finish()
+    prod = json.loads((work / "producer.json").read_text())
+    cons = json.loads((work / "consumer.json").read_text())
+    res = _report(cfg, rt, bundle, engine, status, prod, cons, cpu, rss, machine)
+    res["machine"]["load_average_end"] = list(os.getloadavg())
+    res["floor"]["forward_ms"] = forward_floor(bundle, "cuda" if engine.decoder.device.type ==
+                                               "cuda" else "cpu")
+    if plot_out is not None:
+        plot_report(res, Path(plot_out))
+    res.pop("_samples")  # raw per-epoch values: for the plot only, too large for the JSON
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(res, indent=1))
+    return res
+
+
+def sweep(cfg: BenchConfig, deadline_ms: float = 50.0,
+          counts: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32)) -> dict[str, Any]:
+    """How many streams one engine holds: run ``counts`` in turn (no baseline) until the p99
+    end to end passes ``deadline_ms`` or a sample or epoch is lost."""
+    from dataclasses import replace
+
+    rows = []
+    for n in counts:
+        r = latency_benchmark(replace(cfg, streams=n, baseline=False))
+        p = r["pipelines"]["neuralign"]
+        e2e = p["end_to_end_ms"]
+        ok = (bool(e2e) and e2e["p99"] < deadline_ms and p["dropped_samples"] == 0
+              and p["lost_in_engine"] == 0 and p["n_counted"] >= p["n_expected_after_warmup"])
+        rows.append({"streams": n, "ok": ok, "end_to_end_ms": e2e,
+                     "n_counted": p["n_counted"],
+                     "n_expected_after_warmup": p["n_expected_after_warmup"],
+                     "dropped_samples": p["dropped_samples"], "lost_in_engine": p["lost_in_engine"],
+                     "engine_cpu": p["cpu_fraction_of_one_core"],
+                     "load_average": r["machine"]["load_average"]})
+        log.info("sweep: %d streams: p99 %.1f ms (%s)", n, e2e.get("p99", float("nan")),
+                 "ok" if ok else "over")
+        if not ok:
+            break
+    held = [row["streams"] for row in rows if row["ok"]]
+    return {"deadline_ms": deadline_ms, "duration_s": cfg.duration_s, "rows": rows,
+            "max_streams": max(held) if held else 0, "machine": machine_info(),
+            "versions": versions()}
+
+
+def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status: dict,
+            prod: dict, cons: dict, cpu: dict, rss: list, machine: dict) -> dict[str, Any]:
+    t_count = prod["t0"] + cfg.warmup_s
+    sfreq, tmax = prod["sfreq"], bundle.manifest.epoch.tmax
+    # every marker whose whole window was sent, after the warm-up
+    n_expected = sum(1 for s in prod["marker_samples"]
+                     if s + tmax * sfreq <= prod["n_sent"]) * cfg.streams
+    counted = [r for r in engine.results if r.last_sample_timestamp >= t_count]
+    stage_rows = {name: [r.stages_ms[name] for r in counted if name in r.stages_ms]
+                  for name in STAGES}
+    pipelines: dict[str, Any] = {}
+    samples: dict[str, list[float]] = {}
+    for label, got in cons["results"].items():
+        rs = [(Result.from_json(s), recv) for s, recv in got]
+        e2e = [1e3 * (recv - r.last_sample_timestamp) for r, recv in rs]
+        keep = [(r, v) for (r, _), v in zip(rs, e2e) if r.last_sample_timestamp >= t_count]
+        samples[label] = [v for _, v in keep]
+        n_exp = n_expected if label == "neuralign" else n_expected // cfg.streams
+        ent: dict[str, Any] = {
+            "n_decoded": len(rs), "n_counted": len(keep),
+            "n_expected_after_warmup": sum(1 for s in prod["marker_samples"]
+                                           if s + tmax * sfreq <= prod["n_sent"]
+                                           and prod["t0"] + (s + tmax * sfreq - 1) / sfreq
+                                           >= t_count) * (cfg.streams if label == "neuralign"
+                                                          else 1),
+            "n_expected": n_exp,
+            "end_to_end_ms": summarize(samples[label]),
+            "accuracy": RunningAccuracy(bundle.template_ids).extend(
+                [r for r, _ in rs]).summary(),
+            "cpu_fraction_of_one_core": cpu.get("engine" if label == "neuralign" else label),
+        }
+        if label == "naive":
+            ent["stages_ms"] = {k: summarize([r.stages_ms[k] for r, _ in keep
+                                              if k in r.stages_ms])
+                                for k in ("detect", "cut", "inference")}
+        pipelines[label] = ent
+    neur = pipelines["neuralign"]
+    neur["stages_ms"] = {k: summarize(v) for k, v in stage_rows.items() if v}
+    neur["dropped_samples"] = status["dropped"]
+    neur["lost_in_engine"] = status["lost_in_engine"]
+    neur["gaps"] = status["gaps"]
+    neur["received_samples"] = status["received"]
+    neur["sent_samples"] = prod["n_sent"] * cfg.streams
+    neur["buckets_used"] = {str(k): v for k, v in engine.decoder.bucket_counts.items()}
+    if cfg.streams > 1:  # end to end per stream, from the consumer's receipts
+        per: dict[str, list[float]] = {}
+        for text, recv in cons["results"]["neuralign"]:
+            r = Result.from_json(text)
+            if r.last_sample_timestamp >= t_count:
+                per.setdefault(r.stream or "", []).append(1e3 * (recv - r.last_sample_timestamp))
+        neur["per_stream_p99_ms"] = {k: summarize(v)["p99"] for k, v in sorted(per.items())}
+    rss_after = [m for t, m in rss if t >= min(30.0, cfg.duration_s / 2)]
+    neur["rss_mb"] = {"after_warmup": rss_after[0] if rss_after else None,
+                      "end": rss[-1][1] if rss else None,
+                      "growth": (rss[-1][1] - rss_after[0]) if rss_after else None,
+                      "trace": [[round(t, 1), round(m, 1)] for t, m in rss[:: max(1, len(rss)
+                                                                                 // 60)]]}
+    transport = [1e3 * v for v, ts in cons["transport"] if ts >= t_count]
+    res: dict[str, Any] = {
+        "definition": DEFINITION,
+        "config": {"bundle": str(cfg.bundle_dir), "raw": str(cfg.raw_path) if cfg.raw_path
+                   else None, "duration_s": cfg.duration_s, "streams": cfg.streams,
+                   "chunk_size": cfg.chunk_size, "warmup_s": cfg.warmup_s,
+                   "input_channels": prod["n_channels"], "input_sfreq": sfreq,
+                   "model_sfreq": bundle.manifest.sfreq,
+                   "model_n_times": bundle.manifest.epoch.n_times,
+                   "epoch_window_s": [bundle.manifest.epoch.tmin, tmax],
+                   "realtime": rt.model_dump(mode="json"),
+                   "device": engine.decoder.device.type,
+                   "decoder": {"folded": engine.decoder.folded,
+                               "buckets": engine.decoder.buckets}},
+        "machine": machine, "versions": versions(),
+        "pipelines": pipelines,
+        "floor": {"transport_ms": summarize(transport)},
+        "producer_late_ms": prod["late_ms"],
+    }
+    if "naive" in pipelines:
+        n, b = pipelines["neuralign"]["end_to_end_ms"], pipelines["naive"]["end_to_end_ms"]
+        if n and b:
+            res["ratio_naive_over_neuralign"] = {k: b[k] / n[k] for k in ("p50", "p95", "p99",
+                                                                          "max")}
+    res["_samples"] = {**samples, "transport": transport, **{f"stage:{k}": v for k, v in
+                                                            stage_rows.items() if v}}
+    return res
+
+
+def plot_report(res: dict[str, Any], out: Path) -> Path:
+    """Latency CDFs: each pipeline end to end, the transport floor, and the engine's stages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = res["_samples"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for label, ls in (("neuralign", "-"), ("naive", "--"), ("transport", ":")):
+        v = np.sort(np.asarray(s.get(label, [])))
+        if v.size:
+            name = {"naive": "naive mne-lsl pipeline", "transport": "floor: LSL transport",
+                    "neuralign": "neuralign engine"}[label]
+            axes[0].plot(v, np.arange(1, v.size + 1) / v.size, ls, label=name)
+    axes[0].set(xscale="log", xlabel="end-to-end latency (ms)", ylabel="fraction of epochs",
+                title="end to end, same run")
+    axes[0].legend(loc="lower right")
+    for key, v in s.items():
+        if key.startswith("stage:") and key != "stage:engine_total":
+            v = np.sort(np.maximum(np.asarray(v), 1e-3))
+            axes[1].plot(v, np.arange(1, v.size + 1) / v.size, label=key[6:])
+    axes[1].set(xscale="log", xlabel="ms", title="neuralign engine, per stage")
+    axes[1].legend(loc="lower right", fontsize=8)
+    c = res["config"]
+    fig.suptitle(f"{c['streams']} x {c['input_channels']} ch @ {c['input_sfreq']:g} Hz, chunks "
+                 f"of {c['chunk_size']}, load avg {res['machine']['load_average'][0]:.1f} on "
+                 f"{res['machine']['cpu_count']} cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def format_report(res: dict[str, Any]) -> str:
+    """The human-readable table ``neuralign bench latency`` prints."""
+    c = res["config"]
+    lines = [f"{c['streams']} stream(s) x {c['input_channels']} ch @ {c['input_sfreq']:g} Hz in "
+             f"chunks of {c['chunk_size']}; model {c['model_sfreq']:g} Hz x "
+             f"{c['model_n_times']}; {c['duration_s']:g} s (first {c['warmup_s']:g} s not "
+             f"counted); load average {res['machine']['load_average'][0]:.1f} -> "
+             f"{res['machine'].get('load_average_end', [float('nan')])[0]:.1f} on "
+             f"{res['machine']['cpu_count']} cores",
+             f"{'':34s} {'p50':>7s} {'p95':>7s} {'p99':>7s} {'max':>7s}  (ms)"]
+
+    def row(name: str, s: dict) -> None:
+        if s:
+            lines.append(f"{name:34s} {s['p50']:7.2f} {s['p95']:7.2f} {s['p99']:7.2f} "
+                         f"{s['max']:7.2f}")
+
+    for label, p in res["pipelines"].items():
+        acc = p["accuracy"].get("top1")
+        lines.append(f"{label}: {p['n_decoded']} decoded ({p['n_counted']} counted), top-1 "
+                     f"{acc if acc is None else round(acc, 3)}, CPU "
+                     f"{p['cpu_fraction_of_one_core']:.0%} of a core")
+        row("  end-to-end", p["end_to_end_ms"])
+        for k, s in p.get("stages_ms", {}).items():
+            row(f"    {k}", s)
+    row("floor: LSL transport", res["floor"]["transport_ms"])
+    for k in ("folded", "as_built"):
+        if k in res["floor"].get("forward_ms", {}):
+            row(f"floor: model forward, batch 1, {k}", res["floor"]["forward_ms"][k])
+    if "ratio_naive_over_neuralign" in res:
+        r = res["ratio_naive_over_neuralign"]
+        lines.append(f"naive / neuralign: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x")
+    n = res["pipelines"]["neuralign"]
+    lines.append(f"samples sent {n['sent_samples']}, received {n['received_samples']}, dropped "
+                 f"{n['dropped_samples']}, lost in engine {n['lost_in_engine']}; RSS growth "
+                 f"after warm-up {n['rss_mb']['growth']} MB")
+    return "\n".join(lines)

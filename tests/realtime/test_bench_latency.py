@@ -1,0 +1,47 @@
+"""``neuralign bench latency`` end to end for a few seconds: producer, engine, naive baseline and
+consumer processes over real LSL. Checks the report's fields and their sanity, never speed."""
+
+import json
+import math
+
+from neuralign.cli.parser import main as cli_main
+
+
+def _finite_summary(s):
+    assert s and s["n"] > 0
+    assert all(math.isfinite(s[k]) for k in ("p50", "p95", "p99", "max"))
+    assert s["p50"] <= s["p95"] <= s["p99"] <= s["max"]
+
+
+def test_bench_latency_json_has_every_field(tiny_bundle, tmp_path):
+    bundle_dir, data = tiny_bundle
+    out, png = tmp_path / "lat.json", tmp_path / "lat.png"
+    rc = cli_main(["bench", "latency", "--bundle", str(bundle_dir), "--raw",
+                   str(data / "sim_test_raw.fif"), "--duration", "6", "--warmup", "1",
+                   "--streams", "2", "--chunk-size", "2", "--json", str(out), "--plot", str(png)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    for key in ("definition", "config", "machine", "versions", "pipelines", "floor",
+                "ratio_naive_over_neuralign"):
+        assert key in res, key
+    assert res["config"]["streams"] == 2 and res["config"]["chunk_size"] == 2
+    assert res["versions"]["torch"] and res["machine"]["cpu_count"] >= 1
+    assert len(res["machine"]["load_average"]) == 3
+    neur, naive = res["pipelines"]["neuralign"], res["pipelines"]["naive"]
+    for p in (neur, naive):
+        _finite_summary(p["end_to_end_ms"])
+        assert p["n_decoded"] > 0 and p["n_counted"] > 0
+        assert 0 <= p["cpu_fraction_of_one_core"] < 4
+    for stage in ("acquire", "filter", "epoch", "normalize", "wait_in_batch", "inference",
+                  "publish", "engine_total"):
+        _finite_summary(neur["stages_ms"][stage])
+    assert neur["n_decoded"] >= 2 * naive["n_decoded"] - 2  # two streams vs one
+    assert set(neur["per_stream_p99_ms"]) and len(neur["per_stream_p99_ms"]) == 2
+    assert neur["dropped_samples"] == 0 and neur["lost_in_engine"] == 0
+    assert neur["received_samples"] == neur["sent_samples"]
+    assert neur["rss_mb"]["end"] > 0
+    _finite_summary(res["floor"]["transport_ms"])
+    for k in ("folded", "as_built"):
+        _finite_summary(res["floor"]["forward_ms"][k])
+    assert all(math.isfinite(v) and v > 0 for v in res["ratio_naive_over_neuralign"].values())
+    assert png.stat().st_size > 1000
