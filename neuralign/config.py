@@ -228,6 +228,18 @@ class RealtimeConfig(_Section):
     torch_threads: int = Field(1, ge=1)
     result_stream_name: str = "neuralign-results"
     connect_timeout_s: float = Field(10.0, gt=0)
+    # Reliability (issue 11). Which markers are decoded: 'known' = only image ids of the bundle's
+    # template bank (others are counted and logged once); 'all' = every marker.
+    decode_markers: Literal["known", "all"] = "known"
+    # An epoch touching a non-finite or railed sample: 'flag' = decoded, its result carries
+    # flags: ["bad_samples"]; 'drop' = not decoded. Counted either way.
+    bad_epochs: Literal["flag", "drop"] = "flag"
+    # |value| above this (volts, EEG bundles) is a railed / saturated sample; None = no check
+    rail_volts: float | None = Field(0.5, gt=0)
+    # a marker stamped more than this after the newest sample is dropped (another clock?)
+    marker_max_wait_s: float = Field(10.0, gt=0)
+    # the LSL stream's unit, overriding its metadata ('neuralign run --units uV'); None = read it
+    units: str | None = None
 
 
 class Config(_Section):

@@ -15,6 +15,11 @@ import numpy as np
 
 from neuralign.errors import UserError
 
+# channel types by what they measure: a stream channel of another family cannot feed the model
+_FAMILY = {"eeg": "electric", "eog": "electric", "ecg": "electric", "emg": "electric",
+           "seeg": "electric", "ecog": "electric", "dbs": "electric", "mag": "magnetic",
+           "grad": "magnetic", "meg": "magnetic", "ref_meg": "magnetic", "stim": "trigger",
+           "marker": "trigger", "markers": "trigger", "annotations": "trigger"}
 ALIASES = {"t3": "t7", "t4": "t8", "t5": "p7", "t6": "p8", "tp9": "a1", "tp10": "a2"}
 MAX_FILL_FRACTION = 0.2
 
@@ -38,6 +43,11 @@ class ChannelMap:
     @property
     def has_missing(self) -> bool:
         return bool(self.missing)
+
+    @property
+    def present(self) -> np.ndarray:
+        """Model channel indices the stream provides."""
+        return np.flatnonzero(self.index >= 0)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         """(stream channels, n) -> (model channels, n); missing channels are zeros."""
@@ -67,3 +77,20 @@ def map_channels(stream_names: list[str], model_names: list[str], fill_missing: 
                 f"{len(extra)} ({', '.join(extra[:12])}{'...' if len(extra) > 12 else ''}){hint}"
             )
     return ChannelMap(index, missing, extra)
+
+
+def check_types(cmap: ChannelMap, stream_types: list[str], model_names: list[str],
+                model_types: list[str], stream_label: str = "the stream") -> None:
+    """One UserError when a matched stream channel measures something else than the model's
+    channel (an EEG model fed magnetometers or a trigger channel). Unknown types pass."""
+    wrong = []
+    for name, mtype, i in zip(model_names, model_types, cmap.index):
+        if i < 0 or i >= len(stream_types):
+            continue
+        a, b = _FAMILY.get(stream_types[i].lower()), _FAMILY.get(mtype.lower())
+        if a is not None and b is not None and a != b:
+            wrong.append(f"{name} is {stream_types[i]!r}, the model expects {mtype!r}")
+    if wrong:
+        raise UserError(f"{stream_label}: channel type mismatch with the bundle: "
+                        f"{'; '.join(wrong[:6])}{' ...' if len(wrong) > 6 else ''} "
+                        f"({len(wrong)} channels)")

@@ -16,7 +16,8 @@ rehearsal session and the viewer).
 from __future__ import annotations
 
 import json
-from collections import deque
+import math
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ class Result:
     avg_topk_scores: list[float] | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)  # latency.STAGES durations
     stream: str | None = None  # input stream of an engine with several sources (else absent)
+    flags: list[str] = field(default_factory=list)  # e.g. "bad_samples" (absent when empty)
+    health: dict[str, Any] | None = None  # the engine's health counters at publication
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form (``avg_*`` keys only when there is an average)."""
@@ -61,10 +64,15 @@ class Result:
         d["stages_ms"] = dict(self.stages_ms)
         if self.stream is not None:  # only multi-stream engines: older readers see no change
             d["stream"] = self.stream
-        return d
+        if self.flags:
+            d["flags"] = list(self.flags)
+        if self.health is not None:
+            d["health"] = dict(self.health)
+        return finite_json(d)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict())
+        """Strict JSON (no bare NaN/Infinity, which strict clients reject)."""
+        return json.dumps(self.to_dict(), allow_nan=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
@@ -72,13 +80,14 @@ class Result:
         ignored, so a reader keeps working when a newer engine adds fields."""
         try:
             return cls(epoch_id=int(d["epoch_id"]), marker=d["marker"],
-                       marker_timestamp=float(d["marker_timestamp"]),
-                       last_sample_timestamp=float(d["last_sample_timestamp"]),
+                       marker_timestamp=_num(d["marker_timestamp"]),
+                       last_sample_timestamp=_num(d["last_sample_timestamp"]),
                        n_repetitions=int(d["n_repetitions"]), topk_ids=list(d["topk_ids"]),
                        topk_scores=[float(s) for s in d["topk_scores"]],
                        avg_topk_ids=d.get("avg_topk_ids"),
                        avg_topk_scores=d.get("avg_topk_scores"),
-                       stages_ms=dict(d.get("stages_ms") or {}), stream=d.get("stream"))
+                       stages_ms=dict(d.get("stages_ms") or {}), stream=d.get("stream"),
+                       flags=list(d.get("flags") or []), health=d.get("health"))
         except KeyError as err:
             raise ValueError(f"not a neuralign result: no key {err.args[0]!r}") from None
 
@@ -120,19 +129,47 @@ class Generated:
     image: np.ndarray  # (S, S) or (S, S, 3) float32 in [0, 1]
 
 
+def _num(v: Any) -> float:
+    """A wire number: null (a non-finite value on the strict wire) reads back as NaN."""
+    return float("nan") if v is None else float(v)
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (a result is strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 class RepetitionStore:
     """Running sum and count of the epochs of each image: repeated presentations of an image
-    are averaged into a running decision (noise shrinks with the square root of the count)."""
+    are averaged into a running decision (noise shrinks with the square root of the count).
 
-    def __init__(self) -> None:
-        self._sum: dict[str, np.ndarray] = {}
+    At most ``max_labels`` images are kept (the least recently presented is forgotten): a
+    marker stream of ever-new labels cannot grow memory without bound.
+    """
+
+    def __init__(self, max_labels: int = 4096) -> None:
+        self.max_labels = max_labels
+        self._sum: OrderedDict[str, np.ndarray] = OrderedDict()
         self._n: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._sum)
 
     def add(self, label: str, data: np.ndarray) -> tuple[int, np.ndarray | None]:
         """Fold one epoch of ``label`` in: (presentations so far, their average from the
         second one on, else None)."""
         s = self._sum.get(label)
         self._sum[label] = data.astype(np.float64) if s is None else s + data
+        self._sum.move_to_end(label)
+        while len(self._sum) > self.max_labels:
+            old, _ = self._sum.popitem(last=False)
+            self._n.pop(old, None)
         n = self._n[label] = self._n.get(label, 0) + 1
         return n, (self._sum[label] / n).astype(np.float32) if n >= 2 else None
 
@@ -148,10 +185,13 @@ class Decider:
     them in each epoch before anything else sees it.
     """
 
-    def __init__(self, decoder: Decoder, missing: Sequence[int] = ()):
+    def __init__(self, decoder: Decoder, missing: Sequence[int] = (),
+                 max_repetition_images: int | None = None):
         self.decoder = decoder
         self.missing = np.asarray(missing, dtype=np.int64)
-        self.repetitions = RepetitionStore()
+        # every template image fits; beyond it (markers: all) the oldest are forgotten
+        n_templates = len(getattr(decoder, "template_ids", ()))
+        self.repetitions = RepetitionStore(max_repetition_images or max(1024, n_templates))
         self.last_embeddings: list[np.ndarray] = []  # of the last decide(), in batch order
 
     def decide(self, batch: Sequence[Epoch]) -> list[Result]:
@@ -181,7 +221,8 @@ class Decider:
                 last_sample_timestamp=ep.last_sample_timestamp, n_repetitions=n,
                 topk_ids=single.topk_ids, topk_scores=_rounded(single),
                 avg_topk_ids=None if avg_dec is None else avg_dec.topk_ids,
-                avg_topk_scores=None if avg_dec is None else _rounded(avg_dec), stream=ep.stream))
+                avg_topk_scores=None if avg_dec is None else _rounded(avg_dec), stream=ep.stream,
+                flags=list(ep.flags)))
         return out
 
     def reconstruct(self, ep: Epoch, channels: Sequence[int]) -> Reconstruction:

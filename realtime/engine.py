@@ -28,6 +28,7 @@ from neuralign.realtime.batcher import BatchPolicy
 from neuralign.realtime.decisions import Decider, Reconstruction, Result
 from neuralign.realtime.epocher import Epoch, Epocher, EpochWindow
 from neuralign.realtime.generation import GeneratorWorker
+from neuralign.realtime.health import Health
 from neuralign.realtime.inference import Decoder
 from neuralign.realtime.latency import LatencyStats, stage_durations
 from neuralign.realtime.lsl_io import local_clock
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Longest the processing thread sleeps without data: bounds its reaction to stop() only (it
 #: wakes at once when a source delivers).
 IDLE_WAKE_S = 0.1
+#: Epochs waiting for inference, at most: beyond, the oldest is dropped (counted in health).
+MAX_READY = 1024
 
 
 @dataclass
@@ -95,7 +98,8 @@ class Engine:
         self.pipeline: Pipeline | None = None
         self.epocher: Epocher | None = None
         self.decider: Decider | None = None
-        self._ready: queue.Queue[Epoch] = queue.Queue()
+        self._ready: queue.Queue[Epoch] = queue.Queue(maxsize=MAX_READY)
+        self.health = Health()  # every lane's bad input, counted in one place
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._wake = threading.Event()  # set by every source when data or markers arrive
@@ -137,10 +141,15 @@ class Engine:
         desc = src.description
         pipe = Pipeline(
             self.bundle, desc.ch_names, desc.sfreq, fill_missing=self.cfg.fill_missing,
-            buffer_seconds=self.cfg.buffer_seconds, stream_label=f"stream '{desc.name}'")
+            buffer_seconds=self.cfg.buffer_seconds, stream_label=f"stream '{desc.name}'",
+            rail=self.cfg.rail_volts if self.bundle.manifest.modality in (None, "eeg") else None,
+            health=self.health, stream_ch_types=desc.ch_types)
         epocher = Epocher(
             pipe, EpochWindow.for_pipeline(self.bundle.manifest.epoch, pipe), inputs=src.buffer,
-            sliding_hop_s=None if src.has_markers else self.cfg.sliding_hop_s)
+            sliding_hop_s=None if src.has_markers else self.cfg.sliding_hop_s,
+            health=self.health, bad_epochs=self.cfg.bad_epochs,
+            known_labels=self.bundle.template_ids if self.cfg.decode_markers == "known" else None,
+            marker_max_wait_s=self.cfg.marker_max_wait_s)
         names = [s.description.name for s in self.sources]
         stream = None
         if len(self.sources) > 1:
@@ -159,6 +168,7 @@ class Engine:
             except BaseException as exc:  # surfaced by the CLI; never silently lost
                 log.exception("engine thread failed")
                 self.error = exc
+                self.health.last_error = repr(exc)
                 self._stop.set()
         return run
 
@@ -220,7 +230,7 @@ class Engine:
             got = src.buffer.read(start, n)
             if got is not None:
                 data, ts = got
-                t_acq, t_filt = pipe.push(data, ts)
+                t_acq, t_filt = pipe.push(data, ts, start=start)  # indices follow the source
                 lane.chunks.append(_Chunk(n, t_acq, t_filt))
                 if self.recorder is not None:
                     self.recorder.write_samples(data, ts)
@@ -233,8 +243,38 @@ class Engine:
         for ep in epocher.ready_epochs():
             ep.stream = lane.stream
             self._stamp_chunk(lane, ep)
-            self._ready.put(ep)
+            self._put_ready(ep)
         return epocher.seconds_until_next_ready()
+
+    def _put_ready(self, ep: Epoch) -> None:
+        """Queue an epoch for inference; when inference is far behind (the queue is full) the
+        oldest waiting epoch is dropped and counted, so memory stays bounded."""
+        while True:
+            try:
+                self._ready.put_nowait(ep)
+                return
+            except queue.Full:
+                try:
+                    self._ready.get_nowait()
+                    self.health.ready_dropped += 1
+                    log.warning("inference is behind: dropped the oldest waiting epoch (%d so "
+                                "far)", self.health.ready_dropped)
+                except queue.Empty:
+                    pass
+
+    def health_snapshot(self) -> dict[str, int | str]:
+        """The engine's and its sources' health counters (what each result carries)."""
+        hs = [src.health for src in self.sources]
+        errors = [h.last_error for h in hs if h.last_error]
+        snap = self.health.merged(
+            dropped_samples=sum(h.n_dropped for h in hs), gaps=sum(h.n_gaps for h in hs),
+            reconnects=sum(h.n_reconnects for h in hs),
+            bad_markers=sum(h.n_bad_markers for h in hs),
+            acquisition_errors=sum(h.n_errors for h in hs))
+        if not snap["last_error"] and errors:
+            snap["last_error"] = errors[-1]
+        snap["connected"] = all(h.healthy for h in hs)
+        return snap
 
     @staticmethod
     def _stamp_chunk(lane: _Lane, ep: Epoch) -> None:
@@ -286,6 +326,7 @@ class Engine:
             ep.stages["inferred"] = t_inf
             # on the wire: the stages up to inference; in process: all of them
             r.stages_ms = {k: round(v, 3) for k, v in stage_durations(ep.stages).items()}
+            r.health = self.health_snapshot()
             ep.stages["published"] = self.outlet.publish(r) if self.outlet else local_clock()
             r.stages_ms = self.stats.add(ep.stages)
             self._fan_out(r)
@@ -310,8 +351,9 @@ class Engine:
                "received": sum(h.n_received for h in hs),
                "dropped": sum(h.n_dropped for h in hs), "gaps": sum(h.n_gaps for h in hs),
                "reconnects": sum(h.n_reconnects for h in hs),
-               "connected": all(h.connected for h in hs),
-               "lost_in_engine": self.n_lost_samples}
+               "connected": all(h.healthy for h in hs),
+               "lost_in_engine": self.n_lost_samples, "health": self.health_snapshot(),
+               "error": None if self.error is None else repr(self.error)}
         if len(self.lanes) > 1:
             out["streams"] = [{"stream": lane.stream, "received": lane.source.health.n_received,
                                "dropped": lane.source.health.n_dropped,

@@ -5,9 +5,15 @@ the INPUT sample grid through the source's :class:`InputTimeline` (global index 
 passed in explicitly) once that sample has arrived, and cuts the epoch out of the pipeline's
 processed buffer as soon as the last sample its window needs has been filtered: baseline
 correction by :func:`~neuralign.signal.chain.cut_epoch` (the offline function), then the
-pipeline's noise normalisation. Without markers a window starts every hop. An epoch whose window
-already left the processed buffer is dropped with a warning. Every epoch carries the timestamps
-of the stages it went through.
+pipeline's noise normalisation. Without markers a window starts every hop. Every epoch carries
+the timestamps of the stages it went through.
+
+Nothing is dropped or decoded silently (each case is counted in :class:`Health` and logged,
+rate-limited): an epoch whose window already left the buffer, or spans a gap in the input (its
+samples would not be the contiguous time the model was trained on), is dropped; one that touches
+a non-finite or railed sample is flagged (or dropped, ``bad_epochs='drop'``); a marker that is
+not an image id of the bundle is not decoded (``known_labels``); a marker stamped more than
+``marker_max_wait_s`` after the newest sample (on another clock, e.g. ``time.time()``) is dropped.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from neuralign.errors import UserError
+from neuralign.realtime.health import Health, RateLimitedLog
 from neuralign.realtime.lsl_io import local_clock
 from neuralign.signal.chain import cut_epoch, epoch_start
 
@@ -28,6 +36,12 @@ if TYPE_CHECKING:
     from neuralign.realtime.sources.base import Marker
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+
+#: markers waiting for their sample, at most (the oldest are dropped beyond)
+MAX_UNPLACED = 10000
+#: distinct unknown marker values logged once each, at most
+MAX_LOGGED_UNKNOWN = 1000
 
 
 class InputTimeline(Protocol):
@@ -39,6 +53,8 @@ class InputTimeline(Protocol):
     def timestamp_at(self, index: int) -> float | None: ...
 
     def index_of_time(self, t: float) -> int | None: ...
+
+    def gap_between(self, start: int, stop: int) -> bool: ...
 
 
 @dataclass
@@ -53,6 +69,7 @@ class Epoch:
     last_input_index: int  # global input index of the last raw sample the epoch needed
     last_sample_timestamp: float  # LSL timestamp of that sample
     stages: dict[str, float] = field(default_factory=dict)  # stage -> local_clock()
+    flags: list[str] = field(default_factory=list)  # e.g. "bad_samples": decoded, but suspect
     stream: str | None = None  # which input stream (set by an engine with several sources)
 
 
@@ -117,10 +134,24 @@ class Epocher:
     """
 
     def __init__(self, pipeline: Pipeline, window: EpochWindow, inputs: InputTimeline,
-                 sliding_hop_s: float | None = None):
+                 sliding_hop_s: float | None = None, health: Health | None = None,
+                 known_labels: Iterable[str] | None = None,
+                 bad_epochs: Literal["flag", "drop"] = "flag",
+                 marker_max_wait_s: float = 10.0):
         self.pipeline = pipeline
         self.window = window
         self.inputs = inputs
+        self.health = health if health is not None else pipeline.health
+        self.known = None if known_labels is None else frozenset(known_labels)
+        self.bad_epochs = bad_epochs
+        self.marker_max_wait_s = marker_max_wait_s
+        self._unknown_logged: set[str] = set()
+        span = window.tmax - window.tstart
+        held = pipeline.processed.capacity / window.sfreq_out
+        if span >= held:
+            raise UserError(f"the epoch window ({window.tstart:g} .. {window.tmax:g} s = {span:g} "
+                            f"s) does not fit in the buffer (realtime.buffer_seconds = "
+                            f"{held:g} s); raise realtime.buffer_seconds above {span:g}")
         self.input_sfreq = pipeline.spec.sfreq_in
         self.sliding_hop = (int(round(sliding_hop_s * self.input_sfreq)) if sliding_hop_s
                             else None)
@@ -131,8 +162,34 @@ class Epocher:
 
     # ---- in ---------------------------------------------------------------------------------
     def add_markers(self, markers: Iterable[Marker]) -> None:
-        """Queue stimulus markers (LSL time); each is placed once its sample has arrived."""
-        self._unplaced.extend(markers)
+        """Queue stimulus markers (LSL time); each is placed once its sample has arrived.
+        Markers that are not image ids of the bundle (with ``known_labels``) are counted and
+        logged once per value, never decoded."""
+        for m in markers:
+            if self.known is not None and m.value not in self.known:
+                self.health.unknown_markers += 1
+                if m.value not in self._unknown_logged and len(self._unknown_logged) < \
+                        MAX_LOGGED_UNKNOWN:
+                    self._unknown_logged.add(m.value)
+                    log.warning("marker %r is not an image id of the bundle: not decoded (set "
+                                "realtime.markers: all to decode every marker)", m.value[:80])
+                continue
+            self._unplaced.append(m)
+        if len(self._unplaced) > MAX_UNPLACED:
+            n = len(self._unplaced) - MAX_UNPLACED
+            self._drop_deferred(self._unplaced[:n], "too many markers waiting for their samples")
+            self._unplaced = self._unplaced[n:]
+
+    def _drop_deferred(self, markers: list[Marker], why: str) -> None:
+        self.health.deferred_markers_dropped += len(markers)
+        last = self.inputs.timestamp_at(self.inputs.n_written - 1) if self.inputs.n_written \
+            else None
+        ahead = (f"; it is {markers[0].timestamp - last:.3g} s ahead of the newest sample: is "
+                 "the marker stream stamped on another clock (e.g. time.time())?"
+                 if last is not None else "")
+        _rl.log("deferred", logging.WARNING, "%d marker(s) dropped (%s), first %r at %.3f%s "
+                "(%d so far)", len(markers), why, markers[0].value[:80], markers[0].timestamp,
+                ahead, self.health.deferred_markers_dropped)
 
     def add_onset(self, label: str | None, onset_index: int, onset_timestamp: float,
                   received: float | None = None) -> None:
@@ -145,10 +202,18 @@ class Epocher:
         n = self.inputs.n_written
         last = self.inputs.timestamp_at(n - 1) if n else None
         if last is None or m.timestamp > last + 0.5 / self.input_sfreq:
-            return False  # markers may arrive before their sample: wait for the data
+            # markers may arrive before their sample: wait for the data, but not for a sample
+            # that lies further ahead of the newest one than any network delay explains
+            if last is not None and m.timestamp - last > self.marker_max_wait_s:
+                self._drop_deferred([m], f"it is more than {self.marker_max_wait_s:g} s ahead "
+                                         "of the data")
+                return True
+            return False
         idx = self.inputs.index_of_time(m.timestamp)
         if idx is None:
-            log.warning("marker %r at %.3f is outside the buffer; dropped", m.value, m.timestamp)
+            self.health.epochs_outside_buffer += 1
+            _rl.log("outside", logging.WARNING, "marker %r at %.3f is outside the buffer; "
+                    "dropped", m.value[:80], m.timestamp)
         else:
             self.add_onset(m.value, idx, m.timestamp, m.received or local_clock())
         return True
@@ -181,21 +246,38 @@ class Epocher:
                 keep.append(p)
                 continue
             if i0 < processed.first_available:
-                log.warning("epoch %s dropped: its window left the buffer", p.label)
+                self.health.epochs_outside_buffer += 1
+                _rl.log("left", logging.WARNING, "epoch %s dropped: its window left the buffer "
+                        "(%d so far)", p.label, self.health.epochs_outside_buffer)
                 continue
+            last = self.last_input_index(p.onset_index)
+            first = i0 * self.window.q
+            if self.inputs.gap_between(first, last) or processed.gap_between(i0, i1 - 1):
+                self.health.gap_epochs_dropped += 1
+                _rl.log("gap", logging.WARNING, "epoch %s dropped: its window spans a gap in the "
+                        "input (%d so far)", p.label, self.health.gap_epochs_dropped)
+                continue
+            flags = []
+            if self.pipeline.bad_between(first, last):
+                if self.bad_epochs == "drop":
+                    self.health.bad_epochs_dropped += 1
+                    _rl.log("bad-drop", logging.WARNING, "epoch %s dropped: non-finite or railed "
+                            "samples (%d so far)", p.label, self.health.bad_epochs_dropped)
+                    continue
+                self.health.flagged_epochs += 1
+                flags.append("bad_samples")
             t_ep = local_clock()
             seg, _ = processed.read(i0, i1)
             ep = self.window.cut(seg, p.onset_index, offset=i0)
             t_cut = local_clock()
             ep = self.pipeline.normalise(ep)
             t_norm = local_clock()
-            last = self.last_input_index(p.onset_index)
             last_ts = self.inputs.timestamp_at(last)
             out.append(Epoch(self._n_epochs, ep.astype(np.float32), p.label, p.onset_index,
                              p.onset_timestamp, last,
                              last_ts if last_ts is not None else float("nan"),
                              {"marker_received": p.marker_received, "ready": t_ep,
-                              "epoched": t_cut, "normalized": t_norm}))
+                              "epoched": t_cut, "normalized": t_norm}, flags))
             self._n_epochs += 1
         self._pending = keep
         return out

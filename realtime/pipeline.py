@@ -5,24 +5,38 @@ kept; the same object offline training used) -> a ring buffer at the model rate.
 normalisation is the bundle's frozen :class:`~neuralign.signal.whitening.Whitening`, applied by
 :meth:`Pipeline.normalise` with the very code offline evaluation uses. Cutting epochs out of the
 buffer is the :class:`~neuralign.realtime.epocher.Epocher`'s job.
+
+Bad input never reaches the chain's state: a :class:`~neuralign.signal.guard.SampleGuard` holds
+the last good value in place of NaN/Inf (and railed) samples and the pipeline remembers where
+they were (:meth:`Pipeline.bad_between`), so the epochs they touch are flagged, never decoded
+silently. Samples the engine never saw (a ring-buffer overrun) are skipped on both grids so that
+global indices keep following the source's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
 from neuralign.bundle import Bundle
 from neuralign.errors import UserError
-from neuralign.realtime.channels import ChannelMap, map_channels
+from neuralign.realtime.channels import ChannelMap, check_types, map_channels
+from neuralign.realtime.health import Health, RateLimitedLog
 from neuralign.realtime.lsl_io import local_clock
 from neuralign.realtime.ringbuffer import RingBuffer
 from neuralign.signal.chain import CausalChain, ChainSpec
+from neuralign.signal.guard import SampleGuard
 from neuralign.signal.whitening import Whitening, inverse_sqrt
 
+#: bad-sample ranges remembered (older ones have left any epoch window)
+MAX_BAD_RANGES = 4096
+
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 
 class Pipeline:
@@ -35,12 +49,21 @@ class Pipeline:
 
     def __init__(self, bundle: Bundle, stream_ch_names: list[str], stream_sfreq: float,
                  fill_missing: bool = False, buffer_seconds: float = 30.0,
-                 stream_label: str = "the stream"):
+                 stream_label: str = "the stream", rail: float | None = None,
+                 health: Health | None = None, stream_ch_types: Sequence[str] | None = None):
         m = bundle.manifest
         pre = m.preprocessing
+        self.health = health if health is not None else Health()
         self.channel_map: ChannelMap = map_channels(stream_ch_names, bundle.ch_names, fill_missing,
                                                     stream_label)
+        if stream_ch_types is not None:
+            check_types(self.channel_map, list(stream_ch_types), bundle.ch_names,
+                        m.channels.types, stream_label)
         self.spec = ChainSpec.from_preprocessing(pre, stream_sfreq, bundle.ch_names)
+        if self.channel_map.has_missing and self.spec.reference == "average":
+            # the average of the channels that exist: zeros for the missing ones would pull
+            # every present channel away from what training saw
+            self.spec.reference = [bundle.ch_names[i] for i in self.channel_map.present]
         if abs(self.spec.sfreq_out - m.sfreq) > 1e-6:
             raise UserError(
                 f"{stream_label}: sampling rate {stream_sfreq:g} Hz cannot feed the bundle's "
@@ -52,23 +75,42 @@ class Pipeline:
         self.whitening: Whitening = m.noise_normalization.whitening()
         self.processed = RingBuffer(len(bundle.ch_names), int(buffer_seconds * self.sfreq_out))
         self.missing = np.flatnonzero(self.channel_map.index < 0)  # filled by the model
-        self.n_in = 0  # raw input samples pushed so far
+        self.n_in = 0  # global input index of the next sample (follows the source's index)
+        self._present = self.channel_map.present if len(self.missing) else None
+        self.guard = SampleGuard(len(bundle.ch_names) - len(self.missing), rail)
+        self._bad: deque[tuple[int, int]] = deque(maxlen=MAX_BAD_RANGES)  # [start, stop) input
         nn_cfg = pre.noise_normalization
         # Optional online noise normalisation: an exponentially weighted channel covariance of the
         # filtered stream, re-whitened once a second. Off by default: it breaks exact parity with
         # the offline evaluation, by design (it adapts to the live session's noise).
         self.online_update = nn_cfg.online_update and self.whitening.method == "mvnn"
         self._ew_alpha = 1.0 - 0.5 ** (1.0 / (nn_cfg.online_halflife_s * self.sfreq_out))
-        self._ew_cov: np.ndarray | None = None
+        self._ew_sum: np.ndarray | None = None  # EW sums of x, x x^T and of the weights
+        self._ew_sq: np.ndarray | None = None
+        self._ew_w = 0.0
         self._ew_next = 0
         self._ew_floor = nn_cfg.eigenvalue_floor
 
-    def push(self, data: np.ndarray, timestamps: np.ndarray) -> tuple[float, float]:
-        """Filter a raw chunk (stream channel order). Returns (t_start, t_filtered)."""
+    def push(self, data: np.ndarray, timestamps: np.ndarray,
+             start: int | None = None) -> tuple[float, float]:
+        """Filter a raw chunk (stream channel order) whose first sample has the source's global
+        index ``start`` (default: right after the previous chunk). Returns (t_start, t_filtered).
+        """
         t0 = local_clock()
+        if start is not None and start != self.n_in:
+            self._skip_to(start)
         x = self.channel_map.apply(np.asarray(data, dtype=np.float64))
+        present = self._present
+        if present is None:
+            x, rep = self.guard.apply(x)
+        else:  # --fill-missing: only the channels the stream has can be bad
+            x[present], rep = self.guard.apply(x[present])
+        if rep.bad.any():
+            self._note_bad(rep.bad, rep.n_non_finite, rep.n_railed)
         y = self.chain.process(x)
         if y.shape[1]:
+            if len(self.missing):
+                y[self.missing] = 0.0  # neutral before whitening; the model fills them in
             self.processed.write(y.astype(np.float32), timestamps[(-self.n_in) % self.q :: self.q]
                                  [: y.shape[1]])
             if self.online_update:
@@ -76,17 +118,75 @@ class Pipeline:
         self.n_in += data.shape[1]
         return t0, local_clock()
 
+    def _note_bad(self, bad: np.ndarray, n_non_finite: int, n_railed: int) -> None:
+        """Remember the bad input ranges of a chunk; count and (rate-limited) warn."""
+        idx = np.flatnonzero(bad)
+        splits = np.flatnonzero(np.diff(idx) > 1) + 1
+        for run in np.split(idx, splits):
+            self._bad.append((self.n_in + int(run[0]), self.n_in + int(run[-1]) + 1))
+        h = self.health
+        h.non_finite_samples += n_non_finite
+        h.railed_samples += n_railed
+        _rl.log("bad-samples", logging.WARNING,
+                "bad input: %d non-finite and %d railed samples in this chunk (%d / %d so far); "
+                "held at the last good value, the epochs they touch are flagged",
+                n_non_finite, n_railed, h.non_finite_samples, h.railed_samples)
+
+    def bad_between(self, start: int, stop: int) -> bool:
+        """True when an input sample in ``[start, stop]`` was non-finite or railed."""
+        return any(a <= stop and b > start for a, b in self._bad)
+
+    def _skip_to(self, start: int) -> None:
+        """Samples ``[n_in, start)`` will never arrive (overrun): jump both grids to ``start``
+        and restart the filters there (the signal is not continuous across the hole)."""
+        if start < self.n_in:
+            raise ValueError(f"input index went back from {self.n_in} to {start}")
+        lost = start - self.n_in
+        self.health.lost_samples += lost
+        n_out_before = -(-self.n_in // self.q)
+        n_out_after = -(-start // self.q)
+        self.processed.skip(n_out_after - n_out_before)
+        self.processed.mark_gap(n_out_after)
+        self.chain.reset()
+        self.chain.n_in = start  # keeps the decimation phase on the global grid
+        self.n_in = start
+        _rl.log("lost", logging.WARNING, "engine fell behind: %d input samples lost "
+                "(%d so far); epochs across the hole are dropped", lost,
+                self.health.lost_samples)
+
     def normalise(self, epoch: np.ndarray) -> np.ndarray:
         """Noise-normalise a (channels, times) epoch: W (x - mean), shared with offline."""
         return self.whitening.apply(epoch)
 
+    @property
+    def online_covariance(self) -> np.ndarray | None:
+        """The exponentially weighted channel covariance of the filtered stream (None before the
+        first sample or when ``online_update`` is off)."""
+        if self._ew_sum is None or self._ew_w <= 0:
+            return None
+        mean = self._ew_sum / self._ew_w
+        return self._ew_sq / self._ew_w - np.outer(mean, mean)
+
     def _update_whitening(self, y: np.ndarray) -> None:
-        """Fold new samples into the EW covariance; recompute W = Sigma^-1/2 once per second."""
-        yc = y - y.mean(axis=1, keepdims=True)
-        cov = yc @ yc.T / max(y.shape[1], 1)
-        a = 1.0 - (1.0 - self._ew_alpha) ** y.shape[1]  # weight of this chunk
-        self._ew_cov = cov if self._ew_cov is None else (1 - a) * self._ew_cov + a * cov
+        """Fold new samples into the EW mean and covariance, sample by sample (per-sample
+        weights, so the chunk size does not matter); recompute W = Sigma^-1/2 once a second."""
+        y = np.asarray(y, dtype=np.float64)
+        n = y.shape[1]
+        decay = 1.0 - self._ew_alpha
+        wts = decay ** np.arange(n - 1, -1, -1, dtype=np.float64)  # newest sample weighs 1
+        if self._ew_sum is None:
+            self._ew_sum = np.zeros(y.shape[0])
+            self._ew_sq = np.zeros((y.shape[0], y.shape[0]))
+        keep = decay ** n
+        self._ew_sum = keep * self._ew_sum + y @ wts
+        self._ew_sq = keep * self._ew_sq + (y * wts) @ y.T
+        self._ew_w = keep * self._ew_w + float(wts.sum())
         if self.processed.n_written >= self._ew_next:
             self._ew_next = self.processed.n_written + int(self.sfreq_out)
-            self.whitening = dataclasses.replace(
-                self.whitening, w=inverse_sqrt(self._ew_cov, self._ew_floor))
+            cov = self.online_covariance
+            try:
+                w = inverse_sqrt(cov, self._ew_floor)
+            except UserError as exc:  # all-zero input (a flat stream): keep the previous W
+                _rl.log("whitening", logging.WARNING, "online whitening not updated: %s", exc)
+                return
+            self.whitening = dataclasses.replace(self.whitening, w=w)

@@ -3,11 +3,17 @@
 The writer (one acquisition thread) appends; readers ask for ``[start, stop)`` in global indices
 (sample 0 = the first sample ever received) and get a copy, or None if the range is not (or no
 longer) in the buffer. Nothing is ever reallocated or rolled, so acquisition cost is constant.
+
+Discontinuities are marked by index (:meth:`RingBuffer.mark_gap`): the sample at a marked index
+does not follow its predecessor in time (a gap, a clock jump, a reconnection, samples skipped by
+:meth:`RingBuffer.skip`). Readers ask :meth:`RingBuffer.gap_between` before trusting that a
+range of indices is a range of contiguous time.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import numpy as np
 
@@ -21,6 +27,8 @@ class RingBuffer:
         self._ts = np.zeros(capacity, dtype=np.float64)
         self._n = 0  # total samples ever written
         self._lock = threading.Lock()
+        # indices of samples that follow a discontinuity; bounded (old ones left the buffer)
+        self._gaps: deque[int] = deque(maxlen=4096)
 
     @property
     def n_written(self) -> int:
@@ -52,6 +60,33 @@ class RingBuffer:
                 self._data[:, : n - first] = data[:, first:]
                 self._ts[: n - first] = timestamps[first:]
             self._n += n
+
+    def mark_gap(self, index: int) -> None:
+        """Sample ``index`` (global) does not follow sample ``index - 1`` in time."""
+        with self._lock:
+            if not self._gaps or self._gaps[-1] != index:
+                self._gaps.append(int(index))
+
+    def gap_between(self, start: int, stop: int) -> bool:
+        """True when a discontinuity lies inside ``(start, stop]``: sample ``start`` and sample
+        ``stop`` are not connected by contiguous samples."""
+        with self._lock:
+            return any(start < g <= stop for g in self._gaps)
+
+    def skip(self, n: int, fill: float = np.nan) -> None:
+        """Advance the write position by ``n`` samples that never arrived (filled with ``fill``,
+        timestamps NaN) and mark the gap, so global indices keep following the source's."""
+        if n <= 0:
+            return
+        self.mark_gap(self._n)
+        k = min(n, self.capacity)
+        with self._lock:
+            self._n += n - k
+            idx = np.arange(self._n, self._n + k) % self.capacity
+            self._data[:, idx] = fill
+            self._ts[idx] = np.nan
+            self._n += k
+        self.mark_gap(self._n)
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Copy of samples [start, stop) and their timestamps, or None if not available."""

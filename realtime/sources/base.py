@@ -8,12 +8,22 @@ the consumer: the engine reads the ring buffer by global sample index at its own
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 
+from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.ringbuffer import RingBuffer
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+
+#: ``SourceHealth.events`` keeps the most recent this many entries.
+MAX_EVENTS = 500
+#: markers waiting for the engine, at most (the oldest are dropped beyond)
+MAX_MARKERS = 100000
 
 
 @dataclass
@@ -45,7 +55,16 @@ class SourceHealth:
     n_reconnects: int = 0
     connected: bool = False
     last_error: str = ""
-    events: list[str] = field(default_factory=list)  # human-readable log of gaps / reconnects
+    n_errors: int = 0  # exceptions raised by an acquisition step (each logged, rate-limited)
+    failing: bool = False  # the last acquisition step raised: not healthy, whatever 'connected'
+    n_bad_markers: int = 0  # marker samples that were empty or not UTF-8 (not used)
+    # human-readable log of gaps / reconnects / errors, the most recent MAX_EVENTS
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+
+    @property
+    def healthy(self) -> bool:
+        """Connected and the last acquisition step did not fail."""
+        return self.connected and not self.failing
 
 
 class Source(ABC):
@@ -58,7 +77,7 @@ class Source(ABC):
         self.buffer_seconds = buffer_seconds
         self.description: StreamDescription | None = None
         self.buffer: RingBuffer | None = None
-        self.markers: deque[Marker] = deque()
+        self.markers: deque[Marker] = deque(maxlen=MAX_MARKERS)
         self.health = SourceHealth()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,10 +130,18 @@ class Source(ABC):
                 if self.markers or (self.buffer is not None
                                     and self.buffer.n_written != n_before):
                     self._notify()
-            except Exception as exc:  # keep acquiring; report
-                self.health.last_error = repr(exc)
-                self.health.events.append(f"acquisition error: {exc!r}")
+            except Exception as exc:  # keep acquiring; report (never silently)
+                h = self.health
+                h.n_errors += 1
+                h.failing = True
+                h.last_error = repr(exc)
+                h.events.append(f"acquisition error: {exc!r}")
+                _rl.log(f"acquire-{id(self)}", logging.ERROR,
+                        "%s: acquisition failed (%d errors so far): %r; retrying",
+                        type(self).__name__, h.n_errors, exc)
                 self._stop.wait(0.05)
+            else:
+                self.health.failing = False
 
     def pop_markers(self) -> list[Marker]:
         out = []

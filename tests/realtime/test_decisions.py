@@ -30,7 +30,8 @@ WIRE_FIRST = {"epoch_id": 0, "marker": None, "marker_timestamp": 1.0,
 @pytest.mark.parametrize("wire", [WIRE_WITH_AVG, WIRE_FIRST])
 def test_result_json_is_the_wire_format_and_round_trips(wire):
     r = Result.from_json(json.dumps(wire))
-    assert r.to_json() == json.dumps(wire)
+    # strict JSON on the wire (issue 11): a non-finite number is null, never a bare NaN
+    assert r.to_json() == json.dumps(wire).replace("NaN", "null")
     assert list(r.to_dict()) == list(wire)
     assert Result.from_json(r.to_json()).to_json() == r.to_json()
 

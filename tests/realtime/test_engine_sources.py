@@ -40,7 +40,9 @@ def test_brainflow_synthetic_board_with_inserted_markers(board_bundle):
     bundle = load_bundle(board_bundle)
     assert bundle.ch_names == SYNTH_NAMES
     src = BrainFlowSource("synthetic", markers=True)
-    engine = Engine(bundle, src, RealtimeConfig(batch_size=4, max_wait_ms=10), publish_lsl=False)
+    # the board's numeric markers are no image ids of the bundle: decode them all
+    engine = Engine(bundle, src, RealtimeConfig(batch_size=4, max_wait_ms=10,
+                                                decode_markers="all"), publish_lsl=False)
     engine.start()
     try:
         time.sleep(1.0)  # the baseline window (-0.2 s) must be in the buffer
