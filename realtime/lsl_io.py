@@ -40,6 +40,7 @@ __all__ = [
     "StreamOutlet",
     "channel_names",
     "channel_types",
+    "channel_units",
     "clock_sync_flags",
     "describe",
     "find_stream",
@@ -204,6 +205,12 @@ def channel_types(info: StreamInfo, default: str | None = None) -> list[str]:
         default = info.type().lower() if info.type().lower() in _UNITS else "misc"
     types += [""] * (n - len(types))
     return [t or default for t in types]
+
+
+def channel_units(info: StreamInfo) -> list[str]:
+    """Each channel's ``unit`` from the XML description ('' where absent)."""
+    units = _channel_field(info, "unit")
+    return units + [""] * (info.channel_count() - len(units))
 
 
 def make_outlet(name: str, stype: str, ch_names: list[str], sfreq: float, source_id: str,

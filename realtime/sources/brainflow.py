@@ -176,12 +176,14 @@ class BrainFlowSource(Source):
                 missing = int((steps[i] - 1) % 256)
                 self.health.n_gaps += 1
                 self.health.n_dropped += missing
+                self.buffer.mark_gap(self.buffer.n_written + int(i))  # epochs across: dropped
                 msg = f"gap: package number jumps by {steps[i]} (~{missing} samples missing) " \
                       f"at t={ts[i]:.4f}"
                 self.health.events.append(msg)
                 log.warning("%s: %s", self._label(), msg)
             self._last_pkg = int(pkg[-1])
         if self._last_ts is not None and ts[0] < self._last_ts:
+            self.buffer.mark_gap(self.buffer.n_written)
             self.health.n_gaps += 1
             self.health.events.append(f"gap: timestamps go back at t={ts[0]:.4f}")
         self._last_ts = float(ts[-1])

@@ -31,7 +31,8 @@ def open_source(spec: str, markers: str | None, rt: RealtimeConfig, speed: float
                 raise UserError(f"--markers: expected lsl:NAME, got {markers!r}")
             marker_inlet = LSLMarkerInlet(**_lsl_selector(mrest, "--markers"))
         return LSLSource(**_lsl_selector(rest, "--source"), markers=marker_inlet,
-                         timeout=rt.connect_timeout_s, buffer_seconds=rt.buffer_seconds)
+                         timeout=rt.connect_timeout_s, buffer_seconds=rt.buffer_seconds,
+                         units=rt.units)
     if kind == "brainflow":
         from neuralign.realtime.sources.brainflow import BrainFlowSource
 
@@ -53,13 +54,19 @@ def open_source(spec: str, markers: str | None, rt: RealtimeConfig, speed: float
 
 
 def _lsl_selector(rest: str, flag: str) -> dict:
-    """``NAME`` or ``key=value`` as keyword arguments of an LSL inlet (resolve by one property)."""
+    """``NAME`` or ``key=value[,key=value]`` as keyword arguments of an LSL inlet: every given
+    property must match (``name=EEG,source_id=ID`` never connects to another sender named EEG).
+    """
     if not rest:
         raise UserError(f"{flag}: expected lsl:NAME (or lsl:source_id=ID / lsl:type=TYPE)")
-    if "=" in rest:
-        key, value = rest.split("=", 1)
-        keys = {"name": "name", "type": "stype", "source_id": "source_id"}
-        if key not in keys:
-            raise UserError(f"{flag}: expected name=, type= or source_id=, got {key!r}")
-        return {keys[key]: value}
-    return {"name": rest}
+    if "=" not in rest:
+        return {"name": rest}
+    keys = {"name": "name", "type": "stype", "source_id": "source_id"}
+    out = {}
+    for part in rest.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in keys or not value:
+            raise UserError(f"{flag}: expected lsl:NAME or lsl:key=value[,key=value] with keys "
+                            f"name, type, source_id; got {rest!r}")
+        out[keys[key.strip()]] = value
+    return out

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from neuralign.errors import UserError
+from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.lsl_io import (
     NUMPY_DTYPES,
     ContinuousResolver,
@@ -31,6 +32,7 @@ from neuralign.realtime.lsl_io import (
     StreamInlet,
     channel_names,
     channel_types,
+    channel_units,
     clock_sync_flags,
     describe,
     find_stream,
@@ -43,6 +45,7 @@ from neuralign.realtime.lsl_io import (
 from neuralign.realtime.sources.base import Marker, Source, SourceHealth, StreamDescription
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 #: Per-call wait of a pull: bounds the acquisition loop's latency and its reaction to stop().
 PULL_WAIT_S = 0.005
@@ -51,9 +54,69 @@ PULL_WAIT_S = 0.005
 MAX_CHUNKLEN = 32
 #: Inlet-side queue in seconds: a slow consumer loses nothing for this long.
 MAX_BUFLEN_S = 360
-#: ``health.events`` keeps the most recent this many entries.
-MAX_EVENTS = 500
 RESOLVE_WAVE_S = 1.0
+
+#: unit (as LSL streams spell it, lower-case) -> factor to SI (volts, teslas, teslas/metre).
+#: mne-lsl writes the power of ten of the SI unit instead ("0", "-6"), handled apart.
+UNIT_SCALE = {
+    "v": 1.0, "volt": 1.0, "volts": 1.0, "mv": 1e-3, "millivolt": 1e-3, "millivolts": 1e-3,
+    "uv": 1e-6, "\u00b5v": 1e-6, "\u03bcv": 1e-6, "microvolt": 1e-6, "microvolts": 1e-6,
+    "nv": 1e-9, "nanovolt": 1e-9, "nanovolts": 1e-9,
+    "t": 1.0, "tesla": 1.0, "teslas": 1.0, "ft": 1e-15, "femtotesla": 1e-15,
+    "femtoteslas": 1e-15, "pt": 1e-12, "picotesla": 1e-12, "picoteslas": 1e-12,
+    "t/m": 1.0, "teslas/meter": 1.0, "teslas/metre": 1.0, "ft/cm": 1e-13, "ft/m": 1e-15,
+}
+#: units of channels that carry no physical quantity (kept as they are)
+UNITLESS = {"", "none", "n/a", "na", "a.u.", "au", "arbitrary", "counts", "unitless"}
+#: channel types whose unit matters (others are passed through unscaled)
+_PHYSICAL_TYPES = {"eeg", "eog", "ecg", "emg", "seeg", "ecog", "dbs", "mag", "grad", "meg"}
+
+
+def unit_scale(unit: str) -> float | None:
+    """Factor that converts ``unit`` to volts / teslas, 1 for unit-less, None when unknown."""
+    u = unit.strip().lower()
+    if u in UNITLESS:
+        return 1.0
+    if u in UNIT_SCALE:
+        return UNIT_SCALE[u]
+    if u.lstrip("+-").isdigit():  # mne-lsl: power of ten of the SI unit
+        return 10.0 ** int(u)
+    return None
+
+
+def channel_scales(names: list[str], types: list[str], units: list[str],
+                   override: str | None, label: str) -> np.ndarray:
+    """Per-channel factors to volts (teslas). ``override`` (``--units``) replaces the units of
+    every physical channel. One UserError naming the channels when a unit is unknown."""
+    if override is not None and unit_scale(override) is None:
+        raise UserError(f"--units: unknown unit {override!r} (known: V, mV, uV, nV, T, fT)")
+    scales, unknown = [], []
+    for i, name in enumerate(names):
+        t = types[i].lower() if i < len(types) else "misc"
+        u = override if override is not None and t in _PHYSICAL_TYPES else (
+            units[i] if i < len(units) else "")
+        f = unit_scale(u) if t in _PHYSICAL_TYPES or u.strip() else 1.0
+        if f is None:
+            unknown.append(f"{name} ({u!r})")
+            f = 1.0
+        scales.append(f)
+    if unknown:
+        raise UserError(f"{label}: unknown channel unit for {', '.join(unknown[:6])}"
+                        f"{' ...' if len(unknown) > 6 else ''}; neuralign converts V, mV, uV, nV, "
+                        "T, fT to volts/teslas. Pass --units (e.g. --units uV) to declare the "
+                        "stream's unit")
+    return np.asarray(scales, dtype=np.float64)
+
+
+def gap_positions(prev: float | None, ts: np.ndarray, sfreq: float) -> np.ndarray:
+    """Indices ``i`` into ``ts`` whose sample does not follow its predecessor (``prev`` for
+    ``i = 0``): a forward step over 1.5 periods or any step back (the rule of
+    :func:`check_timestamps`)."""
+    if len(ts) == 0 or sfreq <= 0:
+        return np.zeros(0, dtype=np.int64)
+    steps = np.diff(ts) if prev is None else np.diff(ts, prepend=prev)
+    pos = np.flatnonzero((steps > 1.5 / sfreq) | (steps < 0))
+    return pos + (1 if prev is None else 0)
 
 
 def check_timestamps(prev: float | None, ts: np.ndarray, sfreq: float
@@ -91,16 +154,24 @@ class LSLMarkerInlet:
     single-channel numeric trigger stream gives the value itself (``"3"`` for 3.0).
 
     ``offset_s`` is added to every timestamp: mne-lsl's player stamps annotations one sample
-    before the data sample they belong to, so ``offset_s=1/sfreq`` realigns those.
+    before the data sample they belong to, so ``offset_s=1/sfreq`` realigns those. ``None``
+    (default): that offset exactly for an mne-lsl player annotation stream (type
+    ``annotations`` with the data stream's ``source_id``, as ``PlayerLSL`` makes it), else 0.
+
+    Empty and non-UTF-8 string samples are counted in ``n_bad`` (and logged), never used.
     """
 
     def __init__(self, name: str | None = None, stype: str | None = None,
                  source_id: str | None = None, timeout: float = 5.0, clock_sync: str = "auto",
-                 offset_s: float = 0.0):
+                 offset_s: float | None = None):
         if name is None and stype is None and source_id is None:
             stype = "Markers"
         self.name, self.stype, self.source_id = name, stype, source_id
         self.timeout, self.clock_sync, self.offset_s = timeout, clock_sync, offset_s
+        self._offset = offset_s or 0.0  # in use (auto: set when attached)
+        self.data_sfreq: float | None = None  # the data stream's rate (set by the LSL source)
+        self.data_source_id: str | None = None
+        self.n_bad = 0
         self._inlet: StreamInlet | None = None
         self._labels: list[str] = []
         self._string = True
@@ -123,6 +194,13 @@ class LSLMarkerInlet:
                                               or full.channel_count() > 1)
         if self.source_id is None and full.source_id():
             self.source_id = full.source_id()  # reconnect to the same sender, not any "Markers"
+        if self.offset_s is None:
+            player = (full.type().lower() == "annotations" and self.data_sfreq
+                      and full.source_id() and full.source_id() == self.data_source_id)
+            self._offset = 1.0 / self.data_sfreq if player else 0.0
+            if player:
+                log.info("marker stream %s is an mne-lsl player annotation stream: its stamps "
+                         "are one sample early, shifted by %.6f s", full.name(), self._offset)
         self._inlet = inlet
         self.connected = True
         log.info("marker inlet connected: %s (%s, %d ch, %s)", full.name(), full.type(),
@@ -143,8 +221,9 @@ class LSLMarkerInlet:
                 self._resolver = None
             if self._inlet is None:
                 return []
-        try:
-            samples, stamps = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
+        try:  # strings raw (as_numpy): a non-UTF-8 sample must not take the chunk down with it
+            samples, stamps = self._inlet.pull_chunk(timeout=0.0, max_samples=256,
+                                                     as_numpy=True)
         except LostError:
             log.warning("marker stream %s lost; will keep trying to reconnect",
                         describe(self.name, self.stype, self.source_id))
@@ -154,17 +233,32 @@ class LSLMarkerInlet:
         out = []
         for sample, t in zip(samples, stamps):
             for value in self._decode(sample):
-                out.append(Marker(timestamp=t + self.offset_s, value=value, received=now))
+                out.append(Marker(timestamp=float(t) + self._offset, value=value, received=now))
         return out
 
     def _decode(self, sample: Sequence) -> list[str]:
         if self._string:
-            vals = [str(v) for v in sample if str(v) != ""]
+            vals = []
+            for v in sample:
+                try:
+                    text = v.decode("utf-8") if isinstance(v, bytes) else str(v)
+                except UnicodeDecodeError:
+                    self._bad(f"a marker that is not UTF-8 ({bytes(v)[:40]!r})")
+                    continue
+                if text.strip():
+                    vals.append(text)
+            if not vals:
+                self._bad("an empty marker")
             return vals[:1]
         if self._one_hot:
             return [self._labels[k] for k, v in enumerate(sample) if v != 0]
         v = float(sample[0])
         return [str(int(v)) if v.is_integer() else repr(v)] if v != 0 else []
+
+    def _bad(self, what: str) -> None:
+        self.n_bad += 1
+        _rl.log("bad-marker", logging.WARNING, "marker stream %s sent %s; ignored (%d so far)",
+                describe(self.name, self.stype, self.source_id), what, self.n_bad)
 
     def close(self) -> None:
         self._inlet, self.connected, self._resolver = None, False, None
@@ -184,8 +278,10 @@ class LSLSource(Source):
                  expected_sfreq: float | None = None,
                  expected_channels: int | Sequence[str] | None = None,
                  clock_sync: str = "auto", reconnect_interval: float = 0.5,
-                 stall_timeout: float = 1.0, max_pull: int = 1024):
+                 stall_timeout: float = 1.0, max_pull: int = 1024, units: str | None = None):
         super().__init__(buffer_seconds)
+        self.units = units  # --units: the stream's unit, whatever its metadata says
+        self._scale: np.ndarray | None = None  # per-channel factor to volts (None: all 1)
         self.name, self.stype, self.source_id = name, stype, source_id
         self.marker_inlet = markers
         self.has_markers = markers is not None  # the engine epochs on markers, else slides
@@ -251,9 +347,19 @@ class LSLSource(Source):
             self.source_id = full.source_id()  # reconnect to this sender only
         self._sfreq = full.nominal_srate()
         self._n_channels = full.channel_count()
+        names, types = channel_names(full), channel_types(full)
+        scale = channel_scales(names, types, channel_units(full), self.units,
+                               f"LSL stream {full.name()!r} ({self._query()})")
+        self._scale = None if np.all(scale == 1.0) else scale[:, None]
+        if self._scale is not None:
+            log.info("LSL stream %s: converting to volts/teslas (factors %s)", full.name(),
+                     sorted(set(scale.tolist())))
         self._pull_buf = np.zeros((self.max_pull, self._n_channels),
                                   dtype=NUMPY_DTYPES[full.channel_format()])
         self._last_data = time.monotonic()
+        if self.marker_inlet is not None:
+            self.marker_inlet.data_sfreq = self._sfreq
+            self.marker_inlet.data_source_id = full.source_id()
         if self.marker_inlet is not None and self.marker_inlet._inlet is None:
             try:
                 self.marker_inlet.open()
@@ -265,16 +371,12 @@ class LSLSource(Source):
                  self._n_channels, self._sfreq, full.hostname(),
                  "on" if clock_sync_flags(full, self.clock_sync) else "off (same host)")
         return StreamDescription(name=full.name(), stype=full.type(), sfreq=self._sfreq,
-                                 ch_names=channel_names(full), ch_types=channel_types(full),
-                                 source_id=full.source_id())
+                                 ch_names=names, ch_types=types, source_id=full.source_id())
 
     def _event(self, msg: str, level: int = logging.INFO) -> None:
         """Record ``msg`` in ``health.events`` (last :data:`MAX_EVENTS`) and log it; repeated
         warnings within a second go to DEBUG so a jittery sender cannot flood the log."""
-        events = self.health.events
-        events.append(msg)
-        if len(events) > MAX_EVENTS:
-            del events[: len(events) - MAX_EVENTS]
+        self.health.events.append(msg)  # a bounded deque
         now = time.monotonic()
         if level >= logging.WARNING and now - self._last_warning < 1.0 and level < logging.ERROR:
             level = logging.DEBUG
@@ -326,6 +428,7 @@ class LSLSource(Source):
         if self.marker_inlet is not None:
             for m in self.marker_inlet.pull():
                 self.markers.append(m)
+            self.health.n_bad_markers = self.marker_inlet.n_bad
         if self._inlet is None:
             self._try_reconnect()
             return
@@ -343,8 +446,11 @@ class LSLSource(Source):
         self._last_data = time.monotonic()
         self._stall_reported = False
         gaps, dropped, events = check_timestamps(self._last_ts, ts, self._sfreq)
+        base = self.buffer.n_written
+        positions = gap_positions(self._last_ts, ts, self._sfreq)
         if self._after_reconnect:
             self._after_reconnect = False
+            self.buffer.mark_gap(base)
             if gaps == 0:
                 gaps, events = 1, [f"gap: reconnected at t={ts[0]:.4f}"]
         if gaps:
@@ -352,7 +458,10 @@ class LSLSource(Source):
             self.health.n_dropped += dropped
             for e in events:
                 self._event(e, logging.WARNING)
-        self.buffer.write(samples.T, ts)
+            for i in positions:
+                self.buffer.mark_gap(base + int(i))
+        data = samples.T if self._scale is None else samples.T * self._scale
+        self.buffer.write(data, ts)
         self._last_ts = float(ts[-1])
         self.health.n_received += n
 

@@ -172,8 +172,10 @@ def test_mne_lsl_one_hot_annotation_stream(sid):
     out = _outlet(sid)
     ann = make_outlet(f"test-ann-{sid[:6]}", "annotations", ["face", "house"], 0.0, sid,
                       ["misc", "misc"], dtype="double64")  # same source_id, as mne-lsl does
-    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=sid, stype="annotations"),
-                    timeout=5.0)
+    # offset 0: this test is about decoding; by default a player's stream is shifted by one
+    # sample (test_fault_mne_lsl_player_markers_land_on_their_sample)
+    src = LSLSource(source_id=sid, markers=LSLMarkerInlet(source_id=sid, stype="annotations",
+                                                          offset_s=0.0), timeout=5.0)
     src.start()
     try:
         assert src.has_markers
