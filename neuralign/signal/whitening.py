@@ -48,7 +48,9 @@ def apply_whitening(w: np.ndarray, x: np.ndarray) -> np.ndarray:
         raise DataError(
             f"whitening: data must be (..., {w.shape[1]} channels, times), got shape {x.shape}"
         )
-    out = np.einsum("ij,...jt->...it", w, x, optimize=True)
+    # matmul broadcasts over the leading axes exactly like einsum "ij,...jt->...it"; einsum with
+    # optimize=True spent ~15 ms per 63 x 250 epoch planning and casting (matmul: ~0.2 ms)
+    out = np.matmul(w, x)
     return out.astype(np.result_type(x.dtype, np.float32), copy=False)
 
 
