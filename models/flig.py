@@ -29,6 +29,44 @@ def _conv_block(c_in: int, c_out: int, k: int, stride: int, pad: int, dropout: f
     return layers
 
 
+class UpsampleConv2d(nn.Module):
+    """Nearest x2 up-sampling followed by a stride-1 'same' convolution (Table V's decoder stage),
+    computed exactly without the up-sampled tensor.
+
+    Output pixel 2i + a (a in {0, 1}) of conv(up(x)) reads up(x)[2i + a + d] = x[i + floor((a + d)
+    / 2)] for taps d in [-p, p], so each of the 4 output phases is a convolution of the low-res
+    ``x`` whose kernel sums the taps that land on the same low-res pixel (zero padding agrees:
+    2i + a + d < 0 exactly when i + floor((a + d) / 2) < 0). One convolution with 4 x C_out
+    outputs and a pixel shuffle gives the same function with the same parameters (``self.conv``)
+    at 2-2.8x fewer multiply-adds for 5x5 / 7x7 kernels and no up-sampled copy in memory.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int):
+        super().__init__()
+        if k % 2 == 0:
+            raise ValueError("UpsampleConv2d needs an odd kernel ('same' padding k // 2)")
+        self.conv = nn.Conv2d(c_in, c_out, k, 1, k // 2)
+        p = k // 2
+        lo, hi = -((p + 1) // 2), (p + 1) // 2  # floor(-p / 2), floor((1 + p) / 2)
+        self.pad, n_low = -lo, hi - lo + 1
+        # fold[a, e, t] = 1 when tap t (d = t - p) of phase a lands on low-res offset e + lo.
+        fold = torch.zeros(2, n_low, k)
+        for a in (0, 1):
+            for t in range(k):
+                fold[a, (a + t - p) // 2 - lo, t] = 1.0
+        self.register_buffer("fold", fold, persistent=False)
+
+    def phase_kernels(self) -> torch.Tensor:
+        """(4 C_out, C_in, L, L) kernels, output channel (c, a, b) in pixel-shuffle order."""
+        w = torch.einsum("aet,bfu,oitu->oabief", self.fold, self.fold, self.conv.weight)
+        c_out, c_in = self.conv.weight.shape[:2]
+        return w.reshape(4 * c_out, c_in, *w.shape[-2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.conv.bias.repeat_interleave(4)
+        return F.pixel_shuffle(F.conv2d(x, self.phase_kernels(), bias, padding=self.pad), 2)
+
+
 class CAEEncoder(nn.Module):
     """Table V, left column: four strided convs, FC to M, Tanh (codes in [-1, 1])."""
 
@@ -59,12 +97,14 @@ class CAEDecoder(nn.Module):
         self.side = image_size // 16
         c1, c2, self.c3 = (max(1, round(c * width)) for c in (64, 128, 256))
         self.fc = nn.Linear(latent_dim, self.c3 * self.side ** 2)
-        up = lambda: nn.Upsample(scale_factor=2, mode="nearest")  # noqa: E731
+
+        def block(c_in: int, c_out: int, k: int) -> list[nn.Module]:
+            return [UpsampleConv2d(c_in, c_out, k), nn.BatchNorm2d(c_out), nn.ReLU(), nn.Dropout(dropout)]
+
+        # (x2 nearest up-sampling, conv) pairs as one exact UpsampleConv2d each.
         self.convs = nn.Sequential(
-            up(), *_conv_block(self.c3, self.c3, 3, 1, 1, dropout),
-            up(), *_conv_block(self.c3, c2, 3, 1, 1, dropout),
-            up(), *_conv_block(c2, c1, 5, 1, 2, dropout),
-            up(), nn.Conv2d(c1, out_channels, 7, 1, 3), nn.Sigmoid(),
+            *block(self.c3, self.c3, 3), *block(self.c3, c2, 3), *block(c2, c1, 5),
+            UpsampleConv2d(c1, out_channels, 7), nn.Sigmoid(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

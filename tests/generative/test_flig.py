@@ -1,11 +1,12 @@
 """FLIG: Real-NVP invertibility and log-determinant, the RSA loss (Eq. 11), Jacobian clamping
-(Eq. 16), and the inference API's shape contract."""
+(Eq. 16), the exact up-sampling convolution of the decoder, and the inference API's shape
+contract."""
 
 import numpy as np
 import pytest
 import torch
 
-from neuralign.models.flig import FLIG, jacobian_clamp, rdm, rsa_loss
+from neuralign.models.flig import FLIG, UpsampleConv2d, jacobian_clamp, rdm, rsa_loss
 from neuralign.models.realnvp import RealNVP
 
 
@@ -103,3 +104,20 @@ def test_generate_and_encode_shape_contract():
         model.generate(resp[:, :5])
     rgb = FLIG(n_units=4, image_size=16, channels=3, n_units_x=2, hidden=8, cae_width=0.125)
     assert rgb.generate(np.zeros((2, 4), np.float32)).shape == (2, 16, 16, 3)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_upsample_conv_equals_nearest_upsampling_then_conv(k):
+    """Table V's (x2 nearest up-sampling, 'same' conv) pair, computed on the low-res grid."""
+    torch.manual_seed(k)
+    m = UpsampleConv2d(5, 3, k).double()
+    x = torch.randn(2, 5, 7, 6, dtype=torch.float64, requires_grad=True)
+    ref = m.conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    out = m(x)
+    assert out.shape == (2, 3, 14, 12)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((ref * g).sum(), [x, m.conv.weight, m.conv.bias])
+    grads_fold = torch.autograd.grad((out * g).sum(), [x, m.conv.weight, m.conv.bias])
+    for a, b in zip(grads_fold, grads):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
