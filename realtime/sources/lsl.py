@@ -238,16 +238,17 @@ class LSLMarkerInlet:
 
     def _decode(self, sample: Sequence) -> list[str]:
         if self._string:
-            vals = []
+            vals, undecodable = [], False
             for v in sample:
                 try:
                     text = v.decode("utf-8") if isinstance(v, bytes) else str(v)
                 except UnicodeDecodeError:
                     self._bad(f"a marker that is not UTF-8 ({bytes(v)[:40]!r})")
+                    undecodable = True
                     continue
                 if text.strip():
                     vals.append(text)
-            if not vals:
+            if not vals and not undecodable:
                 self._bad("an empty marker")
             return vals[:1]
         if self._one_hot:
