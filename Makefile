@@ -19,7 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+# the viewer's Debian libraries where we can install them (root or sudo); else the demo says
+# which are missing and runs headless
 demo: setup
+	-bash .ci/qt-deps.sh
 	$(BIN)/neuralign demo $(ARGS)
 
 lint: setup
