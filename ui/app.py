@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PyQt6.QtCore import QTimer
@@ -35,7 +35,7 @@ def run_viewer(feed: Feed, owns=None, **window_kw) -> int:
     """Show a :class:`ViewerWindow` over ``feed`` and run the Qt event loop until it closes.
 
     ``owns``: what closing the window stops besides the feed's threads: ``True`` or the feed's
-    engine itself = the engine (``neuralign run --view``); any other object with ``stop()`` or a
+    engine itself = the engine (``neuralign run`` without ``--headless``); any other object with ``stop()`` or a
     sequence of them (e.g. ``[engine, replayer]``) = stopped in that order. ``None`` = nothing.
     """
     app = _application()
@@ -65,17 +65,22 @@ def run_viewer(feed: Feed, owns=None, **window_kw) -> int:
     return int(code)
 
 
-def view_lsl(result_stream: str, bundle_dir: Path, timeout: float = 5.0,
-             owns: Sequence = ()) -> int:
-    """``neuralign view``: show an engine's LSL result stream (by stream name) with its bundle.
+def view_lsl(result_stream: str | None, bundle_dir: Path, timeout: float = 5.0,
+             owns: Sequence = (), source_id: str | None = None,
+             announce: Callable[[str], None] | None = None) -> int:
+    """``neuralign view``: show an engine's LSL result stream, selected by name and/or
+    source_id, with its bundle.
 
     The bundle supplies thumbnails and the template ids that make accuracy computable. A missing
     bundle or stream raises the usual one-line ``DataError`` / ``UserError`` before any window
-    opens.
+    opens. ``announce`` gets one line naming the engine followed (and any other engine that
+    publishes the same name), which the window title shows too.
     """
     from neuralign.bundle import load_bundle
 
     bundle = load_bundle(Path(bundle_dir))
-    feed = LSLResultFeed(result_stream, bundle, timeout=timeout)
+    feed = LSLResultFeed(result_stream, bundle, source_id=source_id, timeout=timeout)
     feed.start()
+    if announce is not None:
+        announce(feed.following())
     return run_viewer(feed, owns=list(owns) or None)

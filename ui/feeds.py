@@ -1,7 +1,7 @@
 """Data-source adapters for the viewer: everything the window shows comes through a :class:`Feed`.
 
-Why an adapter: the same window must show an engine running in this process (``neuralign run
---view``: traces, masking and reconstructions are available) and an engine running elsewhere that
+Why an adapter: the same window must show an engine running in this process (``neuralign run``
+without ``--headless``: traces, masking and reconstructions are available) and an engine running elsewhere that
 we only see through its LSL result stream (``neuralign view``: results only). The window never
 waits on a feed: each feed does its reading in its own worker thread and hands over
 
@@ -26,7 +26,14 @@ import numpy as np
 from neuralign.bundle import Bundle
 from neuralign.realtime.decisions import Generated, Reconstruction, Result
 from neuralign.realtime.latency import summarize
-from neuralign.realtime.lsl_io import LostError, StreamInfo, find_stream, is_local, resolve_stream
+from neuralign.realtime.lsl_io import (
+    LostError,
+    StreamInfo,
+    find_stream,
+    is_local,
+    predicate,
+    resolve_stream,
+)
 from neuralign.realtime.outputs import RESULT_STREAM_TYPE, ResultInlet
 
 log = logging.getLogger(__name__)
@@ -247,6 +254,13 @@ class EngineFeed(Feed):
         return "in-process engine"
 
 
+def _all_streams(name: str, stype: str, wait: float = 1.0) -> list[StreamInfo]:
+    """Every stream visible now with this name and type (a short, bounded wait)."""
+    import pylsl
+
+    return list(pylsl.resolve_bypred(predicate(name, stype), 1000, wait))
+
+
 class LSLResultFeed(Feed):
     """Feed over an engine's LSL result stream (type ``NeuralignResults``, one JSON per epoch).
 
@@ -265,6 +279,9 @@ class LSLResultFeed(Feed):
         self.name, self.source_id = name, source_id
         self.timeout, self.reconnect_interval = timeout, reconnect_interval
         self._info: StreamInfo | None = None
+        self.hostname: str | None = None
+        #: source_ids of other result streams with the same name (found at start; None = look)
+        self.others: list[str] | None = None if source_id is None else []
         self._n = 0
         self._reconnects = 0
         self._connected = False
@@ -278,9 +295,24 @@ class LSLResultFeed(Feed):
         self._info = resolve_stream(self.name, RESULT_STREAM_TYPE, self.source_id,
                                     timeout=self.timeout)
         self.source_id = self.source_id or self._info.source_id()
+        self.name = self.name or self._info.name()
+        self.hostname = self._info.hostname()
         # receipt time minus input-sample time is only meaningful on the engine's own clock
         self._local = is_local(self._info)
+        if self.others is None:
+            self.others = [s.source_id() for s in _all_streams(self.name, RESULT_STREAM_TYPE)
+                           if s.source_id() != self.source_id]
         super().start()
+
+    def following(self) -> str:
+        """Which engine this feed follows (after :meth:`start`), and the others it could follow:
+        several engines on one host publish the same stream name, only source_ids differ."""
+        text = (f"Following result stream '{self.name}' (source_id {self.source_id}) on "
+                f"{self.hostname}")
+        if self.others:
+            text += (f"; {len(self.others)} other engine(s) publish '{self.name}' "
+                     f"(source_id {', '.join(self.others)}): choose with --result-source-id")
+        return text
 
     def _open(self) -> ResultInlet | None:
         try:
@@ -343,4 +375,4 @@ class LSLResultFeed(Feed):
                 "reconnects": self._reconnects, "connected": self._connected}
 
     def describe(self) -> str:
-        return f"LSL result stream {self.name or self.source_id!r}"
+        return f"LSL result stream '{self.name}' (source_id {self.source_id})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -26,10 +27,30 @@ from neuralign.realtime.decisions import Reconstruction, Result, RunningAccuracy
 from neuralign.ui.feeds import EngineFeed, Feed
 from neuralign.ui.panels import ChannelDialog, MaskPanel, StimulusPanel, TracePanel, color_text
 from neuralign.ui.panels.generated import GeneratedPanel, unavailable_text
+from neuralign.ui.panels.traces import amplitude_unit
 
 log = logging.getLogger(__name__)
 
 STALL_S = 2.0  # no result for this long -> the status bar says 'stalled'
+
+
+def default_screenshot_dir() -> Path:
+    """Where the S key saves: ``$NEURALIGN_SCREENSHOT_DIR``, else ``~/neuralign/screenshots``
+    (never the current directory, which may be a git checkout)."""
+    env = os.environ.get("NEURALIGN_SCREENSHOT_DIR")
+    return Path(env).expanduser() if env else Path.home() / "neuralign" / "screenshots"
+
+
+def reconstruction_amplitude_label(manifest) -> str:
+    """The reconstruction plot's y label: it shows the model's input, i.e. the epoch after the
+    bundle's noise normalization (whitened: in units of the noise s.d.), not the raw signal."""
+    method = manifest.noise_normalization.method if manifest.noise_normalization else "none"
+    if method == "mvnn":
+        return "whitened amplitude (noise s.d.)"
+    if method == "zscore":
+        return "z-scored amplitude (s.d.)"
+    unit, _ = amplitude_unit(manifest.channels.types)
+    return f"amplitude ({'V' if unit == 'µV' else unit})"
 
 
 class ViewerState:
@@ -108,7 +129,7 @@ def _fmt_ms(summary: dict | None) -> str:
 class ViewerWindow(QMainWindow):
     """Main window over one feed.
 
-    ``owns_engine``: closing the window also stops the feed's engine (``neuralign run --view``).
+    ``owns_engine``: closing the window also stops the feed's engine (``neuralign run`` without ``--headless``).
     ``owned``: further objects with ``stop()`` the window stops on close (e.g. a replayer), after
     the feed and the engine. Without either, closing stops only the feed's own threads.
     """
@@ -122,7 +143,7 @@ class ViewerWindow(QMainWindow):
         self.bundle = feed.bundle
         self.owns_engine = owns_engine
         self.owned = list(owned)
-        self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
+        self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else default_screenshot_dir()
         self.state = ViewerState(self.bundle.template_ids)
         self._result_form, self._reconstruction_form = _PanelForm(), _PanelForm()
         self.paused = False
@@ -148,11 +169,13 @@ class ViewerWindow(QMainWindow):
         engine_k = None
         if isinstance(feed, EngineFeed):
             engine_k = getattr(getattr(feed.engine, "cfg", None), "top_k", None)
-        self.traces = TracePanel(feed.supports_traces, window_s)
+        self.traces = TracePanel(feed.supports_traces, window_s,
+                                 amplitude_unit(man.channels.types))
         self.stimulus = StimulusPanel(self.bundle.template_ids, self.bundle.thumbnails,
                                       k or min(5, engine_k or 5))
         self.mask = MaskPanel(self.bundle.ch_names, man.channels.types,
-                              feed.supports_masking, sfreq, float(man.epoch.tmin))
+                              feed.supports_masking, sfreq, float(man.epoch.tmin),
+                              reconstruction_amplitude_label(man))
         self.generated = GeneratedPanel(unavailable_text(feed.generated_unavailable()))
         self.traces.channelsRequested.connect(self.choose_channels)
         self.mask.maskChanged.connect(self.feed.set_masked)
@@ -249,7 +272,8 @@ class ViewerWindow(QMainWindow):
         self.mask.toggle(idx)
 
     def save_screenshot(self, path: Path | str | None = None) -> Path:
-        """Save the whole window as PNG (default: ``neuralign-viewer-<time>.png`` in the cwd)."""
+        """Save the whole window as PNG (default: ``neuralign-viewer-<time>.png`` in
+        :attr:`screenshot_dir`, see :func:`default_screenshot_dir`)."""
         if path is None:
             path = self.screenshot_dir / f"neuralign-viewer-{time.strftime('%Y%m%d-%H%M%S')}.png"
         path = Path(path)

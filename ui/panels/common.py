@@ -9,6 +9,9 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QColor, QImage, QPixmap
 from PyQt6.QtWidgets import QLabel, QPushButton
 
+#: How to get the in-process viewer (traces, masking): the attach-mode panels say it.
+IN_PROCESS_HINT = "neuralign run --bundle B --source S (without --headless)"
+
 
 def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two traces; NaN when either is constant or not finite."""

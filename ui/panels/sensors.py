@@ -20,7 +20,13 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from neuralign.ui.panels.common import _flat_button, pearson_r, static_plot, unavailable_label
+from neuralign.ui.panels.common import (
+    IN_PROCESS_HINT,
+    _flat_button,
+    pearson_r,
+    static_plot,
+    unavailable_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,40 @@ def sensor_positions(ch_names: Sequence[str], ch_types: Sequence[str] | None = N
         return {}
 
 
+def label_anchors(xy: np.ndarray) -> list[tuple[float, float]]:
+    """TextItem anchors of the sensor labels: below the dot, or above it for every second dot of
+    a row, so neighbours on one row (FT7/FC5, TP7/CP5, CP6/TP8: at the rim they are closer than a
+    label is wide) never put their labels side by side."""
+    n = len(xy)
+    if n == 0:
+        return []
+    d = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    spacing = float(np.median(np.where(d > 0, d, np.inf).min(axis=1)))
+    order = np.argsort(-xy[:, 1], kind="stable")
+    rows: list[list[int]] = []
+    for i in order:  # top to bottom; a dot joins the row whose last dot is at about its height
+        if rows and abs(xy[rows[-1][-1], 1] - xy[i, 1]) < 0.35 * spacing:
+            rows[-1].append(int(i))
+        else:
+            rows.append([int(i)])
+    below, above = (0.5, -0.3), (0.5, 1.3)
+    anchors: list[tuple[float, float]] = [below] * n
+    prev_below: list[float] = []  # x of the labels the row above put below its dots
+    for row in rows:
+        row = sorted(row, key=lambda j: xy[j, 0])
+
+        def clashes(phase: int, row: list[int] = row, prev: list[float] = prev_below) -> int:
+            # an 'above' label here meets a 'below' label of the row above at about the same x
+            return sum(abs(xy[i, 0] - x) < 0.8 * spacing for k, i in enumerate(row)
+                       if (k + phase) % 2 == 1 for x in prev)
+
+        phase = min((0, 1), key=clashes)
+        for k, i in enumerate(row):
+            anchors[i] = below if (k + phase) % 2 == 0 else above
+        prev_below = [xy[i, 0] for i in row if anchors[i] == below]
+    return anchors
+
+
 class MaskPanel(QWidget):
     """Toggle channel masks on a sensor map (or list) and compare original vs reconstruction.
 
@@ -62,7 +102,8 @@ class MaskPanel(QWidget):
     maskChanged = pyqtSignal(list)  # sorted bundle channel indices
 
     def __init__(self, ch_names: Sequence[str], ch_types: Sequence[str] | None, available: bool,
-                 sfreq: float, tmin: float = 0.0, parent: QWidget | None = None):
+                 sfreq: float, tmin: float = 0.0, amplitude_label: str = "amplitude",
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.ch_names = list(ch_names)
         self.sfreq, self.tmin = sfreq, tmin
@@ -103,6 +144,7 @@ class MaskPanel(QWidget):
         self.rec_plot = static_plot()
         rp = self.rec_plot.getPlotItem()
         rp.setLabel("bottom", "time (s)")
+        rp.setLabel("left", amplitude_label)
         rp.addLegend(offset=(5, 5), labelTextSize="8pt")
         self.orig_curve = rp.plot(pen=pg.mkPen((200, 200, 200), width=1), name="original")
         self.rec_curve = rp.plot(pen=pg.mkPen((255, 160, 0), width=2), name="reconstructed")
@@ -111,7 +153,7 @@ class MaskPanel(QWidget):
         self.stack.addWidget(body)
         self.stack.addWidget(unavailable_label(
             "Masking unavailable: the LSL result stream carries decoded results only; masked-"
-            "channel reconstruction needs the engine in this process (neuralign run --view)."))
+            f"channel reconstruction needs the engine and its viewer in one process: {IN_PROCESS_HINT}."))
         self.available = available
         self.stack.setCurrentIndex(0 if available else 1)
         self.btn_clear.setEnabled(available)
@@ -139,13 +181,15 @@ class MaskPanel(QWidget):
         pi.addItem(self.scatter)
         small = QFont()
         small.setPointSize(7)
-        for (x, y), i in zip(xy, self._map_index):
-            t = pg.TextItem(self.ch_names[i], color=(210, 210, 210), anchor=(0.5, -0.35))
+        self.labels: dict[str, pg.TextItem] = {}
+        for (x, y), i, anchor in zip(xy, self._map_index, label_anchors(xy)):
+            t = pg.TextItem(self.ch_names[i], color=(210, 210, 210), anchor=anchor)
             t.setFont(small)
             t.setPos(x, y)
             pi.addItem(t)
-        pi.setXRange(c[0] - rad * 1.05, c[0] + rad * 1.05, padding=0)
-        pi.setYRange(c[1] - rad * 1.05, c[1] + rad * 1.18, padding=0)
+            self.labels[self.ch_names[i]] = t
+        pi.setXRange(c[0] - rad * 1.08, c[0] + rad * 1.08, padding=0)
+        pi.setYRange(c[1] - rad * 1.1, c[1] + rad * 1.18, padding=0)
         self.map.setToolTip("click a sensor to mask / unmask it")
         row.addWidget(self.map, 2)
         self._refresh_map()

@@ -22,10 +22,39 @@ from PyQt6.QtWidgets import (
 )
 
 from neuralign.ui.feeds import TraceSnapshot, default_trace_channels
-from neuralign.ui.panels.common import _flat_button, static_plot, unavailable_label
+from neuralign.ui.panels.common import IN_PROCESS_HINT, _flat_button, static_plot, unavailable_label
 
 GOOD_PEN = pg.mkPen((200, 220, 255), width=1)
 BAD_PEN = pg.mkPen((255, 60, 60), width=1)
+
+
+#: channel type -> (display unit, factor from the SI unit neuralign carries: volts, teslas)
+UNITS = {"eeg": ("µV", 1e6), "seeg": ("µV", 1e6), "ecog": ("µV", 1e6), "dbs": ("µV", 1e6),
+         "eog": ("µV", 1e6), "mag": ("fT", 1e15), "grad": ("fT/cm", 1e13)}
+
+
+def amplitude_unit(ch_types: Sequence[str] | None) -> tuple[str, float]:
+    """(unit, factor) the traces' scale bar uses: the first channel type's display unit, or
+    arbitrary units (spike rates, unknown types) with factor 1."""
+    for t in ch_types or ():
+        if t in UNITS:
+            return UNITS[t]
+    return ("a.u.", 1.0)
+
+
+def nice_value(x: float) -> float:
+    """The largest 1-2-5 x 10^n value not above ``x`` (a scale bar's length)."""
+    if not np.isfinite(x) or x <= 0:
+        return 0.0
+    mag = 10 ** np.floor(np.log10(x))
+    for m in (5, 2, 1):
+        if m * mag <= x:
+            return float(m * mag)
+    return float(mag)
+
+
+def format_amplitude(value: float, unit: str) -> str:
+    return f"{value:g} {unit}"
 
 
 class TracePanel(QWidget):
@@ -40,9 +69,13 @@ class TracePanel(QWidget):
 
     channelsRequested = pyqtSignal()
 
-    def __init__(self, available: bool, window_s: float = 5.0, parent: QWidget | None = None):
+    def __init__(self, available: bool, window_s: float = 5.0,
+                 unit: tuple[str, float] = ("a.u.", 1.0), parent: QWidget | None = None):
         super().__init__(parent)
         self.window_s = window_s
+        self.unit, self.unit_factor = unit
+        #: the scale bar's length in display units (0 before the first frame)
+        self.scale_value = 0.0
         self.gain = 1.0
         self.auto = True
         self._fixed_ref: float | None = None
@@ -90,11 +123,17 @@ class TracePanel(QWidget):
         self.bad = pg.PlotDataItem(pen=BAD_PEN, connect="finite", antialias=False)
         pi.addItem(self.good)
         pi.addItem(self.bad)
+        # amplitude scale bar, bottom left: its label says what one bar of trace height is
+        self.scale_bar = pg.PlotDataItem(pen=pg.mkPen((255, 255, 255), width=3))
+        self.scale_label = pg.TextItem("", color=(255, 255, 255), anchor=(0, 0.5))
+        self.scale_label.setFont(font)
+        pi.addItem(self.scale_bar)
+        pi.addItem(self.scale_label)
         self.stack.addWidget(self.plot)
         self.stack.addWidget(unavailable_label(
             "Traces unavailable: this viewer reads the engine's LSL result stream, which carries "
-            "decoded results only. Run the engine in this process (neuralign run --view) to see "
-            "live filtered traces."))
+            "decoded results only. For live filtered traces run the engine with its viewer in one "
+            f"process: {IN_PROCESS_HINT}."))
         self.available = available
         self.stack.setCurrentIndex(0 if available else 1)
         for b in (self.btn_channels, self.btn_minus, self.btn_plus, self.btn_auto):
@@ -139,6 +178,7 @@ class TracePanel(QWidget):
             ys[:, :T] = y[mask]
             ys[:, T] = np.nan  # the separator: connect='finite' lifts the pen here
             item.setData(xs.ravel(), ys.ravel(), connect="finite")
+        self._draw_scale_bar(scale)
         key = (tuple(snap.channels), tuple(bool(b) for b in snap.bad))
         if key != self._ticks_key:
             ticks = [(float(offsets[i]), name + (" (bad)" if snap.bad[i] else ""))
@@ -149,6 +189,22 @@ class TracePanel(QWidget):
         self._shown = snap
         self.n_frames += 1
         return True
+
+    def _draw_scale_bar(self, scale: float) -> None:
+        """A bar of a round amplitude about half a lane tall (``scale``: lanes per SI unit)."""
+        if not scale > 0:
+            return
+        value = nice_value(0.6 * self.unit_factor / scale)  # display units in ~0.6 lane
+        if value == self.scale_value:
+            return
+        self.scale_value = value
+        height = value / self.unit_factor * scale
+        x = -self.window_s * 0.985
+        y0 = -0.75
+        self.scale_bar.setData([x, x], [y0, y0 + height])
+        self.scale_label.setText(format_amplitude(value, self.unit))
+        self.scale_label.setPos(x + 0.03 * self.window_s, y0 + height / 2)
+        self.title.setText(f"<b>Filtered traces</b> (bar = {format_amplitude(value, self.unit)})")
 
 
 class ChannelDialog(QDialog):
