@@ -13,11 +13,15 @@ offline.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from neuralign.errors import UserError
 from neuralign.signal.filters import CausalFilter, antialias_sos, bandpass_sos, notch_sos
+
+if TYPE_CHECKING:
+    from neuralign.config import PreprocessingConfig
 
 
 @dataclass
@@ -54,7 +58,7 @@ class ChainSpec:
         return cls(**d)
 
     @classmethod
-    def from_preprocessing(cls, pre, sfreq_in: float, ch_names: list[str]) -> ChainSpec:
+    def from_preprocessing(cls, pre: PreprocessingConfig, sfreq_in: float, ch_names: list[str]) -> ChainSpec:
         """Build from a :class:`neuralign.config.PreprocessingConfig`."""
         return cls(
             sfreq_in=float(sfreq_in),
