@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,10 @@ def load_run(run_dir: Path):
 
 
 def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool = True,
-                 masks: bool = True) -> dict:
+                 masks: bool = True, progress: Callable[[str], None] | None = None) -> dict:
+    """Evaluate a run and write its report; ``progress`` gets one line as each stage starts
+    (the command prints them: the whole evaluation takes a minute or more)."""
+    say = progress or (lambda _msg: None)
     from neuralign.offline.evaluate import (
         Evaluator,
         paired_comparison,
@@ -68,14 +72,17 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
         write_figures,
     )
 
+    say("loading the run and its data")
     config, prep, model = load_run(run_dir)
     t0 = time.perf_counter()
+    say(f"model: retrieval, classification, encoding, repetitions{', masked channels' if masks else ''}")
     evaluator = Evaluator(model, prep, seed=config.training.seed)
     report = {"run": str(run_dir), "model": config.model.name, "dataset": prep.meta.get("kind"),
               "provenance": prep.meta.get("provenance"),
               "n_test_images": len(prep.test_ids), "n_train_images": len(prep.train_ids),
               **evaluator.run(masks=masks)}
     if baselines:
+        say("ridge baselines and paired comparisons")
         report["ridge"] = ridge_baselines(prep, return_predictions=True)
         # the flags of issue 13: metrics where the model is significantly below its ridge baseline
         report["vs_ridge"] = ridge_comparison(evaluator.per_image_quantities(), report["ridge"], prep)
@@ -86,6 +93,7 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
         h = json.loads(history.read_text())
         report["training"] = {k: h[k] for k in ("best_epoch", "best_val_loss", "epochs", "seconds",
                                                 "samples_per_second") if k in h}
+    say("figures")
     report["figures"] = [str(p) for p in write_figures(report, prep, Path(run_dir) / "figures")]
     report["evaluation_seconds"] = time.perf_counter() - t0
     out = Path(json_path) if json_path else Path(run_dir) / "report.json"

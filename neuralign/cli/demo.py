@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neuralign.cli.cache import cache_key, is_cached, mark_cached, stale_reason
 from neuralign.cli.offline import ensure_simulated, evaluate, export
 from neuralign.cli.online import show_in_viewer
 from neuralign.cli.parser import DEFAULT_DATA_DIR, add_config_args, config_from_args
@@ -28,32 +28,45 @@ if TYPE_CHECKING:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``neuralign demo``: simulate, train, evaluate, export (each cached), then live."""
+    from neuralign.config import dump_config
+
     config = config_from_args(args)
     if config.dataset.simulation is None:
         raise UserError(f"{args.config}: dataset.kind: expected 'simulated' for the demo")
     headless = args.headless
-    if not headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                             or os.environ.get("QT_QPA_PLATFORM")):
-        print("No display found: running headless (set DISPLAY or pass --headless to silence this)")
-        headless = True
+    if not headless:  # before minutes of training, not after (a missing X library aborts Qt)
+        from neuralign.ui.display import headless_reason
+
+        reason = headless_reason()
+        if reason:
+            print(f"{reason}. Running headless.")
+            headless = True
     cache = Path(args.cache_dir)
     data_dir, run_dir, bundle_dir = cache / "demo-data", cache / "demo-run", cache / "demo-bundle"
     print(f"[1/5] Dataset ({data_dir})")
-    ensure_simulated(config, data_dir, force=args.force)
+    data_key = ensure_simulated(config, data_dir, force=args.force)
+    # training reads everything but the realtime section; the report depends on the run alone
+    train_part = dump_config(config)
+    train_part.pop("realtime", None)
+    run_key = cache_key(data=data_key, config=train_part)
     print(f"[2/5] Training {config.model.name} ({run_dir})")
-    if (run_dir / "model.safetensors").is_file() and not args.force:
+    if is_cached(run_dir, run_key, "model.safetensors") and not args.force:
         print("  reusing the trained run (--force to retrain)")
     else:
         from neuralign.offline.train import run_training
 
+        if not args.force and (reason := stale_reason(run_dir, "model.safetensors")):
+            print(reason)
         summary = run_training(config, run_dir, data_dir, None, progress=not args.headless)
+        mark_cached(run_dir, run_key, "model.safetensors")
         print(f"  best epoch {summary['best_epoch']} of {summary['epochs']} (by validation loss), "
               f"{summary['seconds']:.0f} s")
-    print("[3/5] Offline evaluation on held-out zero-shot concepts")
-    if (run_dir / "report.json").is_file() and not args.force:
+    print("[3/5] Offline evaluation on held-out zero-shot concepts (all test trials)")
+    if is_cached(run_dir, run_key, "report.json") and not args.force:
         print_report(json.loads((run_dir / "report.json").read_text()), run_dir / "report.json")
     else:
         evaluate(run_dir)
+        mark_cached(run_dir, run_key, "report.json")
     print(f"[4/5] Model bundle ({bundle_dir})")
     export(run_dir, bundle_dir)
     print("[5/5] Live: replaying the test session over LSL and decoding it")
@@ -70,7 +83,10 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
     from neuralign.realtime.replay.session import replay_session
 
     bundle = load_bundle(bundle_dir)
-    session = replay_session(bundle, raw_path, config.realtime, speed=speed, n_trials=n_trials)
+    session = replay_session(bundle, raw_path, config.realtime, speed=speed,
+                             n_trials=n_trials or None)
+    print(f"  decoding {session.n_trials} test trials live (--n-trials; 0 = all): the accuracy "
+          "below is over these trials, the offline report above over all test trials")
     session.start()
     if not headless:
         show_in_viewer(session.engine, bundle, session.stop)
@@ -133,7 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--headless", action="store_true",
                    help="no viewer: print running accuracy and latency, then exit")
     p.add_argument("--n-trials", type=int, default=200,
-                   help="live part: decode this many test trials (default %(default)s)")
+                   help="live part: decode the first N test trials, 0 = all of them "
+                   "(default %(default)s)")
     p.add_argument("--speed", type=float, default=1.0, help="live part: replay speed factor")
     p.add_argument("--print-every", type=int, default=25, help="headless: status every N trials")
     p.add_argument("--json", help="headless: write live accuracy, latency and parity here")

@@ -8,6 +8,7 @@ the traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ def add_config_args(p: argparse.ArgumentParser, default: str | None = "demo") ->
     p.add_argument(
         "--config", default=default,
         help="YAML config: a path, or the name of a shipped one "
-        "(demo, things_eeg2, things_meg, tvsd, allen_natural_scenes). Default: %(default)s.",
+        "(demo, things_eeg2, things_meg, tvsd, allen_natural_scenes). Default: "
+        + ("%(default)s." if default else "the schema's defaults."),
     )
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -39,12 +41,19 @@ def add_config_args(p: argparse.ArgumentParser, default: str | None = "demo") ->
 
 def config_from_args(args: argparse.Namespace, flags: dict[str, str] | None = None) -> Config:
     """The config of ``--config`` + ``--set`` overrides + dedicated flags (``{attr: dotted key}``),
-    so a dedicated flag and its ``--set`` spelling are validated by the same schema."""
-    from neuralign.config import load_config
+    so a dedicated flag and its ``--set`` spelling are validated by the same schema. Without
+    ``--config`` (commands whose config is optional) the schema's defaults are the base."""
+    from neuralign.config import config_from_overrides, load_config
 
-    overrides = list(args.overrides) + [f"{key}={getattr(args, attr)}"
+    def spelled(value: object) -> str:
+        # a flag's string stays a string ('--result-source-id 0012' is not the number 12)
+        return json.dumps(value) if isinstance(value, str) else str(value)
+
+    overrides = list(args.overrides) + [f"{key}={spelled(getattr(args, attr))}"
                                         for attr, key in (flags or {}).items()
                                         if getattr(args, attr) is not None]
+    if args.config is None:
+        return config_from_overrides(overrides)
     return load_config(args.config, overrides)
 
 
@@ -62,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"neuralign {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
-    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
     for module in (offline, online, bench, demo):  # the order of 'neuralign --help'
         module.register(sub)
     return parser
@@ -72,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error is one line on stderr and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare 'neuralign': the help is what the user needs, not an error
+        parser.print_help()
+        return 0
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
