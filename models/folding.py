@@ -21,16 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neuralign.models.tsconv import TSConvEncoder
+from neuralign.models.tsconv import TSConvEncoder, fold_pool_into_kernel
 
-
-def fold_pool_into_kernel(weight: Tensor, m2: int) -> Tensor:
-    """(k, 1, 1, m1) temporal kernels -> (k, 1, 1, m1 + m2 - 1) kernels of conv-then-average.
-
-    Differentiable: training can keep the original parameters and convolve with the folded
-    kernel (same forward values, same gradients w.r.t. ``weight``).
-    """
-    return sum(F.pad(weight, (j, m2 - 1 - j)) for j in range(m2)) / m2
+__all__ = ["FoldedTSConvEncoder", "fold_for_inference", "fold_pool_into_kernel"]
 
 
 def _fold_bn(weight: Tensor, bias: Tensor, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:

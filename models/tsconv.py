@@ -34,6 +34,7 @@ from collections import OrderedDict
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,15 @@ def tsconv_n_pooled_times(n_times: int, m1: int, m2: int, s: int) -> int:
             f"(m1={m1}, m2={m2})"
         )
     return (after_conv - m2) // s + 1
+
+
+def fold_pool_into_kernel(weight: Tensor, m2: int) -> Tensor:
+    """(..., m1) kernels -> (..., m1 + m2 - 1) kernels of conv-then-average-over-m2.
+
+    Differentiable: training keeps the original parameters and convolves with the folded kernel
+    (same forward values, same gradients w.r.t. ``weight``), so checkpoints do not change.
+    """
+    return sum(F.pad(weight, (j, m2 - 1 - j)) for j in range(m2)) / m2
 
 
 def _check_positive(**values: int) -> None:
@@ -114,6 +124,9 @@ class TSConvEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.flatten = nn.Flatten()
         self.head = nn.Linear(self.n_features, embed_dim)
+        # Exact algebraic folding of the temporal conv and the average pool (no nonlinearity
+        # between them), in training and inference; False runs the two layers as written.
+        self.fold = True
 
     @property
     def n_features(self) -> int:
@@ -126,8 +139,14 @@ class TSConvEncoder(nn.Module):
             raise ValueError(
                 f"expected input (batch, {self.n_chans}, {self.n_times}), got {tuple(x.shape)}"
             )
-        h = self.spatial(self.pool(self.temporal(x.unsqueeze(1))))
-        return self.flatten(self.dropout(h))
+        x = x.unsqueeze(1)
+        if self.fold:  # conv -> average pool as one strided conv: s times fewer outputs
+            conv = self.temporal
+            h = F.conv2d(x, fold_pool_into_kernel(conv.weight, self.m2), conv.bias, stride=(1, self.s))
+            h = self.pool[2](self.pool[1](h))  # BatchNorm + ELU, as after the pool
+        else:
+            h = self.pool(self.temporal(x))
+        return self.flatten(self.dropout(self.spatial(h)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -135,7 +154,11 @@ class TSConvEncoder(nn.Module):
     def layer_shapes(self, batch_size: int = 1) -> OrderedDict[str, tuple]:
         """Output shape of each stage for a zero input (documents Table 6; used by tests)."""
         x = torch.zeros(batch_size, self.n_chans, self.n_times)
-        return _trace_shapes(self, ["temporal", "pool", "spatial", "flatten", "head"], x)
+        fold, self.fold = self.fold, False  # the hooks need every layer to run
+        try:
+            return _trace_shapes(self, ["temporal", "pool", "spatial", "flatten", "head"], x)
+        finally:
+            self.fold = fold
 
 
 class TSConvDecoder(nn.Module):
@@ -169,6 +192,13 @@ class TSConvDecoder(nn.Module):
             size=(n_chans, n_times - m1 + 1), mode="nearest"
         )
         self.temporal = nn.ConvTranspose2d(k, 1, (1, m1), stride=(1, 1))
+        # Nearest up-sampling by an integer factor r followed by the stride-1 transposed conv is
+        # one transposed conv with stride r and the kernel summed over r shifts (both linear, no
+        # nonlinearity between). Exact only when (T - m1 + 1) == r * T' (the paper's 225 = 5 x 45).
+        after_conv = n_times - m1 + 1
+        self.up_factor = (after_conv // self.n_pooled_times
+                          if after_conv % self.n_pooled_times == 0 else 0)
+        self.fold = self.up_factor > 0
         self.activation = nn.Tanh() if activation == "tanh" else nn.Identity()
         # A (C, T) intercept: the response common to all images. The trainer initialises it to
         # the mean training epoch, so the conv path only has to learn what depends on the image
@@ -177,10 +207,20 @@ class TSConvDecoder(nn.Module):
         self.output_bias = nn.Parameter(torch.zeros(n_chans, n_times))
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.upsample(self.spatial(self.unflatten(self.head(z))))
-        return self.activation(self.temporal(h).squeeze(1) + self.output_bias)
+        h = self.spatial(self.unflatten(self.head(z)))
+        if self.fold:
+            r, conv = self.up_factor, self.temporal
+            out = F.conv_transpose2d(h, fold_pool_into_kernel(conv.weight, r) * r, conv.bias,
+                                     stride=(1, r))
+        else:
+            out = self.temporal(self.upsample(h))
+        return self.activation(out.squeeze(1) + self.output_bias)
 
     def layer_shapes(self, batch_size: int = 1) -> OrderedDict[str, tuple]:
         """Output shape of each stage for a zero input (documents Table 7; used by tests)."""
         z = torch.zeros(batch_size, self.embed_dim)
-        return _trace_shapes(self, ["unflatten", "spatial", "upsample", "temporal"], z)
+        fold, self.fold = self.fold, False
+        try:
+            return _trace_shapes(self, ["unflatten", "spatial", "upsample", "temporal"], z)
+        finally:
+            self.fold = fold

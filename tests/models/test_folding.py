@@ -62,3 +62,46 @@ def test_fold_for_inference_swaps_only_tsconv_and_refuses_training_mode():
         folded = fold_for_inference(copy.deepcopy(model))
         assert isinstance(folded.brain_encoder, FoldedTSConvEncoder)
         torch.testing.assert_close(folded.encode_brain(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def _set_fold(model, fold: bool) -> None:
+    model.brain_encoder.fold = fold
+    model.brain_decoder.fold = fold and model.brain_decoder.up_factor > 0
+
+
+@pytest.mark.parametrize("n_chans, n_times, m1, m2, s", [(63, 250, 26, 5, 5), (7, 64, 9, 4, 3),
+                                                          (5, 40, 3, 1, 1)])
+def test_folded_training_step_equals_unfolded(n_chans, n_times, m1, m2, s):
+    """Training mode (batch-statistics BatchNorm): the folded encoder conv+pool and decoder
+    up-sample+transposed conv give the unfolded model's outputs and parameter gradients."""
+    from neuralign.config import LossWeights, ModelConfig
+    from neuralign.models import build_model
+    from neuralign.models.losses import brainae_loss
+
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(k=8, m1=m1, m2=m2, s=s), n_chans=n_chans, n_times=n_times,
+                        feature_dim=12).train()
+    assert model.brain_encoder.fold
+    x, f = torch.randn(6, n_chans, n_times), torch.randn(6, 12)
+    grads, outs = [], []
+    for fold in (True, False):
+        _set_fold(model, fold)
+        model.zero_grad()
+        out = model(x, f)
+        loss, _ = brainae_loss(out, x, f, LossWeights(), tau=model.tau)
+        loss.backward()
+        outs.append(out)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    for key in outs[0]:
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_decoder_folds_only_when_upsampling_is_an_integer_factor():
+    from neuralign.models.tsconv import TSConvDecoder
+
+    assert TSConvDecoder(63, 250, 16, k=8).up_factor == 5  # the paper's 225 = 5 x 45
+    assert not TSConvDecoder(7, 64, 16, k=8, m1=9, m2=4, s=3).fold  # 56 from 18: not integer

@@ -115,3 +115,34 @@ def test_weights_without_encoding_read_out_load_uncalibrated() -> None:
     fresh.eval()
     f = torch.randn(3, 12)
     torch.testing.assert_close(fresh.predict_response(f), fresh.decode(fresh.encode_image(f)))
+
+
+def test_min_steps_per_epoch_one_keeps_the_papers_batch() -> None:
+    from neuralign.offline.train import effective_batch_size
+
+    assert effective_batch_size(800, 640) == 32  # the default rule (issue 13)
+    assert effective_batch_size(800, 640, min_steps=1) == 640  # the whole set: one step
+    assert effective_batch_size(800, 2560, min_steps=1) == 800
+    assert load_config("things_eeg2", ["training.min_steps_per_epoch=1"]).training.min_steps_per_epoch == 1
+
+
+def test_gradient_cached_training_follows_the_one_graph_run(tiny_prepared, tmp_path) -> None:
+    """Batch 24 in micro-batches of 5 (gradient caching) vs one graph: the same losses, epoch by
+    epoch, and the summary says which path ran. Without dropout (the masks' RNG streams differ)."""
+    base, prep = tiny_prepared
+    runs = {}
+    for micro in (5, 64):
+        cfg = base.model_copy(update={"model": base.model.model_copy(update={"dropout": 0.0}),
+                                      "training": base.training.model_copy(update={
+            "epochs": 2, "batch_size": 24, "min_steps_per_epoch": 1, "micro_batch_size": micro,
+            "calibrate_encoding": False, "num_threads": 1})})
+        threads = torch.get_num_threads()  # one thread: an oversubscribed CI box is 10x slower
+        try:
+            runs[micro] = train_model(cfg, prep, tmp_path / str(micro), progress=False)
+        finally:
+            torch.set_num_threads(threads)
+    assert runs[5]["micro_batch_size"] == 5 and runs[64]["micro_batch_size"] is None
+    assert runs[5]["batch_size"] == runs[64]["batch_size"] == 24
+    for a, b in zip(runs[5]["history"], runs[64]["history"]):
+        assert a["train_total"] == pytest.approx(b["train_total"], rel=1e-4)
+        assert a["val_total"] == pytest.approx(b["val_total"], rel=1e-3)

@@ -1,0 +1,297 @@
+"""Exact large-batch training in bounded memory: gradient caching with full-batch BatchNorm.
+
+BrainAE trains with batch 800. Run as one graph, every activation of all 800 samples is alive at
+once (13.6 GB at 63 x 250). InfoNCE over 800 pairs is not a sum over micro-batches, and neither is
+BatchNorm in training mode, so the batch cannot simply be split. This module computes the
+full-batch gradient exactly with graphs of one micro-batch at a time:
+
+1. **Statistics.** For each BatchNorm layer in call order, a no-grad pass over the micro-batches
+   (stopped at that layer) accumulates its input's per-channel mean and biased variance over the
+   WHOLE batch (Chan's parallel combination in float64). Later passes normalise with these fixed
+   values, so every forward value equals the full-batch one.
+2. **Embedding loss.** A no-grad pass gives all embeddings ``zb``, ``zi``; the contrastive and
+   feature terms (which couple samples) are evaluated on the full batch and differentiated with
+   respect to the embeddings only (and the temperature).
+3. **Main sweep.** Each micro-batch is re-run with a graph; ``<dL/dzb, zb> + <dL/dzi, zi>`` plus
+   its share of the reconstruction terms (means over the full batch) is back-propagated.
+   BatchNorm's mean and variance enter this graph as leaf tensors, so the sweep also accumulates
+   ``dL/dmu`` and ``dL/dvar`` of each layer (their direct use).
+4. **Statistic sweeps**, last BatchNorm first: the statistics are themselves functions of the
+   batch (``mu = mean(a)``, ``var = mean((a - mu)^2)``), so each micro-batch is re-run up to that
+   layer's input ``a`` and ``<dL/dmu, sum(a)/N> + <dL/dvar, sum((a - mu)^2)/N>`` is
+   back-propagated (``dvar/dmu = 0`` at the mean, so ``mu`` is held constant there). This adds the
+   terms a full-batch BatchNorm backward has through its statistics, including those that reach
+   earlier layers' statistics, which is why the layers go last to first.
+
+The result is the full-batch gradient, BatchNorm statistic terms included, to float tolerance
+(tests/offline/test_grad_cache.py compares it with one big backward in training mode). Running
+statistics are updated once per step from the full-batch statistics, as one big forward would.
+Alternatives considered: ghost BatchNorm (micro-batch statistics) changes the function; fixing
+the full-batch statistics without step 4 gives exact forward values but a biased gradient. Step 4
+re-runs only the layers below each BatchNorm (the decoder's costly transposed conv is not among
+them); on BrainAE at 63 x 250 the whole step costs about twice a plain forward+backward.
+
+Dropout: each micro-batch re-seeds the RNG identically in every pass, so all passes see the same
+masks (the masks differ from a one-graph run's, the distribution does not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class _Stop(Exception):
+    """Raised by a BatchNorm to end a pass once its input is known."""
+
+
+@dataclass
+class _Moments:
+    """Running per-channel count, mean and M2 (Chan et al.), float64."""
+
+    n: int = 0
+    mean: Tensor | None = None
+    m2: Tensor | None = None
+
+    def add(self, a: Tensor, dims: list[int]) -> None:
+        a = a.detach().double()
+        nb = a.numel() // a.shape[1]
+        mb = a.mean(dim=dims)
+        m2b = (a - mb.view(_shape(a))).square().sum(dim=dims)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta.square() * (self.n * nb / n)
+        self.n = n
+
+
+def _full(t: Tensor) -> Tensor:
+    """float16/bfloat16 (autocast) -> float32; float32/float64 unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _shape(a: Tensor) -> list[int]:
+    return [1, a.shape[1]] + [1] * (a.ndim - 2)
+
+
+def _dims(a: Tensor) -> list[int]:
+    return [0] + list(range(2, a.ndim))
+
+
+@dataclass
+class _LayerState:
+    """One BatchNorm layer's full-batch statistics (graph leaves) and sample count."""
+
+    mean: Tensor
+    var: Tensor
+    n: int
+
+
+@dataclass
+class _Controller:
+    """What the patched BatchNorm forwards do in the current pass."""
+
+    layers: list[nn.Module]
+    stats: dict[int, _LayerState] = field(default_factory=dict)
+    collect: int | None = None  # accumulate this layer's input moments, then stop
+    moments: _Moments | None = None
+    stop_at: int | None = None  # keep this layer's input (with graph), then stop
+    captured: Tensor | None = None
+    probe: list[int] | None = None  # record the call order, act as identity
+
+    def forward(self, index: int, bn: nn.Module, x: Tensor) -> Tensor:
+        if self.probe is not None:
+            self.probe.append(index)
+            return x
+        if index == self.collect:
+            assert self.moments is not None
+            self.moments.add(x, _dims(x))
+            raise _Stop
+        if index == self.stop_at:
+            self.captured = x
+            raise _Stop
+        st = self.stats[index]
+        shape = _shape(x)
+        y = (x - st.mean.view(shape)) * torch.rsqrt(st.var.view(shape) + bn.eps)
+        if bn.affine:
+            y = y * bn.weight.view(shape) + bn.bias.view(shape)
+        return y
+
+
+@contextlib.contextmanager
+def _patched(ctrl: _Controller) -> Iterator[None]:
+    """Route every training-mode BatchNorm through ``ctrl`` (instance attribute, removed after)."""
+    for i, bn in enumerate(ctrl.layers):
+        bn.forward = lambda x, i=i, bn=bn: ctrl.forward(i, bn, x)
+    try:
+        yield
+    finally:
+        for bn in ctrl.layers:
+            del bn.forward
+
+
+def _batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, _BN) and m.training]
+
+
+def _call_order(layers: list[nn.Module], run: Callable[[], object]) -> list[nn.Module]:
+    """The BatchNorm layers sorted by when a forward calls them (each must run exactly once).
+
+    Probed with the layers as identities, so running statistics are not touched."""
+    ctrl = _Controller(layers, probe=[])
+    with _patched(ctrl), torch.no_grad():
+        run()
+    order = ctrl.probe
+    if sorted(order) != list(range(len(layers))):
+        raise ValueError("gradient caching needs every BatchNorm to run exactly once per forward")
+    return [layers[i] for i in order]
+
+
+def _update_running(bn: nn.Module, st: _LayerState) -> None:
+    """What one full-batch training forward does to the running statistics."""
+    if not bn.track_running_stats or bn.running_mean is None:
+        return
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        m = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
+        unbiased = st.var.detach() * (st.n / max(st.n - 1, 1))
+        bn.running_mean.mul_(1 - m).add_(st.mean.detach().to(bn.running_mean.dtype), alpha=m)
+        bn.running_var.mul_(1 - m).add_(unbiased.to(bn.running_var.dtype), alpha=m)
+
+
+EmbeddingLoss = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]
+SampleLoss = Callable[[Mapping[str, Tensor], slice], tuple[Tensor, dict[str, Tensor]]]
+
+
+def cached_backward(
+    model: nn.Module,
+    inputs: tuple[Tensor, ...],
+    micro_batch: int,
+    embedding_loss: EmbeddingLoss,
+    sample_loss: SampleLoss | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    scale: float = 1.0,
+) -> dict[str, float]:
+    """Accumulate into ``.grad`` the gradient of the full-batch loss; return its parts (floats).
+
+    ``model(*micro_inputs)`` must return a mapping with embeddings ``zb`` and ``zi``.
+    ``embedding_loss(zb, zi)`` is the part that couples samples (full batch, differentiated
+    w.r.t. the embeddings and any parameter it uses directly, e.g. a learned temperature).
+    ``sample_loss(outputs, rows)`` is the micro-batch's share of terms that are means over samples
+    (already divided by the FULL batch size); ``rows`` is the micro-batch's slice of the batch.
+    The total loss is their sum. Model parameters' ``.grad`` are accumulated (zero them first),
+    multiplied by ``scale`` (a mixed-precision loss scale; the returned parts are unscaled).
+    """
+    n = inputs[0].shape[0]
+    chunks = [slice(i, min(i + micro_batch, n)) for i in range(0, n, micro_batch)]
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    device = inputs[0].device
+    dtype = next(model.parameters()).dtype
+
+    def run(j: int) -> Mapping[str, Tensor]:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + j)
+            with autocast():
+                return model(*(t[chunks[j]] for t in inputs))
+
+    layers = _batchnorms(model)
+    if layers:
+        layers = _call_order(layers, lambda: model(*(t[:2] for t in inputs)))
+    ctrl = _Controller(layers)
+    with _patched(ctrl):
+        # 1. full-batch statistics, layer by layer
+        for li in range(len(layers)):
+            ctrl.collect, ctrl.moments = li, _Moments()
+            with torch.no_grad():
+                for j in range(len(chunks)):
+                    with contextlib.suppress(_Stop):
+                        run(j)
+            mo = ctrl.moments
+            ctrl.stats[li] = _LayerState(mo.mean.to(dtype).requires_grad_(),
+                                         (mo.m2 / mo.n).to(dtype).requires_grad_(), mo.n)
+        ctrl.collect, ctrl.moments = None, None
+        # 2. embeddings without a graph, loss gradient w.r.t. them
+        with torch.no_grad():
+            outs = [run(j) for j in range(len(chunks))]
+        zb = torch.cat([_full(o["zb"]) for o in outs]).requires_grad_()
+        zi = torch.cat([_full(o["zi"]) for o in outs]).requires_grad_()
+        del outs
+        emb_loss, parts = embedding_loss(zb, zi)
+        (emb_loss * scale).backward()
+        g_zb, g_zi = zb.grad, zi.grad
+        total = emb_loss.detach()
+        sums: dict[str, Tensor] = {k: v.detach() for k, v in parts.items()}
+        # 3. main sweep: one graph per micro-batch
+        for j, rows in enumerate(chunks):
+            out = run(j)
+            surrogate = (_full(out["zb"]) * g_zb[rows]).sum() + (_full(out["zi"]) * g_zi[rows]).sum()
+            if sample_loss is not None:
+                loss_j, parts_j = sample_loss(out, rows)
+                surrogate = surrogate + loss_j * scale  # g_zb, g_zi carry the scale already
+                total = total + loss_j.detach()
+                for k, v in parts_j.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach()
+            surrogate.backward()
+        # 4. the statistics' own dependence on the batch, last layer first
+        for li in reversed(range(len(layers))):
+            st = ctrl.stats[li]
+            g_mean, g_var = st.mean.grad, st.var.grad
+            if g_mean is None and g_var is None:
+                continue
+            ctrl.stop_at = li
+            for j in range(len(chunks)):
+                with contextlib.suppress(_Stop):
+                    run(j)
+                a = _full(ctrl.captured)
+                ctrl.captured = None
+                dims, shape = _dims(a), _shape(a)
+                surrogate = a.new_zeros(())
+                if g_mean is not None:
+                    surrogate = surrogate + (a.sum(dim=dims) * g_mean).sum() / st.n
+                if g_var is not None:
+                    dev = (a - st.mean.detach().view(shape)).square().sum(dim=dims)
+                    surrogate = surrogate + (dev * g_var).sum() / st.n
+                surrogate.backward()
+            ctrl.stop_at = None
+    for li, bn in enumerate(layers):
+        _update_running(bn, ctrl.stats[li])
+    result = {k: float(v) for k, v in sums.items()}
+    result["total"] = float(total)
+    return result
+
+
+def brainae_losses(weights, tau: Tensor | float, n: int, targets: Tensor,
+                   fea_normalize: bool = True) -> tuple[EmbeddingLoss, SampleLoss]:
+    """BrainAE's objective split for :func:`cached_backward`: (con, fea) on embeddings, the two
+    reconstruction MSEs per micro-batch (each a mean over the full batch's elements)."""
+    from neuralign.models.losses import feature_mse, info_nce
+
+    w = {k: float(getattr(weights, k)) for k in ("con", "fea", "recon_b", "recon_i")}
+
+    def embedding_loss(zb: Tensor, zi: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        terms = {"con": info_nce(zb, zi, tau), "fea": feature_mse(zb, zi, normalize=fea_normalize)}
+        total = sum((w[k] * v for k, v in terms.items() if w[k] != 0.0), zb.new_zeros(()))
+        return total, terms
+
+    def sample_loss(out: Mapping[str, Tensor], rows: slice) -> tuple[Tensor, dict[str, Tensor]]:
+        x = targets[rows]
+        scale = x.shape[0] / n
+        terms = {k: F.mse_loss(_full(out[key]), x) * scale
+                 for k, key in (("recon_b", "xb_from_b"), ("recon_i", "xb_from_i"))}
+        total = sum((w[k] * v for k, v in terms.items() if w[k] != 0.0), x.new_zeros(()))
+        return total, terms
+
+    return embedding_loss, sample_loss
