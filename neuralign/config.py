@@ -206,9 +206,11 @@ class TrainingConfig(_Section):
     # trial; "random": each epoch, each image's sample is the mean of a random non-empty subset of
     # its repetitions (augmentation: as many steps as averaging, the variety of single trials).
     average_train_repetitions: bool | Literal["random"] = True
-    # Mixed precision: fp16 autocast + loss scaling on CUDA, bf16 autocast on a CPU with bf16.
     seed: int = 2024
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Mixed precision: fp16 autocast + loss scaling on CUDA, bf16 autocast on a CPU with bf16.
+    amp: bool = False
+    num_threads: int | None = Field(None, ge=1)
     # The batch is lowered to keep at least this many optimiser steps per epoch (issue 13);
     # 1 keeps batch_size whatever the data size (e.g. the paper's 800 on a small set).
     min_steps_per_epoch: int = Field(20, ge=1)
@@ -216,8 +218,6 @@ class TrainingConfig(_Section):
     # time with the exact full-batch gradient and BatchNorm statistics (offline/grad_cache.py);
     # memory then scales with this, not with batch_size. None: 128 (CPU) / 400 (CUDA).
     micro_batch_size: int | None = Field(None, ge=2)
-    amp: bool = False
-    num_threads: int | None = Field(None, ge=1)
 
 
 class RealtimeConfig(_Section):
