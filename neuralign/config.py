@@ -244,7 +244,7 @@ class RealtimeConfig(_Section):
     bad_epochs: Literal["flag", "drop"] = "flag"
     # |value| above this (volts, EEG bundles) is a railed / saturated sample; None = no check
     rail_volts: float | None = Field(0.5, gt=0)
-    # a marker stamped more than this after the newest sample is dropped (another clock?)
+    # a marker this far (s) ahead of the newest sample for this long is dropped (another clock)
     marker_max_wait_s: float = Field(10.0, gt=0)
     # the LSL stream's unit, overriding its metadata ('neuralign run --units uV'); None = read it
     units: str | None = None

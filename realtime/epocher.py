@@ -13,7 +13,8 @@ rate-limited): an epoch whose window already left the buffer, or spans a gap in 
 samples would not be the contiguous time the model was trained on), is dropped; one that touches
 a non-finite or railed sample is flagged (or dropped, ``bad_epochs='drop'``); a marker that is
 not an image id of the bundle is not decoded (``known_labels``); a marker stamped more than
-``marker_max_wait_s`` after the newest sample (on another clock, e.g. ``time.time()``) is dropped.
+``marker_max_wait_s`` after the newest sample for as long (or over an hour after it: on another
+clock, e.g. ``time.time()``) is dropped.
 """
 
 from __future__ import annotations
@@ -204,7 +205,12 @@ class Epocher:
         if last is None or m.timestamp > last + 0.5 / self.input_sfreq:
             # markers may arrive before their sample: wait for the data, but not for a sample
             # that lies further ahead of the newest one than any network delay explains
-            if last is not None and m.timestamp - last > self.marker_max_wait_s:
+            # (an hour ahead is another clock at once; otherwise the data may only be late:
+            # give it marker_max_wait_s of wall time too)
+            ahead = m.timestamp - last if last is not None else 0.0
+            waited = local_clock() - m.received if m.received else 0.0
+            if ahead > self.marker_max_wait_s and (ahead > 3600.0
+                                                   or waited > self.marker_max_wait_s):
                 self._drop_deferred([m], f"it is more than {self.marker_max_wait_s:g} s ahead "
                                          "of the data")
                 return True

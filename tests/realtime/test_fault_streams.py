@@ -48,7 +48,7 @@ def test_fault_lsl_units_are_converted_to_volts_or_refused(tiny_sim):
         try:
             sender.wait_for_consumers()
             sender.send(data * factor, now() + np.arange(data.shape[1]) / SFREQ, speed=20)
-            assert wait_until(lambda: src.buffer.n_written == data.shape[1], 10)
+            assert wait_until(lambda s=src: s.buffer.n_written == data.shape[1], 10)
             got, _ = src.buffer.read(0, data.shape[1])
         finally:
             src.stop()
@@ -187,7 +187,8 @@ def test_fault_data_stream_disappears_and_returns_5_times(tiny_bundle):
             part = slice(900, 2400)  # 3 s holding 8 stimuli with complete windows
             ev = [(s - 900, v) for s, v in events if 900 + 100 <= s < 2400 - 500]
             sender.send(data[:, part], t0 + np.arange(1500) / SFREQ, ev, speed=6)
-            assert wait_until(lambda: engine.n_decoded >= sum(decoded) + len(ev), 15), (
+            want = sum(decoded) + len(ev)
+            assert wait_until(lambda w=want: engine.n_decoded >= w, 15), (
                 k, engine.n_decoded, sum(decoded), list(engine.source.health.events)[-6:])
             decoded.append(len(ev))
             if k < 5:
