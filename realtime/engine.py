@@ -9,8 +9,10 @@ epochs of every stream by the :class:`BatchPolicy` (one batch may mix streams), 
 ``results``, viewer queue, recorder). When the policy would dispatch at once anyway (the
 inference thread idle, nothing waiting, no other epoch due before the deadline: the usual case
 at an SOA of 100 ms or more), the processing thread runs the batch itself: a thread hand-off is
-one more wake-up for the scheduler to delay, and on a loaded machine that costs milliseconds. With several sources every result names its stream (``Result.stream``). The GUI only reads the viewer queue and
-the processed buffer, and asks for reconstructions through :meth:`Engine.request_reconstruction`.
+one more wake-up for the scheduler to delay, and on a loaded machine that costs milliseconds.
+With several sources every result names its stream (``Result.stream``). The GUI only reads the
+viewer queue and the processed buffer, and asks for reconstructions through
+:meth:`Engine.request_reconstruction`.
 """
 
 from __future__ import annotations
