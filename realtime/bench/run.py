@@ -322,6 +322,7 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
     neur["received_samples"] = status["received"]
     neur["sent_samples"] = prod["n_sent"] * cfg.streams
     neur["buckets_used"] = {str(k): v for k, v in engine.decoder.bucket_counts.items()}
+    neur["batches_run_by_processing_thread"] = getattr(engine, "n_inline_batches", None)
     if cfg.streams > 1:  # end to end per stream, from the consumer's receipts
         per: dict[str, list[float]] = {}
         for text, recv in cons["results"]["neuralign"]:
