@@ -15,6 +15,15 @@ from neuralign.ui.feeds import LSLResultFeed, TraceSnapshot
 from neuralign.ui.panels import MaskPanel, TracePanel
 from neuralign.ui.panels.traces import nice_value
 
+# pyqtgraph widgets these tests build are hidden, not deleted, at the end of each test: deleting
+# a PlotWidget while the scene still has a paint queued crashes a later test (a deleted AxisItem)
+_KEEP: list = []
+
+
+def _keep(widget):
+    _KEEP.append(widget)
+    return widget
+
 
 def _result(epoch_id: int, top: str) -> Result:
     return Result(epoch_id=epoch_id, marker=None, marker_timestamp=0.0,
@@ -62,8 +71,7 @@ def test_nice_value(x, nice):
 
 
 def test_traces_have_a_scale_bar_in_microvolts(qtbot):
-    panel = TracePanel(True, 5.0, ("µV", 1e6))
-    qtbot.addWidget(panel)
+    panel = _keep(TracePanel(True, 5.0, ("µV", 1e6)))
     t = np.linspace(-5, 0, 500)
     rng = np.random.default_rng(0)
     data = (10e-6 * rng.standard_normal((3, t.size))).astype(np.float32)
@@ -86,8 +94,7 @@ def test_reconstruction_plot_names_its_units(qtbot, tiny_bundle):
     man = load_bundle(tiny_bundle[0]).manifest
     label = reconstruction_amplitude_label(man)
     assert "whitened" in label and "s.d." in label
-    panel = MaskPanel(["O1", "Oz", "O2"], ["eeg"] * 3, True, 250.0, 0.0, label)
-    qtbot.addWidget(panel)
+    panel = _keep(MaskPanel(["O1", "Oz", "O2"], ["eeg"] * 3, True, 250.0, 0.0, label))
     assert "whitened" in panel.rec_plot.getPlotItem().getAxis("left").labelText
 
 
@@ -100,8 +107,7 @@ def test_sensor_labels_do_not_overlap(qtbot):
     assert len(names) == 63
     for must in ("FT7", "FC5", "TP7", "CP5", "CP6", "TP8"):
         assert must in names
-    panel = MaskPanel(names, ["eeg"] * len(names), True, 250.0)
-    qtbot.addWidget(panel)
+    panel = _keep(MaskPanel(names, ["eeg"] * len(names), True, 250.0))
     panel.resize(700, 380)  # the mask panel's share of a 1366 x 768 window
     panel.show()
     qtbot.waitExposed(panel)
@@ -109,4 +115,5 @@ def test_sensor_labels_do_not_overlap(qtbot):
     overlaps = [(a, b) for i, a in enumerate(rects) for b in list(rects)[i + 1:]
                 if rects[a].intersected(rects[b]).width() > 1
                 and rects[a].intersected(rects[b]).height() > 1]
+    panel.hide()
     assert not overlaps, overlaps
