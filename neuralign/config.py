@@ -96,8 +96,6 @@ class DatasetConfig(_Section):
     # Which THINGS-EEG2 layout to read when kind == things_eeg2: the preprocessed .npy dicts,
     # or raw sessions re-preprocessed with neuralign's causal chain.
     source: Literal["preprocessed", "raw"] = "preprocessed"
-    soa: float = Field(0.2, gt=0)
-    n_way: int | None = Field(None, ge=2, description="zero-shot test classes (200 / 100)")
     simulation: SimulationConfig | None = None
     recording: RecordingConfig | None = None
 
@@ -151,8 +149,8 @@ class FeaturesConfig(_Section):
     """Frozen image features: computed by an encoder, or read from a file."""
 
     encoder: str = Field("builtin", description="'builtin' or 'open_clip:<arch>:<weights file>'")
+    # a features file or directory (NPZ, NICE dir, ATM torch file); 'train --features' overrides
     path: Path | None = None
-    normalize: bool = True
 
 
 class LossWeights(_Section):
@@ -221,7 +219,8 @@ class TrainingConfig(_Section):
 
 
 class RealtimeConfig(_Section):
-    source: str = "file:"
+    # defaults of 'neuralign run --source / --markers' (same spellings, e.g. lsl:EEG)
+    source: str | None = None
     markers: str | None = None
     chunk_size: int = Field(10, ge=1)
     buffer_seconds: float = Field(30.0, gt=0)
@@ -235,6 +234,9 @@ class RealtimeConfig(_Section):
     fill_missing: bool = False
     torch_threads: int = Field(1, ge=1)
     result_stream_name: str = "neuralign-results"
+    # LSL source_id of the result stream; None = a new random one per engine. 'neuralign view
+    # --result-source-id' selects an engine by it when several run on one host.
+    result_source_id: str | None = None
     connect_timeout_s: float = Field(10.0, gt=0)
     # Reliability (issue 11). Which markers are decoded: 'known' = only image ids of the bundle's
     # template bank (others are counted and logged once); 'all' = every marker.
@@ -377,6 +379,15 @@ def load_config(spec: str | Path, overrides: list[str] | None = None) -> Config:
         if candidate.exists():
             ds.path = candidate
     return config
+
+
+def config_from_overrides(overrides: list[str] | None = None) -> Config:
+    """The schema's defaults (a simulated dataset) with ``--set`` overrides: the config of a
+    command run without ``--config`` (``neuralign run``)."""
+    tree: dict = {"dataset": {"kind": "simulated"}}
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value, f"--set {key}")
+    return config_from_dict(tree, "defaults with --set overrides")
 
 
 def dump_config(config: Config) -> dict:

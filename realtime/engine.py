@@ -95,7 +95,8 @@ class Engine:
         self.stats = LatencyStats()
         self.viewer = ViewerQueue()
         self.results: deque[Result] = deque(maxlen=100000)
-        self.outlet = (ResultOutlet(self.cfg.result_stream_name, result_source_id)
+        self.outlet = (ResultOutlet(self.cfg.result_stream_name,
+                                    result_source_id or self.cfg.result_source_id)
                        if publish_lsl else None)
         self.decoder = Decoder(bundle, self.cfg.batch_size, self.cfg.top_k, device,
                                self.cfg.torch_threads)

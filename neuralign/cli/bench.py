@@ -9,26 +9,16 @@ from neuralign.cli.parser import DEFAULT_DATA_DIR
 from neuralign.errors import UserError
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``neuralign bench``: training throughput, or the engine's latency stage by stage."""
-    if args.what == "fidelity":  # issue 13: BrainAE vs ridge on data families it was not tuned to
-        from neuralign.offline.fidelity import format_table, run_from_args
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    """``neuralign bench fidelity`` (issue 13): BrainAE vs ridge on data families it was not
+    tuned to."""
+    from neuralign.offline.fidelity import format_table, run_from_args
 
-        print(format_table(run_from_args(args)))
-        return 0
-    if args.what == "latency":
-        return _bench_latency(args)
-    from neuralign.offline.benchmarks import training_throughput
-
-    res = training_throughput(n_chans=args.n_chans, n_times=args.n_times, batch_size=args.batch,
-                              steps=args.steps, out=Path(args.json) if args.json else None)
-    print(f"BrainAE training throughput ({res['n_chans']} x {res['n_times']}, batch "
-          f"{res['batch_size']}, {res['device']}, {res['threads']} threads): "
-          f"{res['samples_per_second']:.1f} samples/s ({res['seconds_per_step'] * 1e3:.0f} ms/step)")
+    print(format_table(run_from_args(args)))
     return 0
 
 
-def _bench_latency(args: argparse.Namespace) -> int:
+def cmd_latency(args: argparse.Namespace) -> int:
     """``neuralign bench latency``: the engine vs the naive mne-lsl pipeline vs the machine's
     floor in one run; ``--sweep``: how many streams one engine holds; ``--mua``: 1024 channels."""
     import json
@@ -97,45 +87,109 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0 if rep.dropped_samples == 0 else 1
 
 
+def cmd_training(args: argparse.Namespace) -> int:
+    """``neuralign bench training``: BrainAE training throughput for one input shape."""
+    from neuralign.offline.benchmarks import format_throughput, training_throughput
+
+    res = training_throughput(n_chans=args.n_chans, n_times=args.n_times, batch_size=args.batch,
+                              steps=args.steps, micro_batch=args.micro_batch, amp=args.amp,
+                              threads=args.threads, out=Path(args.json) if args.json else None)
+    print(format_throughput(res))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``bench``."""
-    p = sub.add_parser(
-        "bench", help="measure what the engine adds to latency, stage by stage",
-        description="'training': BrainAE training throughput (samples/s) for a given input shape "
-        "(default the THINGS-EEG2 shape 63 x 250). 'latency': replay a recording over LSL, "
-        "decode it live, and report end-to-end latency (consumer receive time - timestamp of "
-        "the epoch's last input sample) with p50/p95/p99/max per engine stage.",
+    """Add ``bench`` and its subcommands, each with its own options."""
+    bench = sub.add_parser(
+        "bench", help="measure training throughput, the engine's latency, or fidelity",
+        description="One subcommand per measurement; 'neuralign bench <what> --help' lists its "
+        "options.",
     )
-    p.add_argument("what", choices=["training", "latency", "fidelity"], help="what to measure")
-    p.add_argument("--n-chans", type=int, default=63)
-    p.add_argument("--n-times", type=int, default=250)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--steps", type=int, default=10)
+    bench.set_defaults(func=lambda _args: (bench.print_help(), 0)[1])
+    what = bench.add_subparsers(dest="what", metavar="<what>")
+
+    p = what.add_parser(
+        "training", help="BrainAE training throughput (samples/s)",
+        description="BrainAE training throughput (samples/s), seconds per step, peak memory and "
+        "the extrapolated full THINGS-EEG2 epoch, for a given input shape (default the "
+        "THINGS-EEG2 shape 63 x 250 at the paper's batch 800).",
+    )
+    p.add_argument("--n-chans", type=int, default=63, help="channels (default %(default)s)")
+    p.add_argument("--n-times", type=int, default=250, help="samples per epoch (default %(default)s)")
+    p.add_argument("--batch", type=int, default=800, help="batch size (default %(default)s)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (default %(default)s)")
+    p.add_argument("--micro-batch", type=int, default=None, help="gradient-caching micro-batch "
+                   "(default: the trainer's); >= --batch runs one graph")
+    p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
-    p.add_argument("--bundle", help="latency: bundle (default: the demo's)")
-    p.add_argument("--raw", help="latency: continuous .fif with annotations to replay "
-                   "(default: the demo's simulated test session, 63 ch @ 1000 Hz, SOA 200 ms)")
-    p.add_argument("--duration", type=float, default=60.0, help="latency: seconds to stream "
-                   "(a recording shorter than this is looped)")
-    p.add_argument("--chunk-size", type=int, default=1, help="latency: samples per pushed chunk")
+    p.set_defaults(func=cmd_training)
+
+    p = what.add_parser(
+        "latency", help="what the engine adds to latency, stage by stage",
+        description="A producer process streams a recording over real LSL at real time; this "
+        "process runs the engine; a naive mne-lsl pipeline (StreamLSL + filter() + 5 ms polling "
+        "+ get_data() + the model per epoch) decodes the same stream; a consumer process reads "
+        "both result streams and the raw data stream (the transport floor). Reports end-to-end "
+        "latency (consumer receive time - timestamp of the epoch's last input sample) "
+        "p50/p95/p99/max for both pipelines and per engine stage, dropped samples, CPU use.",
+    )
+    p.add_argument("--bundle", help="bundle (default: the demo's)")
+    p.add_argument("--raw", help="continuous .fif with annotations to replay (default: the demo's "
+                   "simulated test session, 63 ch @ 1000 Hz, SOA 200 ms)")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="seconds to stream; a shorter recording loops (default %(default)s)")
+    p.add_argument("--chunk-size", type=int, default=1,
+                   help="samples per pushed chunk (default %(default)s)")
     p.add_argument("--streams", type=int, default=1,
-                   help="latency: concurrent streams decoded by one engine")
-    p.add_argument("--warmup", type=float, default=3.0, help="latency: seconds not counted")
-    p.add_argument("--plot", help="latency: write the latency CDFs to this PNG")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="latency: skip the naive mne-lsl pipeline")
-    p.add_argument("--sweep", action="store_true", help="latency: add streams until the p99 "
-                   "end to end passes --deadline-ms (no baseline)")
-    p.add_argument("--deadline-ms", type=float, default=50.0, help="latency: --sweep's p99 limit")
-    p.add_argument("--mua", action="store_true", help="latency: a 1024-channel 1 kHz MUA stream "
-                   "(synthetic signal, random-weight MUA bundle; latency and drops only)")
+                   help="concurrent streams decoded by one engine (default %(default)s)")
+    p.add_argument("--warmup", type=float, default=3.0,
+                   help="first seconds not counted (default %(default)s)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the naive mne-lsl pipeline")
+    p.add_argument("--sweep", action="store_true", help="add streams until the p99 end to end "
+                   "passes --deadline-ms (no baseline)")
+    p.add_argument("--deadline-ms", type=float, default=50.0,
+                   help="--sweep's p99 limit (default %(default)s)")
+    p.add_argument("--mua", action="store_true", help="one 1024-channel 1 kHz MUA stream "
+                   "(synthetic signal, random-weight MUA bundle: latency and drops only)")
     p.add_argument("--mua-channels", type=int, default=1024, help=argparse.SUPPRESS)
-    p.add_argument("--batch-size", type=int, default=4, help="latency: engine batch size")
-    p.add_argument("--max-wait-ms", type=float, default=20.0, help="latency: batch deadline")
-    p.add_argument("--torch-threads", type=int, default=1, help="latency: engine torch threads")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="engine batch size (default %(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=20.0,
+                   help="batch deadline in ms (default %(default)s)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="engine torch threads (default %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="latency: engine device")
+                   help="engine device (default %(default)s)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--plot", help="write latency CDFs (per pipeline, per stage) to this PNG")
+    p.set_defaults(func=cmd_latency)
+
+    p = what.add_parser(
+        "soak", help="hours of replay + engine + recorder, faster than real time (issue 11)",
+        description="Loop a recording over LSL at --speed x real time for --hours of stream "
+        "time, decode it and record it; report decoded trials, dropped samples (exit code 1 "
+        "unless 0), resident memory after warm-up and at the end, and the p99 engine latency "
+        "of the first vs the last 10 %% of trials.",
+    )
+    p.add_argument("--bundle", help="bundle (default: the demo's)")
+    p.add_argument("--raw", help="continuous .fif with annotations to loop (default: the demo's "
+                   "simulated test session)")
+    p.add_argument("--hours", type=float, default=2.0,
+                   help="stream time to replay, hours (default %(default)s)")
+    p.add_argument("--speed", type=float, default=10.0,
+                   help="replay speed, x real time (default %(default)s)")
+    p.add_argument("--record", help="keep the recording in this directory (default: a "
+                   "temporary one, deleted)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_soak)
+
+    p = what.add_parser(
+        "fidelity", help="BrainAE vs ridge on the robustness matrix (issue 13)",
+        description="Train BrainAE and ridge on simulated data families (forward model, linear "
+        "and nonlinear component models) and compare them with paired bootstrap CIs.",
+    )
     from neuralign.offline.fidelity import add_arguments
 
-    add_arguments(p.add_argument_group("fidelity (BrainAE vs ridge on the robustness matrix)"))
-    p.set_defaults(func=cmd_bench)
+    add_arguments(p)
+    p.set_defaults(func=cmd_fidelity)

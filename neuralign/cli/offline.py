@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neuralign.cli.cache import cache_key, is_cached, mark_cached, stale_reason
 from neuralign.cli.parser import DEFAULT_DATA_DIR, add_config_args, config_from_args
 from neuralign.cli.report import print_report
 from neuralign.errors import UserError
@@ -22,18 +23,30 @@ if TYPE_CHECKING:
     from neuralign.config import Config
 
 
-def ensure_simulated(config: Config, data_dir: Path, force: bool) -> None:
-    """Simulate the config's dataset into ``data_dir`` unless it is already there (or ``force``)."""
+def dataset_key(config: Config) -> str:
+    """Cache key of a simulated dataset: what ``simulate`` reads, and the code."""
+    return cache_key(simulation=config.dataset.simulation.model_dump(mode="json"),
+                     preprocessing=config.preprocessing.model_dump(mode="json"))
+
+
+def ensure_simulated(config: Config, data_dir: Path, force: bool) -> str:
+    """Simulate the config's dataset into ``data_dir`` unless the one there was made from the
+    same settings and code (or ``force``); returns the dataset's cache key."""
     from neuralign.offline.simulator import simulate
 
-    if (data_dir / "simulation.json").is_file() and not force:
+    key = dataset_key(config)
+    if not force and is_cached(data_dir, key, "simulation.json"):
         print(f"Reusing simulated dataset in {data_dir} (--force to redo)")
-        return
+        return key
+    if not force and (reason := stale_reason(data_dir, "simulation.json")):
+        print(reason)
     print(f"Simulating the {config.name} dataset into {data_dir} ...")
     t0 = time.perf_counter()
     result = simulate(config.dataset.simulation, data_dir, preprocessing=config.preprocessing)
+    mark_cached(data_dir, key, "simulation.json")
     print(f"  written to {data_dir} in {time.perf_counter() - t0:.1f} s")
     print(result.summary())
+    return key
 
 
 def evaluate(run: Path, json_path: str | Path | None = None, masks: bool = True) -> dict:
@@ -41,7 +54,13 @@ def evaluate(run: Path, json_path: str | Path | None = None, masks: bool = True)
     printed as the user spelled it."""
     from neuralign.offline.runs import evaluate_run
 
-    rep = evaluate_run(run, Path(json_path) if json_path else None, masks=masks)
+    t0 = time.perf_counter()
+
+    def progress(stage: str) -> None:
+        print(f"  [{time.perf_counter() - t0:5.1f} s] {stage} ...", flush=True)
+
+    rep = evaluate_run(run, Path(json_path) if json_path else None, masks=masks,
+                       progress=progress)
     print_report(rep, json_path or run / "report.json")
     return rep
 
@@ -104,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if data is None and config.dataset.kind == "simulated" and config.dataset.path is None:
         data = DEFAULT_DATA_DIR / f"{config.name}-data"
         ensure_simulated(config, data, force=False)
-    features = Path(args.features) if args.features else None
+    features = Path(args.features) if args.features else config.features.path
     out = Path(args.out) if args.out else DEFAULT_DATA_DIR / "runs" / config.name
     if config.model.name in ("flig", "smr_icg"):  # generative decoders (issue 14)
         from neuralign.offline.generative.runs import train_generative
@@ -156,6 +175,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paired(args: argparse.Namespace) -> int:
+    """``neuralign paired``: paired.npz (images + embeddings or epochs) from a BrainAE run."""
+    from neuralign.offline.generative.from_run import paired_from_run
+
+    out = paired_from_run(Path(args.run), Path(args.out), args.image_size, args.trials, args.responses)
+    print(f"Paired data ({args.responses}, {args.trials} trials) written to {out}")
+    return 0
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     """``neuralign features``: frozen features of a folder of images, ids from the file names."""
     from neuralign.offline.feature_files import save_features_npz
@@ -204,7 +232,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "dir), repeat for several blocks")
     p.add_argument("--images", help="--config lab: folder of the shown images (id = file name "
                    "without extension, concept = sub-folder)")
-    p.add_argument("--features", help="image features file or directory")
+    p.add_argument("--features", help="image features file or directory (default: "
+                   "features.path of the config; without either, computed by features.encoder)")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--epochs", type=int, help="override training.epochs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override training.device")
@@ -234,6 +263,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generator", help="a flig / smr_icg run trained on --run's brain embeddings "
                    "(paired_from_run): carried in the bundle, the engine generates an image per epoch")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "paired", help="write paired.npz from a BrainAE run (for flig / smr_icg training)",
+        description="Pair a run's stimulus images (64 x 64) with its brain embeddings zb or its "
+        "flattened noise-normalised epochs; train a generator on it with neuralign train "
+        "--config flig|smr_icg --data paired.npz.",
+    )
+    p.add_argument("--run", required=True, help="BrainAE / VNA run directory")
+    p.add_argument("--out", required=True, help="paired.npz to write")
+    p.add_argument("--responses", choices=["embedding", "epochs"], default="embedding",
+                   help="brain embedding zb (default; what a bundle's generator takes) or epochs")
+    p.add_argument("--trials", choices=["single", "average"], default="single",
+                   help="one row per presentation (default) or per image (repetitions averaged)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.set_defaults(func=cmd_paired)
 
     p = sub.add_parser(
         "features", help="compute frozen image features for a folder of images",

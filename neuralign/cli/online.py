@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neuralign.cli.parser import add_config_args, config_from_args
 from neuralign.cli.report import print_engine_status
 from neuralign.errors import UserError
 
@@ -28,43 +30,94 @@ def show_in_viewer(engine: Engine, bundle: Bundle, stop: Callable[[], None]) -> 
         stop()
 
 
+# 'neuralign run' flags that are spellings of realtime config keys (validated by the schema)
+RUN_FLAGS = {"source": "realtime.source", "markers": "realtime.markers",
+             "batch_size": "realtime.batch_size", "max_wait_ms": "realtime.max_wait_ms",
+             "top_k": "realtime.top_k", "fill_missing": "realtime.fill_missing",
+             "torch_threads": "realtime.torch_threads",
+             "result_name": "realtime.result_stream_name",
+             "result_source_id": "realtime.result_source_id", "units": "realtime.units"}
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops ``neuralign run`` like Ctrl-C: the engine stops and the recording is closed
+    complete (a service manager's stop must not leave a half-written recording)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _ignore_stop_signals() -> None:
+    """While the engine stops and the recording closes, a second Ctrl-C / SIGTERM waits."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``neuralign run``: decode a live source until stopped (viewer, or status lines headless)."""
     from neuralign.bundle import load_bundle
-    from neuralign.config import RealtimeConfig
+    from neuralign.realtime.decisions import RunningAccuracy
     from neuralign.realtime.engine import Engine
     from neuralign.realtime.sources.factory import open_source
 
+    rt = config_from_args(args, RUN_FLAGS).realtime
+    if not rt.source:
+        raise UserError("--source: required (or set realtime.source in the config), "
+                        "e.g. --source lsl:EEG")
+    headless = args.headless
+    if not headless:
+        from neuralign.ui.display import headless_reason
+
+        reason = headless_reason()
+        if reason:
+            print(f"{reason}. Running headless.")
+            headless = True
+    _stop_on_sigterm()
     bundle = load_bundle(Path(args.bundle))
-    rt = RealtimeConfig(batch_size=args.batch_size, top_k=args.top_k,
-                        max_wait_ms=args.max_wait_ms, fill_missing=args.fill_missing)
-    source = open_source(args.source, args.markers, rt, speed=args.speed)
+    source = open_source(rt.source, rt.markers, rt, speed=args.speed)
     engine = Engine(bundle, source, rt, device=args.device)
     desc = source.open()
     if args.record:
         from neuralign.realtime.recorder import Recorder
 
         engine.recorder = Recorder(Path(args.record), desc.ch_names, desc.ch_types, desc.sfreq)
-    engine.start()
+    try:
+        engine.start()
+    except BaseException:  # a bad stream or a stop signal: close what was opened, record intact
+        _ignore_stop_signals()
+        engine.stop()
+        raise
     print(f"Decoding '{desc.name}' ({len(desc.ch_names)} ch @ {desc.sfreq:g} Hz) with "
-          f"{args.bundle}; results on LSL stream '{rt.result_stream_name}'. Ctrl-C to stop.")
-    if not args.headless:
+          f"{args.bundle}. Ctrl-C to stop.")
+    if engine.outlet is not None:
+        print(f"Results on LSL stream '{engine.outlet.name}', source_id {engine.outlet.source_id} "
+              f"(neuralign view --bundle {args.bundle} --result-source-id "
+              f"{engine.outlet.source_id})")
+    if not headless:
         show_in_viewer(engine, bundle, engine.stop)
         print_engine_status(engine, final=True)
         return 0
+    accuracy = RunningAccuracy(bundle.template_ids)
     t0 = time.monotonic()
     next_status = t0 + args.status_every
     shown = 0
     try:
         while engine.error is None:
             time.sleep(0.1)
+            new = list(engine.results)[shown:]
+            shown += len(new)
+            accuracy.extend(new)
             if args.verbose_results:
-                for r in list(engine.results)[shown:]:
+                for r in new:
                     print(f"  {r.summary()}")
-                shown = len(engine.results)
             now = time.monotonic()
             if now >= next_status:
-                print_engine_status(engine)
+                print_engine_status(engine, accuracy=accuracy)
                 next_status += args.status_every
             if (args.n_epochs and engine.n_decoded >= args.n_epochs) or (
                     args.duration and now - t0 >= args.duration):
@@ -72,21 +125,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopping ...")
     finally:
+        _ignore_stop_signals()
         engine.stop()
-    print_engine_status(engine, final=True)
+    accuracy.extend(list(engine.results)[shown:])
+    print_engine_status(engine, final=True, accuracy=accuracy)
     if engine.error is not None:
-        raise UserError(f"engine stopped: {engine.error}")
+        if isinstance(engine.error, UserError):
+            raise UserError(f"engine stopped: {engine.error}")
+        print(f"neuralign: error: engine stopped: {engine.error!r} (exit code 1)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_view(args: argparse.Namespace) -> int:
     """``neuralign view``: the viewer of an engine running in another process (via LSL)."""
-    from neuralign.ui.app import view_lsl
+    from neuralign.ui.display import headless_reason
 
     bundle = Path(args.bundle)
     if not bundle.is_dir():
         raise UserError(f"--bundle: {bundle}: not a bundle directory")
-    return int(view_lsl(args.stream, bundle) or 0)
+    reason = headless_reason()
+    if reason:
+        raise UserError(f"cannot open the viewer: {reason}")
+    from neuralign.ui.app import view_lsl
+
+    return int(view_lsl(args.result_name, bundle, source_id=args.result_source_id,
+                        announce=print) or 0)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -163,38 +228,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="decode a live stream with a model bundle",
         description="Read LSL / BrainFlow / file sources, filter causally, decode in "
-        "fixed-latency batches, publish results on LSL.",
+        "fixed-latency batches, publish results on LSL. Every option below that names a "
+        "realtime.* key overrides that key of --config (or of the defaults).",
     )
+    add_config_args(p, default=None)
     p.add_argument("--bundle", required=True, help="model bundle directory ('neuralign export')")
-    p.add_argument("--source", required=True,
+    p.add_argument("--source",
                    help="lsl:NAME | lsl:source_id=ID | brainflow:synthetic | "
-                   "brainflow:BOARD[:serial_port=...,ip_address=...] | file:PATH")
+                   "brainflow:BOARD[:serial_port=...,ip_address=...] | file:PATH "
+                   "(realtime.source; required unless the config sets it)")
     p.add_argument("--markers", help="stimulus markers: lsl:NAME (a Markers stream, image id per "
                    "marker; mne-lsl player annotation streams work too) or 'board' (BrainFlow's "
-                   "marker row); without markers the engine decodes a sliding window")
+                   "marker row); without markers the engine decodes a sliding window "
+                   "(realtime.markers)")
     p.add_argument("--record", help="record raw input, events and results to this directory")
     p.add_argument("--headless", action="store_true",
-                   help="no viewer (default: open the Qt viewer in this process); print status lines")
-    p.add_argument("--fill-missing", action="store_true",
-                   help="reconstruct a few missing channels with the model instead of refusing")
-    p.add_argument("--batch-size", type=int, default=4, help="fixed inference batch shape")
-    p.add_argument("--max-wait-ms", type=float, default=20.0,
-                   help="deadline: the longest an epoch waits for its batch")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--speed", type=float, default=1.0, help="file: sources: replay speed factor")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--n-epochs", type=int, help="stop after this many decoded epochs")
-    p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+                   help="no viewer (default: open the Qt viewer in this process); print status "
+                   "lines with running accuracy")
+    p.add_argument("--fill-missing", action="store_true", default=None,
+                   help="reconstruct a few missing channels with the model instead of refusing "
+                   "(realtime.fill_missing)")
+    p.add_argument("--units",
+                   help="the LSL stream's unit (V, mV, uV, nV, T, fT), overriding its channel "
+                   "metadata; by default read from desc/channels/channel/unit and converted to "
+                   "volts, an unknown unit refused (realtime.units)")
+    p.add_argument("--batch-size", type=int,
+                   help="fixed inference batch shape (realtime.batch_size, default 4)")
+    p.add_argument("--max-wait-ms", type=float,
+                   help="deadline: the longest an epoch waits for its batch "
+                   "(realtime.max_wait_ms, default 20)")
+    p.add_argument("--top-k", type=int,
+                   help="retrieved images per decoded epoch, best first (realtime.top_k, default 5)")
+    p.add_argument("--torch-threads", type=int,
+                   help="torch threads of the inference thread (realtime.torch_threads, default 1)")
+    p.add_argument("--result-name",
+                   help="LSL name of the result stream (realtime.result_stream_name, default "
+                   "neuralign-results)")
+    p.add_argument("--result-source-id",
+                   help="LSL source_id of the result stream, so 'neuralign view "
+                   "--result-source-id' finds this engine (realtime.result_source_id; default: "
+                   "a new random id, printed at start)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="file: sources: replay speed factor (default %(default)s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs: auto = cuda when available, else cpu "
+                   "(default %(default)s)")
+    p.add_argument("--duration", type=float,
+                   help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--n-epochs", type=int,
+                   help="stop after this many decoded epochs (default: no limit)")
+    p.add_argument("--status-every", type=float, default=5.0,
+                   help="seconds between status lines (default %(default)s)")
     p.add_argument("--verbose-results", action="store_true", help="print every decoded epoch")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "view", help="open the Qt viewer of a running engine",
         description="PyQt6 + pyqtgraph viewer of an engine's LSL result stream (top-k images, "
-        "running accuracy, latency). For live traces and masked-channel reconstruction, start "
-        "the engine with the viewer in one process: 'neuralign run ... ' without --headless.",
+        "running accuracy, latency). For live traces and masked-channel reconstruction, run "
+        "the engine with the viewer in one process: 'neuralign run ...' without --headless. "
+        "Several engines on one host: pick one by the source_id 'neuralign run' prints.",
     )
     p.add_argument("--bundle", required=True, help="the bundle the engine runs (for thumbnails)")
-    p.add_argument("--stream", default="neuralign-results", help="result stream name")
+    p.add_argument("--result-name", "--stream", dest="result_name", default="neuralign-results",
+                   help="result stream name (default %(default)s)")
+    p.add_argument("--result-source-id",
+                   help="result stream source_id (printed by 'neuralign run'): selects one engine "
+                   "when several publish the same name")
     p.set_defaults(func=cmd_view)

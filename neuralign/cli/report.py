@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from neuralign.realtime.decisions import RunningAccuracy
     from neuralign.realtime.engine import Engine
     from neuralign.realtime.replay.session import ReplaySession
 
@@ -52,27 +53,65 @@ def print_report(rep: dict, path: str | Path) -> None:
     print(f"report: {path}")
 
 
-def print_engine_status(engine: Engine, final: bool = False) -> None:
-    """One status line of a running engine (``neuralign run``): decoded, latency, stream health."""
+def accuracy_text(acc: dict) -> str:
+    """Running accuracy (:meth:`RunningAccuracy.summary`) as the status lines print it; empty
+    before any result whose true image is known."""
+    if not acc.get("n"):
+        return ""
+    txt = (f"single-trial top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} "
+           f"(chance {acc['chance_top1']:.2f}, n {acc['n']})")
+    if "avg_top1" in acc:
+        txt += f", averaged ({acc['avg_n_repetitions']} reps) top-1 {acc['avg_top1']:.2f}"
+    return txt
+
+
+def print_engine_status(engine: Engine, final: bool = False,
+                        accuracy: RunningAccuracy | None = None) -> None:
+    """One status line of a running engine (``neuralign run``): decoded, running accuracy when
+    markers carry the true image, latency, stream health."""
     st = engine.status()
     lat = st["latency_ms"].get("engine_total", {})
     lat_txt = (f"engine latency p50 {lat['p50']:.1f} ms / p99 {lat['p99']:.1f} ms"
                if lat else "no epochs yet")
-    print(f"{'final: ' if final else ''}decoded {st['decoded']}, {lat_txt}, received "
-          f"{st['received']} samples, dropped {st['dropped']}, gaps {st['gaps']}, "
-          f"reconnects {st['reconnects']}")
+    acc = accuracy_text(accuracy.summary()) if accuracy is not None else ""
+    print(f"{'final: ' if final else ''}decoded {st['decoded']}, {acc + ', ' if acc else ''}"
+          f"{lat_txt}, received {st['received']} samples, dropped {st['dropped']}, gaps "
+          f"{st['gaps']}, reconnects {st['reconnects']}{health_text(st)}")
+
+
+#: health counters named in the status line when non-zero (issue 11: failures never look healthy)
+_HEALTH_WORDS = {"non_finite_samples": "non-finite samples", "railed_samples": "railed samples",
+                 "flagged_epochs": "flagged epochs", "bad_epochs_dropped": "bad epochs dropped",
+                 "gap_epochs_dropped": "epochs across gaps dropped",
+                 "lost_samples": "samples lost in engine",
+                 "unknown_markers": "unknown markers", "bad_markers": "bad markers",
+                 "deferred_markers_dropped": "unplaceable markers dropped",
+                 "epochs_outside_buffer": "epochs outside buffer",
+                 "ready_dropped": "epochs dropped (inference behind)",
+                 "acquisition_errors": "acquisition errors"}
+
+
+def health_text(st: dict) -> str:
+    """``, <count> <what>, ...`` for each non-zero health counter, the last error and whether
+    the stream is down (empty when all is well)."""
+    h = st.get("health") or {}
+    parts = [f"{h[k]} {w}" for k, w in _HEALTH_WORDS.items() if h.get(k)]
+    if not st.get("connected", True):
+        parts.append("NOT CONNECTED")
+    if h.get("last_error"):
+        parts.append(f"last error: {str(h['last_error'])[:120]}")
+    if st.get("error"):
+        parts.append(f"ENGINE STOPPED: {str(st['error'])[:120]}")
+    return "".join(f", {p}" for p in parts)
 
 
 def print_live_accuracy(session: ReplaySession, final: bool = False) -> None:
     """One line of a replay session (the demo): running accuracy against the truth, latency."""
-    acc = session.accuracy()
+    acc = accuracy_text(session.accuracy())
     lat = session.engine.stats.summary().get("engine_total", {})
     txt = f"  {'final: ' if final else ''}decoded {session.engine.n_decoded}/{session.n_trials}"
-    if acc.get("n"):
-        txt += (f", single-trial top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} "
-                f"(chance {acc['chance_top1']:.2f})")
-        if "avg_top1" in acc:
-            txt += f", averaged ({acc['avg_n_repetitions']} reps) top-1 {acc['avg_top1']:.2f}"
+    if acc:
+        txt += f", {acc}"
     if lat:
         txt += f", engine latency p50 {lat['p50']:.1f} / p99 {lat['p99']:.1f} ms"
     print(txt)

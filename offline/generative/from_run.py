@@ -15,6 +15,16 @@ arrays it was trained on) and whose images are the run's stimulus images.
 
 Unit names are ``zb0 .. zb{M-1}``: :func:`check_embedding_source` (``neuralign export
 --generator``) recomputes the first rows from a run to prove a generator was trained on it.
+
+``responses="epochs"`` pairs the images with the run's noise-normalised epochs flattened to
+C x T values instead (``CH@MSms`` unit names): what FLIG / SMR see without BrainAE's encoder, for
+offline comparison only (a bundle's generator must take embeddings). FLIG's flows and auto-encoder
+code have the response dimension, so keep C x T small (e.g. a decimated epoch) for FLIG.
+The run's classification templates (non-stimulus images of the test concepts) are written as
+``extra_images``, ICG's unpaired augmentation set.
+
+``neuralign paired --run RUN --out paired.npz [--responses embedding|epochs] [--trials ...]``
+calls :func:`paired_from_run`.
 """
 
 from __future__ import annotations
@@ -66,22 +76,34 @@ def brain_embeddings(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def paired_from_run(run_dir: Path, out: Path | None = None, image_size: int = 64,
-                    trials: Literal["single", "average"] = "single") -> Path:
+                    trials: Literal["single", "average"] = "single",
+                    responses: Literal["embedding", "epochs"] = "embedding") -> Path:
     """Write ``paired.npz`` (default ``run_dir/paired.npz``) from a BrainAE/VNA run: train rows
-    from the run's training images, test rows from its (zero-shot) test images."""
+    from the run's training images, test rows from its (zero-shot) test images; responses are
+    the run's brain embeddings or its flattened epochs."""
     from neuralign.offline.runs import load_run
 
     if trials not in ("single", "average"):
         raise UserError(f"trials: expected 'single' or 'average', got {trials!r}")
+    if responses not in ("embedding", "epochs"):
+        raise UserError(f"responses: expected 'embedding' or 'epochs', got {responses!r}")
     run_dir = Path(run_dir)
-    _, prep, model = load_run(run_dir)
-    if not hasattr(model, "encode_brain"):
-        raise UserError(f"{run_dir}: the model has no brain encoder (encode_brain); paired data "
-                        "from a run needs a BrainAE or VNA run")
+    if responses == "epochs":
+        from neuralign.offline.prepare import Prepared
+
+        prep, model = Prepared.load(run_dir / "prepared.npz"), None
+    else:
+        _, prep, model = load_run(run_dir)
+        if not hasattr(model, "encode_brain"):
+            raise UserError(f"{run_dir}: the model has no brain encoder (encode_brain); paired data "
+                            "from a run needs a BrainAE or VNA run")
     files = prep.meta.get("image_files", {})
     arrays: dict[str, np.ndarray] = {}
     for split, x, ids in (("train", prep.x_train, prep.train_ids), ("test", prep.x_test, prep.test_ids)):
-        z = brain_embeddings(model, x)  # (N, R, M)
+        if model is None:  # (N, R, C, T) -> (N, R, C*T)
+            z = np.ascontiguousarray(x.reshape(*x.shape[:2], -1), np.float32)
+        else:
+            z = brain_embeddings(model, x)  # (N, R, M)
         images = load_stimulus_images(files, ids, image_size)
         if trials == "single":
             n, r = z.shape[:2]
@@ -91,12 +113,17 @@ def paired_from_run(run_dir: Path, out: Path | None = None, image_size: int = 64
             arrays[f"{split}_responses"] = z
             arrays[f"{split}_images"] = images
     m = arrays["train_responses"].shape[-1]
-    arrays["unit_names"] = np.array([f"{UNIT_PREFIX}{i}" for i in range(m)])
+    if model is None:
+        arrays["unit_names"] = np.array([f"{c}@{t * 1000:.0f}ms" for c in prep.ch_names for t in prep.times])
+    else:
+        arrays["unit_names"] = np.array([f"{UNIT_PREFIX}{i}" for i in range(m)])
+    if prep.template_ids and all(Path(files.get(i) or "").is_file() for i in prep.template_ids):
+        arrays["extra_images"] = load_stimulus_images(files, prep.template_ids, image_size)
     out = Path(out) if out is not None else run_dir / PAIRED_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
-    log.info("paired data (%s trials, %d train / %d test rows, %d embedding units) written to %s",
-             trials, len(arrays["train_responses"]), len(arrays["test_responses"]), m, out)
+    log.info("paired data (%s trials, %d train / %d test rows, %d %s units) written to %s", trials,
+             len(arrays["train_responses"]), len(arrays["test_responses"]), m, responses, out)
     return out
 
 

@@ -45,8 +45,9 @@ def _manifest(**update) -> Manifest:
 
 
 def _save(path, manifest: Manifest):
+    generator = {"g": torch.ones(3)} if manifest.generator is not None else None
     return save_bundle(path, manifest, {"w": torch.ones(2, 2)}, np.ones((2, 4), np.float32),
-                       np.zeros((2, 8, 8, 3), np.uint8))
+                       np.zeros((2, 8, 8, 3), np.uint8), generator_state=generator)
 
 
 def test_manifest_round_trip_is_typed_and_exact(tmp_path):
