@@ -33,7 +33,6 @@ class FligLossWeights(_Section):
 class FligConfig(_Section):
     """FLIG: Table V auto-encoder (stage 1), adversarial cross-modal Real-NVP (stage 2)."""
 
-    image_size: int = Field(64, description="Table V is built for 64 x 64 inputs")
     # Stage 1. Table V says "Dropout" without a rate; 0.1 keeps a 90-dim code usable on ~2k images.
     cae_dropout: float = Field(0.1, ge=0, lt=1)
     # Channel multiplier on Table V's 64/128/256/256 (1.0 = the paper; < 1 for a CPU budget).
@@ -128,9 +127,8 @@ class GenerativeConfig(_Section):
     feature_cnn: FeatureCnnConfig = FeatureCnnConfig()
     icg: IcgConfig = IcgConfig()
     # Paired data: responses (N, R, M) are averaged over repetitions (Sec. IV-A, RGC data).
-    image_size: int = Field(64, ge=16)
+    image_size: int = Field(64, ge=16, description="FLIG: a multiple of 16 (Table V halves it 4 times)")
     grayscale: bool = True
-    lpips_weights: str | None = Field(None, description="local LPIPS weights; None = skip LPIPS")
 
 
 class RetinaSimConfig(_Section):
@@ -142,5 +140,5 @@ class RetinaSimConfig(_Section):
     test_repetitions: int = Field(10, ge=1)
     train_repetitions: int = Field(10, ge=1)
     n_extra_images: int = Field(2000, ge=0, description="unpaired images (ICG augmentation)")
+    # One response bin = one frame (1/30 s in Natural Movie-I); the rate is per bin.
     mean_rate: float = Field(1.0, gt=0, description="mean spike count per cell per image")
-    bin_s: float = Field(1 / 30, gt=0, description="frame duration (30 Hz movie)")
