@@ -212,7 +212,9 @@ def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
         tail = bundle.manifest.epoch.tmax + 1.0
         while not producer.stop.is_set():
             time.sleep(1.0)
-            rss.append((time.monotonic() - wall0, me.memory_info().rss / 2**20))
+            mi = me.memory_info()  # anonymous = rss - file-backed (shared) pages, which the
+            # kernel may drop under memory pressure: the part that shows a leak
+            rss.append((time.monotonic() - wall0, mi.rss / 2**20, (mi.rss - mi.shared) / 2**20))
             if engine.error is not None:
                 raise RuntimeError(f"engine failed: {engine.error!r}")
             if (work / "producer.json").exists():
@@ -330,12 +332,15 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
             if r.last_sample_timestamp >= t_count:
                 per.setdefault(r.stream or "", []).append(1e3 * (recv - r.last_sample_timestamp))
         neur["per_stream_p99_ms"] = {k: summarize(v)["p99"] for k, v in sorted(per.items())}
-    rss_after = [m for t, m in rss if t >= min(30.0, cfg.duration_s / 2)]
-    neur["rss_mb"] = {"after_warmup": rss_after[0] if rss_after else None,
+    after = [row for row in rss if row[0] >= min(30.0, cfg.duration_s / 2)]
+    neur["rss_mb"] = {"after_warmup": after[0][1] if after else None,
                       "end": rss[-1][1] if rss else None,
-                      "growth": (rss[-1][1] - rss_after[0]) if rss_after else None,
-                      "trace": [[round(t, 1), round(m, 1)] for t, m in rss[:: max(1, len(rss)
-                                                                                 // 60)]]}
+                      "growth": (rss[-1][1] - after[0][1]) if after else None,
+                      "anon_after_warmup": after[0][2] if after else None,
+                      "anon_end": rss[-1][2] if rss else None,
+                      "anon_growth": (rss[-1][2] - after[0][2]) if after else None,
+                      "trace_t_rss_anon": [[round(v, 1) for v in row]
+                                           for row in rss[:: max(1, len(rss) // 60)]]}
     transport = [1e3 * v for v, ts in cons["transport"] if ts >= t_count]
     res: dict[str, Any] = {
         "definition": DEFINITION,
@@ -399,6 +404,10 @@ def plot_report(res: dict[str, Any], out: Path) -> Path:
     return out
 
 
+def _mb(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.1f} MB"
+
+
 def format_report(res: dict[str, Any]) -> str:
     """The human-readable table ``neuralign bench latency`` prints."""
     c = res["config"]
@@ -432,6 +441,7 @@ def format_report(res: dict[str, Any]) -> str:
         lines.append(f"naive / neuralign: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x")
     n = res["pipelines"]["neuralign"]
     lines.append(f"samples sent {n['sent_samples']}, received {n['received_samples']}, dropped "
-                 f"{n['dropped_samples']}, lost in engine {n['lost_in_engine']}; RSS growth "
-                 f"after warm-up {n['rss_mb']['growth']} MB")
+                 f"{n['dropped_samples']}, lost in engine {n['lost_in_engine']}; memory after "
+                 f"warm-up: RSS {_mb(n['rss_mb']['growth'])}, anonymous "
+                 f"{_mb(n['rss_mb']['anon_growth'])}")
     return "\n".join(lines)
