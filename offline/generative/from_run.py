@@ -183,3 +183,74 @@ def generator_for_bundle(brain_run: Path, generator_run: Path):
                                image_size=int(paired.image_shape[0]), channels=paired.n_channels)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return section, state
+
+
+def train_run_generator(brain_run: Path, config, out: Path,
+                        trials: Literal["single", "average"] = "single") -> dict:
+    """Paired data from ``brain_run``'s brain embeddings, then the generator of ``config``
+    (flig | smr_icg) on it, written as a generative run in ``out``; returns its history plus
+    ``test`` (decoding metrics of the held-out rows) and ``seconds_total``."""
+    import time
+
+    from neuralign.offline.generative.metrics import decoding_metrics
+    from neuralign.offline.generative.runs import load_generative, train_generative
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    paired = paired_from_run(brain_run, out / "paired_from_run.npz",
+                             image_size=config.generative.image_size, trials=trials)
+    history = train_generative(config, paired, out)
+    _, data, model = load_generative(out)
+    history["test"] = decoding_metrics(model.generate(data.test_responses), data.test_images)
+    history["seconds_total"] = time.perf_counter() - t0
+    return history
+
+
+def stimulus_truth_for_bundle(brain_run: Path, bundle) -> dict[str, np.ndarray] | None:
+    """:func:`stimulus_truth` of a bundle's template images at its generator's size (None
+    without a generator)."""
+    g = bundle.manifest.generator
+    if g is None:
+        return None
+    return stimulus_truth(brain_run, bundle.template_ids, g.image_size, g.channels == 1)
+
+
+class LiveSSIM:
+    """Running SSIM of generated images against the true stimulus of their epoch (the demo's
+    live line); ``other`` is the same against another test image's truth, the level a generator
+    that ignores the brain would reach."""
+
+    def __init__(self, truth: dict[str, np.ndarray]):
+        self.truth = truth
+        self._ids = sorted(truth)
+        self._seen: set[int] = set()
+        self.ssim: list[float] = []
+        self.other: list[float] = []
+
+    def update(self, generated) -> None:
+        """Score every not yet scored ``Generated`` (epoch_id, marker, image) with a known truth."""
+        from skimage.metrics import structural_similarity
+
+        for g in list(generated):
+            if g.epoch_id in self._seen or g.marker not in self.truth:
+                continue
+            self._seen.add(g.epoch_id)
+            true = self.truth[g.marker]
+            other = self.truth[self._ids[(self._ids.index(g.marker) + 1) % len(self._ids)]]
+            kw = {"data_range": 1.0, "channel_axis": -1 if true.ndim == 3 else None}
+            self.ssim.append(float(structural_similarity(true, g.image, **kw)))
+            self.other.append(float(structural_similarity(other, g.image, **kw)))
+
+    def summary(self) -> dict[str, float]:
+        """``{"n"}`` alone before any scored image, else ``n, ssim, ssim_other_image``."""
+        if not self.ssim:
+            return {"n": 0}
+        return {"n": len(self.ssim), "ssim": float(np.mean(self.ssim)),
+                "ssim_other_image": float(np.mean(self.other))}
+
+    def line(self) -> str:
+        s = self.summary()
+        if not s["n"]:
+            return "  generated SSIM so far: no generated image yet"
+        return (f"  generated SSIM so far {s['ssim']:.3f} over {s['n']} images "
+                f"(vs another test image: {s['ssim_other_image']:.3f})")
