@@ -8,6 +8,7 @@ fit (MVNN covariance estimation, z-score statistics) is offline work and lives i
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -75,7 +76,21 @@ class Whitening:
         x = np.asarray(x)
         if self.mean is not None and np.any(self.mean):
             x = x - self.mean[:, None]
+        d = self._diagonal
+        if d is not None and x.ndim >= 2 and x.shape[-2] == d.shape[0]:
+            # a diagonal W (z-score) is a per-channel scale: the same numbers as W @ x (the
+            # off-diagonal terms are exact zeros) without the C^2 product (1024 ch: ~16 ms/epoch)
+            return (d[:, None] * x).astype(np.result_type(x.dtype, np.float32), copy=False)
         return apply_whitening(self.w, x)
+
+    @functools.cached_property
+    def _diagonal(self) -> np.ndarray | None:
+        """W's diagonal when W is diagonal (z-score, none), else None (MVNN)."""
+        w = np.asarray(self.w)
+        if w.ndim != 2 or w.shape[0] != w.shape[1]:
+            return None
+        d = np.diagonal(w).copy()
+        return d if np.array_equal(w, np.diag(d)) else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the bundle manifest."""
