@@ -25,6 +25,9 @@ def test_demo_headless_end_to_end_with_parity(tmp_path):
     assert live["online_top1"] == live["offline_top1"]
     assert live["accuracy"]["n"] == 16
     assert "engine_total" in live["latency_ms"]
+    # the bundle carries the generator trained beside the BrainAE: one image per decoded trial
+    assert "generated SSIM so far" in proc.stdout
+    assert live["generated"]["n"] == 16 and 0 < live["generated"]["ssim"] <= 1
     # a second run reuses the cached dataset, run and report
     again = subprocess.run(
         [sys.executable, "-m", "neuralign", "demo", "--headless", "--config", str(cfg_path),
@@ -32,3 +35,4 @@ def test_demo_headless_end_to_end_with_parity(tmp_path):
         capture_output=True, text=True, timeout=600, env={**os.environ})
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Reusing simulated dataset" in again.stdout and "reusing the trained run" in again.stdout
+    assert "reusing the trained generator" in again.stdout

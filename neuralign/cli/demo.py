@@ -67,18 +67,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         evaluate(run_dir)
         mark_cached(run_dir, run_key, "report.json")
-    print(f"[4/5] Model bundle ({bundle_dir})")
-    export(run_dir, bundle_dir)
+    print(f"[4/5] Model bundle ({bundle_dir}) with a generator of images from brain embeddings")
+    gen_dir = ensure_generator(run_dir, run_key, cache / "demo-generator", args.force)
+    export(run_dir, bundle_dir, gen_dir)
     print("[5/5] Live: replaying the test session over LSL and decoding it")
     return run_live(config, bundle_dir, data_dir / "sim_test_raw.fif", headless=headless,
                     speed=args.speed, n_trials=args.n_trials, print_every=args.print_every,
-                    json_path=Path(args.json) if args.json else None)
+                    json_path=Path(args.json) if args.json else None, truth_run=run_dir)
+
+
+def ensure_generator(run_dir: Path, run_key: str, gen_dir: Path, force: bool) -> Path:
+    """Train the demo's small generator (configs/demo_generator.yaml) on the BrainAE run's brain
+    embeddings unless one made from the same run, config and code is cached; returns its run."""
+    from neuralign.config import dump_config, load_config
+
+    gen_config = load_config("demo_generator")
+    key = cache_key(run=run_key, generator=dump_config(gen_config))
+    if is_cached(gen_dir, key, "model.safetensors") and not force:
+        print(f"  reusing the trained generator in {gen_dir} (--force to retrain)")
+        return gen_dir
+    from neuralign.offline.generative.from_run import train_run_generator
+
+    if not force and (reason := stale_reason(gen_dir, "model.safetensors")):
+        print(reason)
+    h = train_run_generator(run_dir, gen_config, gen_dir)
+    mark_cached(gen_dir, key, "model.safetensors")
+    print(f"  generator: {gen_config.model.name} trained on {h['n_train']} single-trial brain "
+          f"embeddings in {h['seconds_total']:.0f} s; held-out single-trial SSIM "
+          f"{h['test']['ssim']:.3f} ({gen_dir})")
+    return gen_dir
 
 
 def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, speed: float,
-             n_trials: int, print_every: int, json_path: Path | None) -> int:
+             n_trials: int, print_every: int, json_path: Path | None,
+             truth_run: Path | None = None) -> int:
     """Replay ``raw_path`` over LSL and decode it live: in the viewer, or headless with running
-    accuracy lines, then the live/offline parity check (and its numbers in ``json_path``)."""
+    accuracy lines, then the live/offline parity check (and its numbers in ``json_path``).
+    ``truth_run``: the BrainAE run, whose stimuli score a generator's images (SSIM) headless."""
     from neuralign.bundle import load_bundle
     from neuralign.realtime.replay.session import replay_session
 
@@ -91,6 +116,7 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
     if not headless:
         show_in_viewer(session.engine, bundle, session.stop)
         return 0
+    ssim = _generated_ssim(bundle, truth_run)
     t0 = time.monotonic()
     shown = 0
     try:
@@ -99,6 +125,9 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
             if session.engine.n_decoded - shown >= print_every:
                 shown = session.engine.n_decoded
                 print_live_accuracy(session)
+                if ssim is not None:
+                    ssim.update(session.engine.generation.images)
+                    print(ssim.line())
             if time.monotonic() - t0 > session.n_trials * 0.5 / speed + 60:
                 print("  timed out waiting for results")
                 break
@@ -107,6 +136,9 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
     finally:
         session.stop()
     print_live_accuracy(session, final=True)
+    if ssim is not None:  # stop() generated what was pending
+        ssim.update(session.engine.generation.images)
+        print(ssim.line())
     online = session.results_in_stimulus_order()
     parity = live_offline_parity(bundle, raw_path, online, session.n_trials)
     print(f"  parity: {parity['parity_same_top1']}/{parity['parity_n']} trials have the same "
@@ -115,10 +147,20 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
         json_path.write_text(json.dumps({
             "n_trials": session.n_trials, "decoded": session.engine.n_decoded,
             "accuracy": session.accuracy(), "latency_ms": session.engine.stats.summary(),
+            **({"generated": ssim.summary()} if ssim is not None else {}),
             **parity}, indent=1))
     if session.engine.error is not None:
         raise UserError(f"engine stopped: {session.engine.error}")
     return 0
+
+
+def _generated_ssim(bundle: Bundle, truth_run: Path | None):
+    """The running SSIM of the engine's generated images (None without a generator or run)."""
+    if truth_run is None or bundle.manifest.generator is None:
+        return None
+    from neuralign.offline.generative.from_run import LiveSSIM, stimulus_truth_for_bundle
+
+    return LiveSSIM(stimulus_truth_for_bundle(truth_run, bundle))
 
 
 def live_offline_parity(bundle: Bundle, raw_path: Path, online: list[Result], n_trials: int) -> dict:
