@@ -39,7 +39,8 @@ def test_bench_latency_json_has_every_field(tiny_bundle, tmp_path):
     assert set(neur["per_stream_p99_ms"]) and len(neur["per_stream_p99_ms"]) == 2
     assert neur["dropped_samples"] == 0 and neur["lost_in_engine"] == 0
     assert neur["received_samples"] == neur["sent_samples"]
-    assert neur["rss_mb"]["end"] > 0
+    assert neur["rss_mb"]["end"] > 0 and neur["rss_mb"]["anon_end"] > 0
+    assert neur["batches_run_by_processing_thread"] >= 0
     _finite_summary(res["floor"]["transport_ms"])
     for k in ("folded", "as_built"):
         _finite_summary(res["floor"]["forward_ms"][k])
