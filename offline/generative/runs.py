@@ -93,22 +93,14 @@ def train_generative(config: Config, data: Path | None, out: Path) -> dict:
 
 def build_generative(config: Config, n_units: int, image_shape: tuple[int, ...], state: dict | None = None):
     """The model object of a config and data shape (weights from ``state`` when given)."""
+    from neuralign.models.generators import build_generator  # the bundle builds with it too
+
     gen = config.generative
     channels = 1 if len(image_shape) == 2 else image_shape[2]
-    if config.model.name == "flig":
-        from neuralign.models.flig import FLIG
-
-        f = gen.flig
-        model = FLIG(n_units, image_shape[0], channels, f.n_units_x, f.n_units_s, f.coupling_hidden,
-                     f.coupling_layers, f.cae_dropout, f.cae_width)
-    else:
-        from neuralign.models.icg import SmrIcgDecoder
-
-        model = SmrIcgDecoder.from_state(gen, n_units, image_shape[0], channels, state)
+    model = build_generator(config.model.name, gen, n_units, image_shape[0], channels, state)
+    if config.model.name == "smr_icg":
         model._gen_config, model._smr_config = gen, gen.smr
-    if state is not None:
-        model.load_state_dict(state)
-    return model.eval()
+    return model
 
 
 def load_generative(run_dir: Path):
