@@ -115,9 +115,11 @@ def precision(S: np.ndarray, sparse: bool, l1: float, shrink: float = 0.0,
 
     d = np.sqrt(np.diag(S))
     corr = S / np.outer(d, d)
-    for shrink in (0.0, 0.3, 0.6):  # an ill-conditioned W^T W can defeat the solver: shrink more
+    # An ill-conditioned matrix (W^T W; the residuals of collinear CNN units) can defeat the
+    # solver: then shrink more, first by the SHRINK used for rank-deficient arguments.
+    for extra in (0.0, SHRINK, 0.3, 0.6):
         try:
-            _, prec = graphical_lasso((1 - shrink) * corr + shrink * np.eye(p), alpha=l1,
+            _, prec = graphical_lasso((1 - extra) * corr + extra * np.eye(p), alpha=l1,
                                       max_iter=100, tol=1e-3, mode="cd")
             return prec / np.outer(d, d)
         except FloatingPointError:
