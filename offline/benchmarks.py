@@ -43,9 +43,11 @@ def training_throughput(n_chans: int = 63, n_times: int = 250, batch_size: int =
     from neuralign.models import build_model
     from neuralign.models.losses import brainae_loss
     from neuralign.offline.grad_cache import brainae_losses, cached_backward
-    from neuralign.offline.train import DEFAULT_MICRO_BATCH, autocast_context
+    from neuralign.offline.train import DEFAULT_MICRO_BATCH, autocast_context, retain_freed_memory
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        retain_freed_memory()
     if threads:
         torch.set_num_threads(threads)
     micro = micro_batch or DEFAULT_MICRO_BATCH.get(device.type, 128)
