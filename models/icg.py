@@ -193,9 +193,3 @@ class SmrIcgDecoder(nn.Module):
         images in [0, 1] (SMR, then the ICG generator)."""
         self.eval()
         return self.images_from_features(self.predict_features(responses))
-
-    def evaluate_extra(self, paired) -> dict:
-        """SMR's own numbers and the CVAE / CGAN baselines' images (see offline.generative.smr_icg_train)."""
-        from neuralign.offline.generative.smr_icg_train import evaluate_smr_icg
-
-        return evaluate_smr_icg(self, paired)

@@ -148,7 +148,9 @@ def evaluate_generative(run_dir: Path, json_path: Path | None = None) -> dict:
             report["baselines"]["lnp"] = M.encoding_metrics(lnp, paired.test_responses, (hi + lo) / 2,
                                                             scale, counts)
     else:
-        extra = model.evaluate_extra(paired)
+        from neuralign.offline.generative.smr_icg_train import evaluate_smr_icg
+
+        extra = evaluate_smr_icg(model, paired)  # SMR's own numbers, CVAE / CGAN baselines
         report.update(extra["report"])
         for name, imgs in extra.get("baseline_images", {}).items():
             report["baselines"][name] = M.decoding_metrics(imgs, paired.test_images)
