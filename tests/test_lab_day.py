@@ -44,7 +44,10 @@ def test_lab_day_record_train_decode_next_block(tiny_sim, tiny_bundle, tmp_path)
     try:
         assert main(["run", "--bundle", str(other_subject_bundle), "--source", "lsl:lab-amp",
                      "--markers", "lsl:lab-stim", "--record", str(tmp_path / "block1"),
-                     "--headless", "--n-epochs", str(n_stim), "--status-every", "30"]) == 0
+                     "--headless", "--n-epochs", str(n_stim), "--status-every", "30",
+                     # block 1's training images are not in the other subject's bank: decode them
+                     # anyway, so that --n-epochs counts every stimulus
+                     "--set", "realtime.decode_markers=all"]) == 0
     finally:
         rep.stop()
     header = json.loads((tmp_path / "block1" / "header.json").read_text())
