@@ -62,13 +62,14 @@ def _strict_json(obj: Any) -> str:
     try:
         return json.dumps(obj, default=_json_default, allow_nan=False)
     except ValueError:  # a non-finite number somewhere: null it
-        loose = json.loads(json.dumps(obj, default=_json_default))
+        # a round trip that keeps NaN as a float, only so finite_json can turn it into null
+        loose = json.loads(json.dumps(obj, default=_json_default, allow_nan=True))
         return json.dumps(finite_json(loose), allow_nan=False)
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default, allow_nan=False))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """Replaying recordings as LSL streams: the player and the receiving source's wiring.
 
-Turning files into a replay timeline is data loading: ``neuralign.offline.timelines``. The
+Turning files into a replay timeline is data loading, done offline (offline/timelines.py). The
 rehearsal session (``neuralign.realtime.replay.session``) is not imported here: it loads the
 engine and torch, which ``neuralign replay`` does not need.
 """
