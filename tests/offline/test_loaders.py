@@ -287,13 +287,11 @@ def test_meg_missing_attributes(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- Allen natural scenes
 
 
-def test_allen_needs_pynwb_message(tmp_path: Path) -> None:
-    try:
-        import pynwb  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("pynwb is installed")
+def test_allen_needs_pynwb_message(tmp_path: Path, monkeypatch) -> None:
+    """Without pynwb (hidden here: CI installs it for the real loader test) one clear message."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynwb", None)  # 'import pynwb' now raises ImportError
     from neuralign.offline.loaders.allen import load_allen_natural_scenes
 
     with pytest.raises(DataError, match=r"pip install neuralign\[nwb\]"):
