@@ -35,10 +35,12 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 MIN_STEPS_PER_EPOCH = 20  # the default of training.min_steps_per_epoch
-# Gradient-caching micro-batch when training.micro_batch_size is None. CPU: measured on 2 cores
-# at 63 x 250, 256 samples per step (issue 15): 8.5 s of CPU at 128, 9.7 s at 64; CUDA: an
+# Gradient-caching micro-batch when training.micro_batch_size is None. CPU: 64, measured on a
+# quiet 2-core machine with `neuralign train` at batch 800 (640 fitting images, 63 x 250, 1024-d
+# features, 3 epochs): 36 s of epochs and 2.4 GB peak RSS at 64 against 40 s and 3.4 GB at 128
+# (under heavy load, 256-sample steps had favoured 128 in CPU time: 8.5 s vs 9.7 s). CUDA: an
 # unmeasured guess that keeps kernels large (set training.micro_batch_size to tune it).
-DEFAULT_MICRO_BATCH = {"cpu": 128, "cuda": 400}
+DEFAULT_MICRO_BATCH = {"cpu": 64, "cuda": 400}
 
 
 def retain_freed_memory() -> bool:
