@@ -18,6 +18,17 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_and_recording(args: argparse.Namespace) -> tuple[Path, Path]:
+    """``--bundle`` / ``--raw``, by default the demo's cached bundle and simulated test session."""
+    bundle = Path(args.bundle or DEFAULT_DATA_DIR / "demo-bundle")
+    raw = Path(args.raw or DEFAULT_DATA_DIR / "demo-data" / "sim_test_raw.fif")
+    for p, what in ((bundle, "--bundle"), (raw, "--raw")):
+        if not p.exists():
+            raise UserError(f"{what}: {p} not found (run 'neuralign demo --headless' first, "
+                            "or pass it)")
+    return bundle, raw
+
+
 def cmd_latency(args: argparse.Namespace) -> int:
     """``neuralign bench latency``: the engine vs the naive mne-lsl pipeline vs the machine's
     floor in one run; ``--sweep``: how many streams one engine holds; ``--mua``: 1024 channels."""
@@ -34,12 +45,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
                                       n_chans=args.mua_channels)
         raw = None
     else:
-        bundle = Path(args.bundle or DEFAULT_DATA_DIR / "demo-bundle")
-        raw = Path(args.raw or DEFAULT_DATA_DIR / "demo-data" / "sim_test_raw.fif")
-        for p, what in ((bundle, "--bundle"), (raw, "--raw")):
-            if not p.exists():
-                raise UserError(f"{what}: {p} not found (run 'neuralign demo --headless' first, "
-                                "or pass it)")
+        bundle, raw = _bundle_and_recording(args)
     rt = RealtimeConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         chunk_size=args.chunk_size, torch_threads=args.torch_threads)
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
@@ -71,12 +77,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
     from neuralign.realtime.soak import run_soak
 
-    bundle = Path(args.bundle or DEFAULT_DATA_DIR / "demo-bundle")
-    raw = Path(args.raw or DEFAULT_DATA_DIR / "demo-data" / "sim_test_raw.fif")
-    for p, what in ((bundle, "--bundle"), (raw, "--raw")):
-        if not p.exists():
-            raise UserError(f"{what}: {p} not found (run 'neuralign demo --headless' first, "
-                            "or pass it)")
+    bundle, raw = _bundle_and_recording(args)
     if args.hours <= 0 or args.speed <= 0:
         raise UserError("--hours and --speed must be > 0")
     logging.getLogger("neuralign.realtime.soak").setLevel(logging.INFO)
