@@ -40,6 +40,12 @@ class FligConfig(_Section):
     cae_epochs: int = Field(40, ge=1)
     cae_batch_size: int = Field(64, ge=2)
     cae_lr: float = Field(1e-5, gt=0, description="Appendix B")
+    # Stage 1 sees only images, so unpaired images (``extra_images`` of paired.npz) train the CAE
+    # too; validation stays on held-out paired training images.
+    cae_use_extra_images: bool = True
+    # "constant" is the paper's Adam; "cosine" anneals each stage's rate to 0 over its epochs, which
+    # converges in the few epochs a CPU budget allows.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     # Stage 2. Basic flow unit: d -> 128 -> 128 -> 128 -> M - d, Tanh (Appendix B).
     n_units_x: int = Field(15, ge=1)
     n_units_s: int = Field(1, ge=1)
@@ -80,6 +86,7 @@ class SmrConfig(_Section):
     lam2: float = Field(0.05, ge=0)
     lam3: float = Field(0.05, ge=0)
     n_iter: int = Field(10, ge=1, description="alternating-optimisation sweeps (paper: ~50)")
+    tol: float = Field(1e-3, ge=0, description="stop sweeping once Eq. 6 changes by less (relative)")
     closed_form_max: int = Field(3000, ge=1, description="largest K*D solved by Proposition 1")
     cv_folds: int = Field(5, ge=2)
     cv_iter: int = Field(2, ge=1, description="sweeps per fold while choosing lam1")
@@ -142,3 +149,8 @@ class RetinaSimConfig(_Section):
     n_extra_images: int = Field(2000, ge=0, description="unpaired images (ICG augmentation)")
     # One response bin = one frame (1/30 s in Natural Movie-I); the rate is per bin.
     mean_rate: float = Field(1.0, gt=0, description="mean spike count per cell per image")
+    # "lnp": the textbook centre-surround LNP cell (the LNP baseline is then the true model class).
+    # "subunit": the centre pools rectified bipolar-like subunits (LN-LN; Hochstein & Shapley
+    # 1976, Turner & Rieke 2016), the nonlinear spatial integration that makes LNP fail on real
+    # ganglion cells under natural stimuli (FLIG's Table III: LNP PCC 0.011).
+    cell_model: Literal["lnp", "subunit"] = "lnp"

@@ -219,7 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
-        "train", help="train a model (BrainAE, VNA) and the ridge baselines",
+        "train", help="train a model (BrainAE, VNA, FLIG, SMR+ICG) and its baselines",
         description="Train an alignment model on a THINGS-EEG2-layout directory, the simulator, "
         "or a lab's own recordings (--config lab), with the paper's loop: validation split, "
         "best checkpoint by validation loss.",

@@ -93,9 +93,17 @@ def _eval_routes(model: FLIG, x: torch.Tensor, s: torch.Tensor) -> dict[str, flo
     return {"x": float(F.mse_loss(x_hat, x)), "s": float(F.mse_loss(s_hat, s))}
 
 
+def _schedule(opt: torch.optim.Optimizer, cfg: FligConfig, n_steps: int):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(n_steps, 1))
+    return None
+
+
 def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, device: torch.device,
-               seed: int = 0, val_fraction: float = 0.1) -> tuple[FLIG, FligHistory]:
-    """Both stages of Algorithm 1 on (N, S, S[, C]) images in [0, 1] and (N, M) responses."""
+               seed: int = 0, val_fraction: float = 0.1,
+               extra_images: np.ndarray | None = None) -> tuple[FLIG, FligHistory]:
+    """Both stages of Algorithm 1 on (N, S, S[, C]) images in [0, 1] and (N, M) responses
+    (``extra_images``: unpaired images for stage 1 when ``cfg.cae_use_extra_images``)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n = len(images)
@@ -115,16 +123,23 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     # Stage 1: CAE, L_CAE = ||x - x_rec||^2 (Eq. 1).
     t0 = time.perf_counter()
     cae_params = list(model.enc.parameters()) + list(model.dec.parameters())
+    x_cae = x_fit
+    if cfg.cae_use_extra_images and extra_images is not None and len(extra_images):
+        x_cae = torch.cat([x_fit, _images_tensor(extra_images).to(device)])
     opt = torch.optim.Adam(cae_params, lr=cfg.cae_lr)
+    n_batches = len(x_cae) // cfg.cae_batch_size if len(x_cae) > cfg.cae_batch_size else 1
+    sched = _schedule(opt, cfg, cfg.cae_epochs * n_batches)
     best, best_state = np.inf, None
     for epoch in range(cfg.cae_epochs):
         model.enc.train()
         model.dec.train()
-        for idx in _batches(len(fit), cfg.cae_batch_size, gen):
-            loss = F.mse_loss(model.dec(model.enc(x_fit[idx])), x_fit[idx])
+        for idx in _batches(len(x_cae), cfg.cae_batch_size, gen):
+            loss = F.mse_loss(model.dec(model.enc(x_cae[idx])), x_cae[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
         model.eval()
         with torch.no_grad():
             v = float(F.mse_loss(model.dec(model.enc(x_val)), x_val))
@@ -148,6 +163,9 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     disc_params = list(model.disc_x.parameters()) + list(model.disc_s.parameters())
     opt_f = torch.optim.Adam(flow_params, lr=cfg.flow_lr)
     opt_d = torch.optim.Adam(disc_params, lr=cfg.disc_lr)
+    n_batches = len(fit) // cfg.flow_batch_size if len(fit) > cfg.flow_batch_size else 1
+    sched_f = _schedule(opt_f, cfg, cfg.flow_epochs * n_batches)
+    sched_d = _schedule(opt_d, cfg, cfg.flow_epochs * n_batches)
     best, best_state = np.inf, None
     for epoch in range(cfg.flow_epochs):
         sums: dict[str, float] = {}
@@ -160,12 +178,16 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
             terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(flow_params, 100.0)
             opt_f.step()
+            if sched_f is not None:
+                sched_f.step()
             if cfg.loss_weights.g > 0:
                 d_loss = discriminator_loss(model, xfb, sb, cfg.gp_weight)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
                 terms["d"] = d_loss
+                if sched_d is not None:
+                    sched_d.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_steps += 1

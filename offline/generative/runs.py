@@ -68,7 +68,7 @@ def train_generative(config: Config, data: Path | None, out: Path) -> dict:
         from neuralign.offline.generative.flig_train import train_flig
 
         model, hist = train_flig(paired.train_images, paired.train_responses, config.generative.flig,
-                                 device, seed=config.training.seed)
+                                 device, seed=config.training.seed, extra_images=paired.extra_images)
         history = {"cae_val_mse": hist.cae_val_mse, "flow": hist.flow_val,
                    "best_cae_epoch": hist.best_cae_epoch, "best_flow_epoch": hist.best_flow_epoch,
                    "seconds_stage1": hist.seconds_cae, "seconds_stage2": hist.seconds_flow}

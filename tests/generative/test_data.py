@@ -72,6 +72,28 @@ def test_retina_simulator_is_deterministic_poisson_counts(tmp_path):
     assert d.extra_images.shape == (5, 64, 64)
 
 
+def test_retina_subunit_cells_integrate_nonlinearly():
+    """The subunit cell answers to contrast of both signs inside its centre, so a linear model of
+    its log-rate explains it less well than an LNP cell's; the LNP cell is exactly log-linear."""
+    from sklearn.linear_model import RidgeCV
+
+    from neuralign.offline.simulator.retina import add_subunits, dead_leaves, make_cells, rates
+
+    images = dead_leaves(500, np.random.default_rng(1))
+    flat = images.reshape(len(images), -1)
+    r2 = {}
+    for model in ("lnp", "subunit"):
+        cells = make_cells(16, 1.0, np.random.default_rng(2))
+        if model == "subunit":
+            cells = add_subunits(cells)
+        log_rate = np.log(rates(cells, images, 0.7))
+        fit = RidgeCV(alphas=10.0 ** np.arange(-3, 4)).fit(flat[:400], log_rate[:400])
+        r2[model] = fit.score(flat[400:], log_rate[400:])
+        assert np.isclose(rates(cells, images, 0.7).mean(), 1.0, rtol=1.5)  # spiking, not silent
+    assert r2["lnp"] > 0.95
+    assert r2["subunit"] < r2["lnp"] - 0.2, r2
+
+
 def test_digits69_loader_reads_the_published_layout(tmp_path):
     rng = np.random.default_rng(1)
     digits = rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)
