@@ -118,6 +118,9 @@ class IcgConfig(_Section):
     margin: float = Field(50.0, ge=0)
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 128])
     epochs: int = Field(30, ge=1)
+    # IntroVAE's num_vae (its reference code): the first epochs train the plain CVAE (alpha = 0,
+    # beta = 1) before the introspective terms start (they count toward ``epochs``).
+    warmup_epochs: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-4, gt=0)
     use_extra_images: bool = True
