@@ -43,9 +43,9 @@ class FligConfig(_Section):
     # Stage 1 sees only images, so unpaired images (``extra_images`` of paired.npz) train the CAE
     # too; validation stays on held-out paired training images.
     cae_use_extra_images: bool = True
-    # "constant" is the paper's Adam; "cosine" anneals each stage's rate to 0 over its epochs, which
-    # converges in the few epochs a CPU budget allows.
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # "constant" is the paper's Adam; "one_cycle" warms each stage's rate up and anneals it to 0
+    # over its epochs, which converges in the few epochs a CPU budget allows.
+    lr_schedule: Literal["constant", "one_cycle"] = "constant"
     # Stage 2. Basic flow unit: d -> 128 -> 128 -> 128 -> M - d, Tanh (Appendix B).
     n_units_x: int = Field(15, ge=1)
     n_units_s: int = Field(1, ge=1)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from neuralign.generative_config import FligConfig
 from neuralign.models.flig import FLIG, gradient_penalty, jacobian_clamp, rsa_loss
@@ -94,16 +95,21 @@ def _eval_routes(model: FLIG, x: torch.Tensor, s: torch.Tensor) -> dict[str, flo
 
 
 def _schedule(opt: torch.optim.Optimizer, cfg: FligConfig, n_steps: int):
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(n_steps, 1))
+    """None (the paper's constant rate) or a one-cycle schedule: warm up to the configured rate over
+    the first 30 % of the steps, then cosine-anneal (Smith & Topin 2019)."""
+    if cfg.lr_schedule == "one_cycle":
+        max_lr = [g["lr"] for g in opt.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(n_steps, 1),
+                                                   pct_start=0.3)
     return None
 
 
 def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, device: torch.device,
                seed: int = 0, val_fraction: float = 0.1,
-               extra_images: np.ndarray | None = None) -> tuple[FLIG, FligHistory]:
+               extra_images: np.ndarray | None = None, progress: bool | None = None) -> tuple[FLIG, FligHistory]:
     """Both stages of Algorithm 1 on (N, S, S[, C]) images in [0, 1] and (N, M) responses
-    (``extra_images``: unpaired images for stage 1 when ``cfg.cae_use_extra_images``)."""
+    (``extra_images``: unpaired images for stage 1 when ``cfg.cae_use_extra_images``; progress
+    bars by default only on a terminal)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n = len(images)
@@ -130,7 +136,9 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     n_batches = len(x_cae) // cfg.cae_batch_size if len(x_cae) > cfg.cae_batch_size else 1
     sched = _schedule(opt, cfg, cfg.cae_epochs * n_batches)
     best, best_state = np.inf, None
-    for epoch in range(cfg.cae_epochs):
+    quiet = None if progress is None else not progress  # None: tqdm shows bars on a terminal only
+    bar = tqdm(range(cfg.cae_epochs), desc="FLIG stage 1 (CAE)", unit="epoch", disable=quiet)
+    for epoch in bar:
         model.enc.train()
         model.dec.train()
         for idx in _batches(len(x_cae), cfg.cae_batch_size, gen):
@@ -144,6 +152,7 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
         with torch.no_grad():
             v = float(F.mse_loss(model.dec(model.enc(x_val)), x_val))
         hist.cae_val_mse.append(v)
+        bar.set_postfix(val_mse=f"{v:.4f}")
         if v < best:
             best, hist.best_cae_epoch = v, epoch
             best_state = copy.deepcopy({k: t.detach().clone() for k, t in model.state_dict().items()})
@@ -167,7 +176,8 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     sched_f = _schedule(opt_f, cfg, cfg.flow_epochs * n_batches)
     sched_d = _schedule(opt_d, cfg, cfg.flow_epochs * n_batches)
     best, best_state = np.inf, None
-    for epoch in range(cfg.flow_epochs):
+    bar = tqdm(range(cfg.flow_epochs), desc="FLIG stage 2 (flows)", unit="epoch", disable=quiet)
+    for epoch in bar:
         sums: dict[str, float] = {}
         n_steps = 0
         for idx in _batches(len(fit), cfg.flow_batch_size, gen):
@@ -193,6 +203,7 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
             n_steps += 1
         val_terms = _eval_routes(model, x_val, s_val)
         score = val_terms["x"] * cfg.loss_weights.x + val_terms["s"] * cfg.loss_weights.s
+        bar.set_postfix(val_x=f"{val_terms['x']:.4f}", val_s=f"{val_terms['s']:.4f}")
         hist.flow_val.append({"val_x": val_terms["x"], "val_s": val_terms["s"],
                               **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}})
         if score < best:
