@@ -98,8 +98,11 @@ def icg_losses(model: ICG, y: torch.Tensor, h: torch.Tensor, alpha: float, beta:
                margin: float) -> dict[str, torch.Tensor]:
     """``enc``: the encoder's objective (Eq. 9), ``gen``: the generator's (Eq. 8), for one batch.
 
-    Take the encoder's gradient from ``enc`` and the generator's from ``gen`` only (the encoder's
-    fakes are detached so ``enc`` does not reach the generator through them).
+    Take the encoder's gradient from ``enc`` w.r.t. the encoder's parameters and the generator's
+    from ``gen`` w.r.t. the generator's only (``train_icg`` does). The reconstruction is a fake
+    that depends on the encoder through z, so the encoder sees it detached (IntroVAE) and the
+    generator's term encodes it again; the prior sample depends on no encoder parameter, so its
+    one encoder pass serves both terms (the same gradients, one pass fewer).
     """
     mu, logvar = model.encode(y, h)
     z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
@@ -111,8 +114,9 @@ def icg_losses(model: ICG, y: torch.Tensor, h: torch.Tensor, alpha: float, beta:
     gen = l_ae
     if alpha > 0:
         y_p = model.decode(torch.randn_like(mu), h)
-        kl_fake_enc = [kl_normal(*model.encode(f.detach(), h)) for f in (y_rec, y_p)]
-        kl_fake_gen = [kl_normal(*model.encode(f, h)) for f in (y_rec, y_p)]
+        kl_p = kl_normal(*model.encode(y_p, h))
+        kl_fake_enc = (kl_normal(*model.encode(y_rec.detach(), h)), kl_p)
+        kl_fake_gen = (kl_normal(*model.encode(y_rec, h)), kl_p)
         hinge = sum(F.relu(margin - k).mean() for k in kl_fake_enc) / 2
         fool = sum(k.mean() for k in kl_fake_gen) / 2
         enc = enc + alpha * hinge
