@@ -214,8 +214,14 @@ class TrainingConfig(_Section):
     min_steps_per_epoch: int = Field(20, ge=1)
     # Gradient caching (issue 15): batches larger than this are computed this many samples at a
     # time with the exact full-batch gradient and BatchNorm statistics (offline/grad_cache.py);
-    # memory then scales with this, not with batch_size. None: 128 (CPU) / 400 (CUDA).
+    # memory then scales with this, not with batch_size. None: 64 (CPU) / 400 (CUDA). A value
+    # >= batch_size turns gradient caching off (one graph over the whole batch).
     micro_batch_size: int | None = Field(None, ge=2)
+    # Training-time folding of TSConv's linear pairs (issue 15; models/tsconv.py): temporal conv +
+    # average pool as one strided conv, nearest up-sampling + transposed conv as one strided
+    # transposed conv. Same parameters, values and gradients; False runs the layers as written
+    # (the pre-issue computation, for before/after measurements). Inference folding is separate.
+    fold: bool = True
 
 
 class RealtimeConfig(_Section):

@@ -33,6 +33,15 @@ them). Cost on BrainAE at 63 x 250: about 2.7x the arithmetic of one graph over 
 (measured: 8.5 s vs 3.0 s of CPU for 256 samples); what it buys is memory that no longer grows
 with the batch (13.7 GB -> 2.2 GB peak RSS at the paper's batch).
 
+**Across processes** (``distributed=True``, DDP under ``torchrun``): each rank holds a slice of
+the batch. Step 1 combines every rank's moments (all-gather, Chan's combination in rank order, so
+all ranks hold the same statistics: synchronised BatchNorm over the whole batch); step 2
+all-gathers the embeddings and differentiates the loss of the WHOLE batch (InfoNCE over all
+pairs, not per rank) w.r.t. the rank's own rows; step 4 all-reduces ``dL/dmu`` and ``dL/dvar``
+first. Each rank's ``.grad`` is then its share, and their SUM (all-reduce, no division) is the
+single-process full-batch gradient (tests/offline/test_ddp_grad_cache.py). ``sample_loss`` must
+divide by the whole batch's size.
+
 Dropout: each micro-batch re-seeds the RNG identically in every pass, so all passes see the same
 masks (the masks differ from a one-graph run's, the distribution does not).
 """
@@ -162,6 +171,44 @@ def _call_order(layers: list[nn.Module], run: Callable[[], object]) -> list[nn.M
     return [layers[i] for i in order]
 
 
+def _all_gather_rows(t: Tensor, sizes: list[int]) -> Tensor:
+    """Every rank's rows of ``t`` (ranks may hold different numbers), concatenated in rank order."""
+    import torch.distributed as dist
+
+    pad = max(sizes) - t.shape[0]
+    if pad:
+        t = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))])
+    parts = [torch.empty_like(t) for _ in sizes]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat([p[:k] for p, k in zip(parts, sizes)])
+
+
+def _all_moments(mo: _Moments) -> _Moments:
+    """Combine every rank's moments (same order on every rank, hence identical results)."""
+    import torch.distributed as dist
+
+    packed = torch.cat([torch.tensor([float(mo.n)], dtype=torch.float64, device=mo.mean.device),
+                        mo.mean, mo.m2])
+    parts = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, packed)
+    c = mo.mean.numel()
+    out = _Moments()
+    for p in parts:
+        nb = int(round(float(p[0])))
+        if nb == 0:
+            continue
+        mb, m2b = p[1:1 + c], p[1 + c:]
+        if out.mean is None:
+            out.n, out.mean, out.m2 = nb, mb, m2b
+            continue
+        n = out.n + nb
+        delta = mb - out.mean
+        out.mean = out.mean + delta * (nb / n)
+        out.m2 = out.m2 + m2b + delta.square() * (out.n * nb / n)
+        out.n = n
+    return out
+
+
 def _update_running(bn: nn.Module, st: _LayerState) -> None:
     """What one full-batch training forward does to the running statistics."""
     if not bn.track_running_stats or bn.running_mean is None:
@@ -186,6 +233,7 @@ def cached_backward(
     sample_loss: SampleLoss | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     scale: float = 1.0,
+    distributed: bool = False,
 ) -> dict[str, float]:
     """Accumulate into ``.grad`` the gradient of the full-batch loss; return its parts (floats).
 
@@ -196,8 +244,20 @@ def cached_backward(
     (already divided by the FULL batch size); ``rows`` is the micro-batch's slice of the batch.
     The total loss is their sum. Model parameters' ``.grad`` are accumulated (zero them first),
     multiplied by ``scale`` (a mixed-precision loss scale; the returned parts are unscaled).
+    ``distributed``: ``inputs`` are this rank's slice of a batch split over the default process
+    group (every rank calls this with the same ``micro_batch``); ``.grad`` receives the rank's
+    share, to be summed over ranks; the returned parts are those of the whole batch.
     """
     n = inputs[0].shape[0]
+    world, rank, sizes = 1, 0, [n]
+    if distributed:
+        import torch.distributed as dist
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        dev = inputs[0].device
+        sizes_t = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(world)]
+        dist.all_gather(sizes_t, torch.tensor([n], dtype=torch.int64, device=dev))
+        sizes = [int(t) for t in sizes_t]
     chunks = [slice(i, min(i + micro_batch, n)) for i in range(0, n, micro_batch)]
     seed = int(torch.randint(0, 2**62, (1,)).item())
     device = inputs[0].device
@@ -222,18 +282,26 @@ def cached_backward(
                     with contextlib.suppress(_Stop):
                         run(j)
             mo = ctrl.moments
+            if distributed:
+                mo = _all_moments(mo)
             ctrl.stats[li] = _LayerState(mo.mean.to(dtype).requires_grad_(),
                                          (mo.m2 / mo.n).to(dtype).requires_grad_(), mo.n)
         ctrl.collect, ctrl.moments = None, None
         # 2. embeddings without a graph, loss gradient w.r.t. them
         with torch.no_grad():
             outs = [run(j) for j in range(len(chunks))]
-        zb = torch.cat([_full(o["zb"]) for o in outs]).requires_grad_()
-        zi = torch.cat([_full(o["zi"]) for o in outs]).requires_grad_()
+        zb = torch.cat([_full(o["zb"]) for o in outs])
+        zi = torch.cat([_full(o["zi"]) for o in outs])
         del outs
+        if distributed:  # the whole batch's embeddings, this rank's rows at offset sum(sizes[:rank])
+            zb, zi = _all_gather_rows(zb, sizes), _all_gather_rows(zi, sizes)
+        zb, zi = zb.requires_grad_(), zi.requires_grad_()
         emb_loss, parts = embedding_loss(zb, zi)
-        (emb_loss * scale).backward()
-        g_zb, g_zi = zb.grad, zi.grad
+        # Every rank evaluates the same whole-batch loss; parameters it uses directly (a learned
+        # temperature) get 1/world of their gradient per rank, the embeddings all of it.
+        (emb_loss * (scale / world)).backward()
+        own = slice(sum(sizes[:rank]), sum(sizes[:rank]) + n)
+        g_zb, g_zi = zb.grad[own] * world, zi.grad[own] * world
         total = emb_loss.detach()
         sums: dict[str, Tensor] = {k: v.detach() for k, v in parts.items()}
         # 3. main sweep: one graph per micro-batch
@@ -251,6 +319,13 @@ def cached_backward(
         for li in reversed(range(len(layers))):
             st = ctrl.stats[li]
             g_mean, g_var = st.mean.grad, st.var.grad
+            if distributed:  # dL/dmu, dL/dvar of the whole batch (every rank's rows use them)
+                import torch.distributed as dist
+
+                g_mean = torch.zeros_like(st.mean) if g_mean is None else g_mean.clone()
+                g_var = torch.zeros_like(st.var) if g_var is None else g_var.clone()
+                dist.all_reduce(g_mean)
+                dist.all_reduce(g_var)
             if g_mean is None and g_var is None:
                 continue
             ctrl.stop_at = li
@@ -270,6 +345,15 @@ def cached_backward(
             ctrl.stop_at = None
     for li, bn in enumerate(layers):
         _update_running(bn, ctrl.stats[li])
+    if distributed:  # the per-sample terms were this rank's share of the whole batch's
+        import torch.distributed as dist
+
+        keys = sorted(k for k in sums if k not in parts)
+        local = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=emb_loss.device)
+                             for v in [total - emb_loss.detach()] + [sums[k] for k in keys]])
+        dist.all_reduce(local)
+        total = emb_loss.detach() + local[0]
+        sums.update({k: local[1 + i] for i, k in enumerate(keys)})
     result = {k: float(v) for k, v in sums.items()}
     result["total"] = float(total)
     return result

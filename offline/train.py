@@ -7,9 +7,11 @@ nccl on CUDA); every rank draws the same seeded permutation and takes its own sl
 
 BrainAE batches larger than ``training.micro_batch_size`` go through gradient caching
 (:mod:`neuralign.offline.grad_cache`): the exact full-batch gradient, full-batch BatchNorm
-statistics included, with the memory of one micro-batch. Under DDP each rank then computes its
-slice's gradient that way and the gradients are averaged explicitly, which is what DDP's own
-all-reduce does for the one-graph step.
+statistics included, with the memory of one micro-batch. Under DDP BrainAE always steps that
+way (whatever the batch): the ranks exchange embeddings and BatchNorm moments, so the loss is the
+whole batch's (InfoNCE over all pairs, statistics over all samples, not per rank) and the summed
+gradient equals the single-process one (tests/offline/test_ddp_grad_cache.py). Other models use
+DDP's own per-rank loss and averaged gradients.
 """
 
 from __future__ import annotations
@@ -241,14 +243,14 @@ def _broadcast_buffers(model) -> None:
         dist.broadcast(buf, src=0)
 
 
-def _average_gradients(model, world: int) -> None:
-    """What DDP's backward does, for the gradient-cached step: all-reduce and divide by world."""
+def _sum_gradients(model) -> None:
+    """The gradient-cached step under DDP: each rank holds its share of the whole batch's
+    gradient (grad_cache.cached_backward(distributed=True)); their sum is the gradient."""
     import torch.distributed as dist
 
     for p in model.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad)
-            p.grad.div_(world)
 
 
 @torch.no_grad()
@@ -371,6 +373,10 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     n_chans, n_times = prep.x_train.shape[2], prep.x_train.shape[3]
     model = build_model(config.model, n_chans=n_chans, n_times=n_times,
                         feature_dim=prep.f_train.shape[1]).to(device)
+    if not tr.fold:  # run TSConv's foldable linear pairs as written (training.fold: false)
+        for m in model.modules():
+            if isinstance(getattr(m, "fold", None), bool):
+                m.fold = False
     core = model
     if dist_info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -401,8 +407,10 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     cached = config.model.name == "brainae"  # gradient caching for batches above ``micro``
     eval_batch = min(batch, micro)  # no-grad evaluation: memory bounded like training
     # Batch start offsets, the same every epoch (the number of images does not change). InfoNCE and
-    # BatchNorm need at least two samples, so a last batch of one is skipped.
-    starts = [i for i in range(0, len(x_fit) - 1, batch) if min(batch, len(x_fit) - i) >= 2]
+    # BatchNorm need at least two samples, so a last batch of one is skipped (under DDP, one with
+    # fewer samples than ranks: every rank must hold at least one).
+    least = max(2, dist_info.world)
+    starts = [i for i in range(0, len(x_fit) - 1, batch) if min(batch, len(x_fit) - i) >= least]
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr.epochs * len(starts))
                 if tr.lr_schedule == "cosine" else None)
     history: list[dict] = []
@@ -422,15 +430,19 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
             idx = perm[i : i + batch][dist_info.rank :: dist_info.world]
             xb, fb, tb = (_to_device(a[idx], device, pin) for a in (x_fit, f_fit, t_fit))
             opt.zero_grad(set_to_none=True)
-            if cached and len(idx) > micro:
+            if cached and (len(idx) > micro or dist_info.world > 1):
                 from neuralign.offline.grad_cache import brainae_losses, cached_backward
 
-                losses = brainae_losses(config.model.loss_weights, core.tau, len(idx), tb,
+                # Under DDP every rank holds a slice; the loss is the WHOLE batch's (InfoNCE over
+                # all pairs, BatchNorm statistics over all samples) and the ranks' shares add up.
+                n_batch = min(batch, len(x_fit) - i)
+                losses = brainae_losses(config.model.loss_weights, core.tau, n_batch, tb,
                                         config.model.fea_normalize)
                 parts = cached_backward(core, (xb, fb), micro, *losses, autocast=autocast,
-                                        scale=scaler.get_scale() if use_amp else 1.0)
+                                        scale=scaler.get_scale() if use_amp else 1.0,
+                                        distributed=dist_info.world > 1)
                 if dist_info.world > 1:
-                    _average_gradients(core, dist_info.world)
+                    _sum_gradients(core)
             else:
                 with autocast():
                     loss, parts = compute_loss(model, xb, fb, config, tb)

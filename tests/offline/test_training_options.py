@@ -146,3 +146,36 @@ def test_gradient_cached_training_follows_the_one_graph_run(tiny_prepared, tmp_p
     for a, b in zip(runs[5]["history"], runs[64]["history"]):
         assert a["train_total"] == pytest.approx(b["train_total"], rel=1e-4)
         assert a["val_total"] == pytest.approx(b["val_total"], rel=1e-3)
+
+
+def test_training_without_folding_follows_the_folded_run(tiny_prepared, tmp_path,
+                                                        monkeypatch) -> None:
+    """``training.fold: false`` runs TSConv's linear pairs as written (the pre-issue-15
+    computation, for before/after measurements): same parameters, so the same losses."""
+    from neuralign.models import tsconv
+
+    base, prep = tiny_prepared
+    runs, folds = {}, {True: 0, False: 0}
+    for fold in (True, False):
+        real = tsconv.fold_pool_into_kernel
+
+        def counting(*a, fold=fold, real=real, **k):
+            folds[fold] += 1
+            return real(*a, **k)
+
+        monkeypatch.setattr(tsconv, "fold_pool_into_kernel", counting)
+        cfg = base.model_copy(update={"model": base.model.model_copy(update={"dropout": 0.0}),
+                                      "training": base.training.model_copy(update={
+            "epochs": 2, "batch_size": 24, "min_steps_per_epoch": 1, "fold": fold,
+            "calibrate_encoding": False, "num_threads": 1})})
+        threads = torch.get_num_threads()
+        try:
+            runs[fold] = train_model(cfg, prep, tmp_path / str(fold), progress=False)
+        finally:
+            torch.set_num_threads(threads)
+        monkeypatch.setattr(tsconv, "fold_pool_into_kernel", real)
+    assert folds[True] > 0 and folds[False] == 0
+    for a, b in zip(runs[True]["history"], runs[False]["history"]):
+        assert a["train_total"] == pytest.approx(b["train_total"], rel=1e-4)
+        assert a["val_total"] == pytest.approx(b["val_total"], rel=1e-3)
+    assert load_config("things_eeg2", ["training.fold=false"]).training.fold is False
