@@ -34,11 +34,12 @@ def _peak_rss_bytes() -> int:
 def training_throughput(n_chans: int = 63, n_times: int = 250, batch_size: int = 800,
                         steps: int = 3, feature_dim: int = 1024, micro_batch: int | None = None,
                         amp: bool = False, threads: int | None = None,
-                        out: Path | None = None) -> dict:
+                        out: Path | None = None, fold: bool = True) -> dict:
     """Time full BrainAE optimisation steps (forward, four losses, backward, Adam) on random data.
 
     ``micro_batch`` None: the trainer's default (``DEFAULT_MICRO_BATCH``); a value >= the batch runs
-    one graph (the pre-issue-15 step, whose memory grows with the batch).
+    one graph (the pre-issue-15 step, whose memory grows with the batch). ``fold`` False runs
+    TSConv's foldable linear pairs as written (``training.fold: false``).
     """
     from neuralign.models import build_model
     from neuralign.models.losses import brainae_loss
@@ -55,6 +56,10 @@ def training_throughput(n_chans: int = 63, n_times: int = 250, batch_size: int =
     torch.manual_seed(0)
     model = build_model(ModelConfig(), n_chans=n_chans, n_times=n_times,
                         feature_dim=feature_dim).to(device).train()
+    if not fold:
+        for m in model.modules():
+            if isinstance(getattr(m, "fold", None), bool):
+                m.fold = False
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
     x = torch.randn(batch_size, n_chans, n_times, device=device)
     f = torch.randn(batch_size, feature_dim, device=device)
@@ -88,6 +93,7 @@ def training_throughput(n_chans: int = 63, n_times: int = 250, batch_size: int =
     sps = batch_size / per_step
     res = {"n_chans": n_chans, "n_times": n_times, "batch_size": batch_size,
            "micro_batch": micro if batch_size > micro else None, "amp": amp, "steps": steps,
+           "fold": fold,
            "device": str(device), "threads": torch.get_num_threads(),
            "seconds_per_step": per_step, "samples_per_second": sps,
            "peak_rss_gb": _peak_rss_bytes() / 1e9,
@@ -100,13 +106,21 @@ def training_throughput(n_chans: int = 63, n_times: int = 250, batch_size: int =
 
 
 def format_throughput(res: dict) -> str:
-    """The bench's report: throughput, memory and the extrapolated full THINGS-EEG2 epoch."""
+    """The bench's report: samples/s, seconds per step (at batch 800: per 800-sample epoch),
+    peak memory and the extrapolated full THINGS-EEG2 epoch (16,540 training images)."""
     how = (f"micro-batches of {res['micro_batch']}" if res["micro_batch"] else "one graph")
     mem = (f"peak CUDA memory {res['peak_cuda_gb']:.2f} GB, " if res["peak_cuda_gb"] else "")
-    return (f"BrainAE training throughput ({res['n_chans']} x {res['n_times']}, batch "
-            f"{res['batch_size']} in {how}{', bf16/fp16 autocast' if res['amp'] else ''}, "
-            f"{res['device']}, {res['threads']} threads): {res['samples_per_second']:.1f} samples/s "
-            f"({res['seconds_per_step']:.2f} s/step); {mem}peak RSS {res['peak_rss_gb']:.2f} GB; "
-            f"full THINGS-EEG2 epoch ({THINGS_EEG2_TRAIN_IMAGES - THINGS_EEG2_VAL_IMAGES} fitting + "
-            f"{THINGS_EEG2_VAL_IMAGES} validation images, data preparation excluded) ~ "
-            f"{res['things_eeg2_epoch_seconds']:.0f} s")
+    b = res["batch_size"]
+    full = res["things_eeg2_epoch_seconds"]
+    return (f"BrainAE training throughput ({res['n_chans']} x {res['n_times']}, batch {b} in "
+            f"{how}{', bf16/fp16 autocast' if res['amp'] else ''}"
+            f"{'' if res.get('fold', True) else ', TSConv unfolded'}, {res['device']}, "
+            f"{res['threads']} threads):\n"
+            f"  {res['samples_per_second']:.1f} samples/s; {res['seconds_per_step']:.2f} s per "
+            f"step of {b} samples (= seconds per epoch of {b} training samples at batch {b}, "
+            f"validation excluded)\n"
+            f"  {mem}peak RSS {res['peak_rss_gb']:.2f} GB\n"
+            f"  full THINGS-EEG2 epoch ({THINGS_EEG2_TRAIN_IMAGES} training images: "
+            f"{THINGS_EEG2_TRAIN_IMAGES - THINGS_EEG2_VAL_IMAGES} fitting + "
+            f"{THINGS_EEG2_VAL_IMAGES} validation, data preparation excluded) ~ {full:.0f} s "
+            f"({full / 60:.1f} min); 50 epochs ~ {50 * full / 3600:.1f} h")

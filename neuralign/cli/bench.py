@@ -94,7 +94,8 @@ def cmd_training(args: argparse.Namespace) -> int:
 
     res = training_throughput(n_chans=args.n_chans, n_times=args.n_times, batch_size=args.batch,
                               steps=args.steps, micro_batch=args.micro_batch, amp=args.amp,
-                              threads=args.threads, out=Path(args.json) if args.json else None)
+                              threads=args.threads, out=Path(args.json) if args.json else None,
+                              fold=not args.no_fold)
     print(format_throughput(res))
     return 0
 
@@ -123,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the trainer's); >= --batch runs one graph")
     p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-fold", action="store_true", help="run TSConv's foldable linear pairs as "
+                   "written (training.fold: false; with --micro-batch >= --batch: the pre-issue-15 "
+                   "step)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.set_defaults(func=cmd_training)
 
