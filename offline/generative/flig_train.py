@@ -94,13 +94,15 @@ def _eval_routes(model: FLIG, x: torch.Tensor, s: torch.Tensor) -> dict[str, flo
     return {"x": float(F.mse_loss(x_hat, x)), "s": float(F.mse_loss(s_hat, s))}
 
 
-def _schedule(opt: torch.optim.Optimizer, cfg: FligConfig, n_steps: int):
-    """None (the paper's constant rate) or a one-cycle schedule: warm up to the configured rate over
-    the first 30 % of the steps, then cosine-anneal (Smith & Topin 2019)."""
-    if cfg.lr_schedule == "one_cycle":
+def _schedule(opt: torch.optim.Optimizer, kind: str, n_steps: int):
+    """None (the paper's constant rate); "cosine": anneal to 0 over the stage; "one_cycle": warm up
+    to the configured rate over the first 30 % of the steps, then anneal (Smith & Topin 2019)."""
+    if kind == "one_cycle":
         max_lr = [g["lr"] for g in opt.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(n_steps, 1),
                                                    pct_start=0.3)
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(n_steps, 1))
     return None
 
 
@@ -134,7 +136,7 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
         x_cae = torch.cat([x_fit, _images_tensor(extra_images).to(device)])
     opt = torch.optim.Adam(cae_params, lr=cfg.cae_lr)
     n_batches = len(x_cae) // cfg.cae_batch_size if len(x_cae) > cfg.cae_batch_size else 1
-    sched = _schedule(opt, cfg, cfg.cae_epochs * n_batches)
+    sched = _schedule(opt, cfg.cae_lr_schedule, cfg.cae_epochs * n_batches)
     best, best_state = np.inf, None
     quiet = None if progress is None else not progress  # None: tqdm shows bars on a terminal only
     bar = tqdm(range(cfg.cae_epochs), desc="FLIG stage 1 (CAE)", unit="epoch", disable=quiet)
@@ -173,8 +175,8 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     opt_f = torch.optim.Adam(flow_params, lr=cfg.flow_lr)
     opt_d = torch.optim.Adam(disc_params, lr=cfg.disc_lr)
     n_batches = len(fit) // cfg.flow_batch_size if len(fit) > cfg.flow_batch_size else 1
-    sched_f = _schedule(opt_f, cfg, cfg.flow_epochs * n_batches)
-    sched_d = _schedule(opt_d, cfg, cfg.flow_epochs * n_batches)
+    sched_f = _schedule(opt_f, cfg.flow_lr_schedule, cfg.flow_epochs * n_batches)
+    sched_d = _schedule(opt_d, cfg.flow_lr_schedule, cfg.flow_epochs * n_batches)
     best, best_state = np.inf, None
     bar = tqdm(range(cfg.flow_epochs), desc="FLIG stage 2 (flows)", unit="epoch", disable=quiet)
     for epoch in bar:
