@@ -78,7 +78,10 @@ class _Moments:
         a = a.detach().double()
         nb = a.numel() // a.shape[1]
         mb = a.mean(dim=dims)
-        m2b = (a - mb.view(_shape(a))).square().sum(dim=dims)
+        self.merge(nb, mb, (a - mb.view(_shape(a))).square().sum(dim=dims))
+
+    def merge(self, nb: int, mb: Tensor, m2b: Tensor) -> None:
+        """Fold in another group's count, mean and M2 (Chan et al.'s pairwise update)."""
         if self.mean is None:
             self.n, self.mean, self.m2 = nb, mb, m2b
             return
@@ -197,15 +200,7 @@ def _all_moments(mo: _Moments) -> _Moments:
         nb = int(round(float(p[0])))
         if nb == 0:
             continue
-        mb, m2b = p[1:1 + c], p[1 + c:]
-        if out.mean is None:
-            out.n, out.mean, out.m2 = nb, mb, m2b
-            continue
-        n = out.n + nb
-        delta = mb - out.mean
-        out.mean = out.mean + delta * (nb / n)
-        out.m2 = out.m2 + m2b + delta.square() * (out.n * nb / n)
-        out.n = n
+        out.merge(nb, p[1:1 + c], p[1 + c:])
     return out
 
 
