@@ -41,13 +41,17 @@ RUN_FLAGS = {"source": "realtime.source", "markers": "realtime.markers",
 
 def _stop_on_sigterm() -> None:
     """SIGTERM stops ``neuralign run`` like Ctrl-C: the engine stops and the recording is closed
-    complete (a service manager's stop must not leave a half-written recording)."""
+    complete (a service manager's stop must not leave a half-written recording). SIGINT is set
+    explicitly too: a process started in the background by a non-interactive shell (``cmd &``,
+    nohup, some CI runners) inherits SIGINT *ignored*, and Python then installs no Ctrl-C handler,
+    so ``kill -INT`` would leave the engine running."""
     import signal
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _ignore_stop_signals() -> None:
