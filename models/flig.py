@@ -160,13 +160,13 @@ class FLIG(nn.Module):
 
     def __init__(self, n_units: int, image_size: int = 64, channels: int = 1, n_units_x: int = 15,
                  n_units_s: int = 1, hidden: int = 128, n_hidden: int = 3, dropout: float = 0.1,
-                 cae_width: float = 1.0):
+                 cae_width: float = 1.0, permute: bool = False):
         super().__init__()
         self.n_units, self.image_size, self.channels = n_units, image_size, channels
         self.enc = CAEEncoder(n_units, channels, image_size, dropout, cae_width)
         self.dec = CAEDecoder(n_units, channels, image_size, dropout, cae_width)
-        self.flow_x = RealNVP(n_units, n_units_x, hidden, n_hidden)
-        self.flow_s = RealNVP(n_units, n_units_s, hidden, n_hidden)
+        self.flow_x = RealNVP(n_units, n_units_x, hidden, n_hidden, permute)
+        self.flow_s = RealNVP(n_units, n_units_s, hidden, n_hidden, permute)
         self.disc_x = Discriminator(n_units)
         self.disc_s = Discriminator(n_units)
         # Response scaling to [-1, 1]: s_scaled = (s - offset) / scale.

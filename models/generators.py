@@ -22,7 +22,7 @@ def build_generator(kind: str, gen: GenerativeConfig, n_units: int, image_size: 
 
         f = gen.flig
         model = FLIG(n_units, image_size, channels, f.n_units_x, f.n_units_s, f.coupling_hidden,
-                     f.coupling_layers, f.cae_dropout, f.cae_width)
+                     f.coupling_layers, f.cae_dropout, f.cae_width, f.coupling_permute)
     elif kind == "smr_icg":
         from neuralign.models.icg import SmrIcgDecoder
 

@@ -67,18 +67,33 @@ class AffineCoupling(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """A stack of ``n_units`` alternating affine couplings over R^dim with a N(0, I) base."""
+    """A stack of ``n_units`` alternating affine couplings over R^dim with a N(0, I) base.
 
-    def __init__(self, dim: int, n_units: int, hidden: int = 128, n_hidden: int = 3):
+    ``permute``: before every unit after the first, a fixed pseudo-random permutation of the
+    dimensions (seeded by the unit's index, so it is not part of the weights), so the slices
+    differ from unit to unit as in Real-NVP's varying masks; off, the two halves are the same in
+    every unit, as FLIG's Eq. 5 describes. A permutation has |det| = 1: log-determinants are
+    unchanged.
+    """
+
+    def __init__(self, dim: int, n_units: int, hidden: int = 128, n_hidden: int = 3,
+                 permute: bool = False):
         super().__init__()
-        self.dim = dim
+        self.dim, self.permute = dim, permute
         self.units = nn.ModuleList(
             AffineCoupling(dim, hidden, n_hidden, flip=bool(i % 2)) for i in range(n_units))
+        perms = [torch.randperm(dim, generator=torch.Generator().manual_seed(1000 + i))
+                 if permute and i > 0 else torch.arange(dim) for i in range(n_units)]
+        self.register_buffer("perms", torch.stack(perms) if perms else torch.zeros(0, dim, dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("inv_perms", torch.argsort(self.perms, dim=1), persistent=False)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z -> x = F(z) and log|det dF/dz|."""
         logdet = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-        for unit in self.units:
+        for i, unit in enumerate(self.units):
+            if self.permute and i > 0:
+                z = z[:, self.perms[i]]
             z, ld = unit(z)
             logdet = logdet + ld
         return z, logdet
@@ -86,8 +101,10 @@ class RealNVP(nn.Module):
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x -> z = F^-1(x) and log|det dF^-1/dx|."""
         logdet = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-        for unit in reversed(self.units):
-            x, ld = unit.inverse(x)
+        for i in range(len(self.units) - 1, -1, -1):
+            x, ld = self.units[i].inverse(x)
+            if self.permute and i > 0:
+                x = x[:, self.inv_perms[i]]
             logdet = logdet + ld
         return x, logdet
 

@@ -53,6 +53,9 @@ class FligConfig(_Section):
     n_units_s: int = Field(1, ge=1)
     coupling_hidden: int = Field(128, ge=1)
     coupling_layers: int = Field(3, ge=1, description="hidden layers of s(.) and t(.)")
+    # False: the same two slices in every unit (Eq. 5 as written); True: a fixed permutation
+    # before each unit, so every unit splits the dimensions differently (Real-NVP's varying masks).
+    coupling_permute: bool = False
     flow_epochs: int = Field(100, ge=1)
     flow_batch_size: int = Field(64, ge=4)
     flow_lr: float = Field(5e-5, gt=0)

@@ -117,7 +117,8 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     n = len(images)
     channels = 1 if images.ndim == 3 else images.shape[3]
     model = FLIG(responses.shape[1], images.shape[1], channels, cfg.n_units_x, cfg.n_units_s,
-                 cfg.coupling_hidden, cfg.coupling_layers, cfg.cae_dropout, cfg.cae_width)
+                 cfg.coupling_hidden, cfg.coupling_layers, cfg.cae_dropout, cfg.cae_width,
+                 cfg.coupling_permute)
     n_val = max(2, int(round(val_fraction * n)))
     perm = np.random.default_rng(seed).permutation(n)
     val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])

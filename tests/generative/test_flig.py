@@ -10,18 +10,19 @@ from neuralign.models.flig import FLIG, UpsampleConv2d, jacobian_clamp, rdm, rsa
 from neuralign.models.realnvp import RealNVP
 
 
-def _random_flow(dim: int, n_units: int, seed: int = 0) -> RealNVP:
+def _random_flow(dim: int, n_units: int, seed: int = 0, permute: bool = False) -> RealNVP:
     torch.manual_seed(seed)
-    flow = RealNVP(dim, n_units, hidden=16, n_hidden=2).double()
+    flow = RealNVP(dim, n_units, hidden=16, n_hidden=2, permute=permute).double()
     with torch.no_grad():  # zero-initialised output layers make a flow the identity: perturb
         for p in flow.parameters():
             p.add_(0.3 * torch.randn_like(p))
     return flow
 
 
+@pytest.mark.parametrize("permute", [False, True])
 @pytest.mark.parametrize("dim,n_units", [(6, 15), (5, 1), (7, 4)])
-def test_flow_inverts_both_directions(dim, n_units):
-    flow = _random_flow(dim, n_units)
+def test_flow_inverts_both_directions(dim, n_units, permute):
+    flow = _random_flow(dim, n_units, permute=permute)
     z = torch.randn(32, dim, dtype=torch.float64)
     x, ld_f = flow(z)
     z_back, ld_i = flow.inverse(x)
@@ -32,9 +33,10 @@ def test_flow_inverts_both_directions(dim, n_units):
     torch.testing.assert_close(ld_f, -ld_i, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("permute", [False, True])
 @pytest.mark.parametrize("n_units", [1, 3])
-def test_logdet_matches_autograd(n_units):
-    flow = _random_flow(5, n_units, seed=3)
+def test_logdet_matches_autograd(n_units, permute):
+    flow = _random_flow(5, n_units, seed=3, permute=permute)
     z = torch.randn(4, 5, dtype=torch.float64)
     _, logdet = flow(z)
     _, logdet_inv = flow.inverse(z)
