@@ -68,7 +68,7 @@ def _free_port() -> int:
 def test_two_process_gradient_equals_single_process_full_batch_gradient(tmp_path):
     out_path = tmp_path / "rank0.pt"
     mp.spawn(_worker, args=(2, _free_port(), str(out_path)), nprocs=2, join=True)
-    got = torch.load(out_path)
+    got = torch.load(out_path, weights_only=True)
 
     ref = _model()
     x, f, target = _data()
