@@ -53,6 +53,14 @@ def tsconv_n_pooled_times(n_times: int, m1: int, m2: int, s: int) -> int:
     return (after_conv - m2) // s + 1
 
 
+def unfold_for_training(model: nn.Module) -> None:
+    """Run every TSConv foldable linear pair of ``model`` as written (``training.fold: false``):
+    the pre-issue-15 computation, for before/after measurements."""
+    for m in model.modules():
+        if isinstance(getattr(m, "fold", None), bool):
+            m.fold = False
+
+
 def fold_pool_into_kernel(weight: Tensor, m2: int) -> Tensor:
     """(..., m1) kernels -> (..., m1 + m2 - 1) kernels of conv-then-average-over-m2.
 

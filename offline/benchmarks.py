@@ -57,9 +57,9 @@ def training_throughput(n_chans: int = 63, n_times: int = 250, batch_size: int =
     model = build_model(ModelConfig(), n_chans=n_chans, n_times=n_times,
                         feature_dim=feature_dim).to(device).train()
     if not fold:
-        for m in model.modules():
-            if isinstance(getattr(m, "fold", None), bool):
-                m.fold = False
+        from neuralign.models.tsconv import unfold_for_training
+
+        unfold_for_training(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
     x = torch.randn(batch_size, n_chans, n_times, device=device)
     f = torch.randn(batch_size, feature_dim, device=device)

@@ -373,10 +373,10 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     n_chans, n_times = prep.x_train.shape[2], prep.x_train.shape[3]
     model = build_model(config.model, n_chans=n_chans, n_times=n_times,
                         feature_dim=prep.f_train.shape[1]).to(device)
-    if not tr.fold:  # run TSConv's foldable linear pairs as written (training.fold: false)
-        for m in model.modules():
-            if isinstance(getattr(m, "fold", None), bool):
-                m.fold = False
+    if not tr.fold:
+        from neuralign.models.tsconv import unfold_for_training
+
+        unfold_for_training(model)
     core = model
     if dist_info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(

@@ -38,10 +38,15 @@ def _images_tensor(images: np.ndarray) -> torch.Tensor:
     return x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
+def _n_batches(n: int, batch: int) -> int:
+    """How many batches :func:`_batches` yields (the ragged last one dropped when n > batch)."""
+    return n // batch if n > batch else min(n, 1)
+
+
 def _batches(n: int, batch: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
-    for i in range(0, n - (n % batch if n > batch else 0), batch):  # drop a ragged last batch
-        yield perm[i:i + batch]
+    for i in range(_n_batches(n, batch)):
+        yield perm[i * batch:(i + 1) * batch]
 
 
 def generator_losses(model: FLIG, x: torch.Tensor, xf: torch.Tensor, s: torch.Tensor,
@@ -136,8 +141,8 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     if cfg.cae_use_extra_images and extra_images is not None and len(extra_images):
         x_cae = torch.cat([x_fit, _images_tensor(extra_images).to(device)])
     opt = torch.optim.Adam(cae_params, lr=cfg.cae_lr)
-    n_batches = len(x_cae) // cfg.cae_batch_size if len(x_cae) > cfg.cae_batch_size else 1
-    sched = _schedule(opt, cfg.cae_lr_schedule, cfg.cae_epochs * n_batches)
+    sched = _schedule(opt, cfg.cae_lr_schedule,
+                      cfg.cae_epochs * _n_batches(len(x_cae), cfg.cae_batch_size))
     best, best_state = np.inf, None
     quiet = None if progress is None else not progress  # None: tqdm shows bars on a terminal only
     bar = tqdm(range(cfg.cae_epochs), desc="FLIG stage 1 (CAE)", unit="epoch", disable=quiet)
@@ -175,9 +180,9 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     disc_params = list(model.disc_x.parameters()) + list(model.disc_s.parameters())
     opt_f = torch.optim.Adam(flow_params, lr=cfg.flow_lr)
     opt_d = torch.optim.Adam(disc_params, lr=cfg.disc_lr)
-    n_batches = len(fit) // cfg.flow_batch_size if len(fit) > cfg.flow_batch_size else 1
-    sched_f = _schedule(opt_f, cfg.flow_lr_schedule, cfg.flow_epochs * n_batches)
-    sched_d = _schedule(opt_d, cfg.flow_lr_schedule, cfg.flow_epochs * n_batches)
+    total_steps = cfg.flow_epochs * _n_batches(len(fit), cfg.flow_batch_size)
+    sched_f = _schedule(opt_f, cfg.flow_lr_schedule, total_steps)
+    sched_d = _schedule(opt_d, cfg.flow_lr_schedule, total_steps)
     best, best_state = np.inf, None
     bar = tqdm(range(cfg.flow_epochs), desc="FLIG stage 2 (flows)", unit="epoch", disable=quiet)
     for epoch in bar:
