@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from neuralign.generative_config import FligConfig
 from neuralign.models.flig import FLIG, gradient_penalty, jacobian_clamp, rsa_loss
+from neuralign.offline.generative.schedules import lr_schedule
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +100,6 @@ def _eval_routes(model: FLIG, x: torch.Tensor, s: torch.Tensor) -> dict[str, flo
     return {"x": float(F.mse_loss(x_hat, x)), "s": float(F.mse_loss(s_hat, s))}
 
 
-def _schedule(opt: torch.optim.Optimizer, kind: str, n_steps: int):
-    """None (the paper's constant rate); "cosine": anneal to 0 over the stage; "one_cycle": warm up
-    to the configured rate over the first 30 % of the steps, then anneal (Smith & Topin 2019)."""
-    if kind == "one_cycle":
-        max_lr = [g["lr"] for g in opt.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(n_steps, 1),
-                                                   pct_start=0.3)
-    if kind == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(n_steps, 1))
-    return None
-
-
 def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, device: torch.device,
                seed: int = 0, val_fraction: float = 0.1,
                extra_images: np.ndarray | None = None, progress: bool | None = None) -> tuple[FLIG, FligHistory]:
@@ -141,7 +130,7 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     if cfg.cae_use_extra_images and extra_images is not None and len(extra_images):
         x_cae = torch.cat([x_fit, _images_tensor(extra_images).to(device)])
     opt = torch.optim.Adam(cae_params, lr=cfg.cae_lr)
-    sched = _schedule(opt, cfg.cae_lr_schedule,
+    sched = lr_schedule(opt, cfg.cae_lr_schedule,
                       cfg.cae_epochs * _n_batches(len(x_cae), cfg.cae_batch_size))
     best, best_state = np.inf, None
     quiet = None if progress is None else not progress  # None: tqdm shows bars on a terminal only
@@ -181,8 +170,8 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     opt_f = torch.optim.Adam(flow_params, lr=cfg.flow_lr)
     opt_d = torch.optim.Adam(disc_params, lr=cfg.disc_lr)
     total_steps = cfg.flow_epochs * _n_batches(len(fit), cfg.flow_batch_size)
-    sched_f = _schedule(opt_f, cfg.flow_lr_schedule, total_steps)
-    sched_d = _schedule(opt_d, cfg.flow_lr_schedule, total_steps)
+    sched_f = lr_schedule(opt_f, cfg.flow_lr_schedule, total_steps)
+    sched_d = lr_schedule(opt_d, cfg.flow_lr_schedule, total_steps)
     best, best_state = np.inf, None
     bar = tqdm(range(cfg.flow_epochs), desc="FLIG stage 2 (flows)", unit="epoch", disable=quiet)
     for epoch in bar:
