@@ -64,7 +64,7 @@ class ICG(nn.Module):
     """Encoder q(z | y, h) (also the discriminator) and generator p(y | z, h)."""
 
     def __init__(self, cond_dim: int, latent_dim: int = 512, image_size: int = 64, channels: int = 1,
-                 widths: tuple[int, ...] = (32, 64, 128, 128)):
+                 widths: tuple[int, ...] = (32, 64, 128, 128), linear_skip: int = 0):
         super().__init__()
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.side = image_size // 2 ** len(widths)
@@ -81,8 +81,20 @@ class ICG(nn.Module):
             out = list(reversed(widths))[i + 1] if i + 1 < len(widths) else channels
             dec.append(nn.ConvTranspose2d(w, out, 4, 2, 1))
             dec += [nn.BatchNorm2d(out), nn.ReLU()] if i + 1 < len(widths) else [nn.Sigmoid()]
-        self.dec_conv = nn.Sequential(*dec)
+        self.dec_conv = nn.Sequential(*dec[:-1])  # the Sigmoid is applied in decode
         self.top = widths[-1]
+        # Optional linear read-out of the condition, linear_skip x linear_skip pixels upsampled and
+        # added to the generator's logits: the generator then contains the two-stage linear decoder
+        # (features -> pixels) and its convolutions learn what that misses.
+        self.linear_skip = linear_skip
+        self.skip = nn.Linear(cond_dim, channels * linear_skip ** 2) if linear_skip else None
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.enc_conv.parameters()) + list(self.enc_fc.parameters())
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        skip = list(self.skip.parameters()) if self.skip is not None else []
+        return list(self.dec_fc.parameters()) + list(self.dec_conv.parameters()) + skip
 
     def encode(self, y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.enc_fc(torch.cat([self.enc_conv(y).flatten(1), h], 1))
@@ -91,11 +103,28 @@ class ICG(nn.Module):
 
     def decode(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         x = self.dec_fc(torch.cat([z, h], 1)).view(len(z), self.top, self.side, self.side)
-        return self.dec_conv(x)
+        logits = self.dec_conv(x)
+        if self.skip is not None:
+            lin = self.skip(h).view(len(h), self.channels, self.linear_skip, self.linear_skip)
+            logits = logits + F.interpolate(lin, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits)
+
+    def decode_expected(self, h: torch.Tensor, n_samples: int = 0,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """The image for condition h: at z = 0 (the prior mean) when ``n_samples`` is 0, else the
+        average over that many prior draws, E_z[G(z, h)] (the MSE-optimal point estimate once the
+        generator makes z matter, as the introspective terms do)."""
+        if n_samples <= 0:
+            return self.decode(torch.zeros(len(h), self.latent_dim, device=h.device), h)
+        total = torch.zeros(())
+        for _ in range(n_samples):
+            z = torch.randn(len(h), self.latent_dim, generator=generator).to(h.device)
+            total = total + self.decode(z, h)
+        return total / n_samples
 
 
 def icg_losses(model: ICG, y: torch.Tensor, h: torch.Tensor, alpha: float, beta: float,
-               margin: float) -> dict[str, torch.Tensor]:
+               margin: float, calibrated: bool = False) -> dict[str, torch.Tensor]:
     """``enc``: the encoder's objective (Eq. 9), ``gen``: the generator's (Eq. 8), for one batch.
 
     Take the encoder's gradient from ``enc`` w.r.t. the encoder's parameters and the generator's
@@ -103,11 +132,20 @@ def icg_losses(model: ICG, y: torch.Tensor, h: torch.Tensor, alpha: float, beta:
     that depends on the encoder through z, so the encoder sees it detached (IntroVAE) and the
     generator's term encodes it again; the prior sample depends on no encoder parameter, so its
     one encoder pass serves both terms (the same gradients, one pass fewer).
+
+    ``calibrated``: L_AE is the Gaussian negative log-likelihood with the pixel variance set to the
+    batch's mean squared error (sigma-VAE, Rybkin et al. 2021) instead of Eq. 12's unit variance,
+    under which any image reconstruction is worth less than a nat of KL on [0, 1] pixels.
     """
     mu, logvar = model.encode(y, h)
     z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
     y_rec = model.decode(z, h)
-    l_ae = 0.5 * (y_rec - y).pow(2).flatten(1).sum(1).mean()  # Eq. 12
+    sse = (y_rec - y).pow(2).flatten(1).sum(1)
+    if calibrated:
+        var = (sse.detach().mean() / y[0].numel()).clamp_min(1e-4)
+        l_ae = (0.5 * sse / var).mean() + 0.5 * y[0].numel() * torch.log(var)
+    else:
+        l_ae = 0.5 * sse.mean()  # Eq. 12
     kl_real = kl_normal(mu, logvar).mean()
     terms = {"l_ae": l_ae, "kl_real": kl_real}
     enc = l_ae + beta * kl_real
@@ -137,9 +175,11 @@ class SmrIcgDecoder(nn.Module):
 
     def __init__(self, n_units: int, n_features: int, top_k: int, image_size: int, channels: int,
                  latent_dim: int, widths: tuple[int, ...], cnn: FeatureCNN | None,
-                 baselines: bool = False, sample_z: bool = False, layer_sizes: list[int] | None = None):
+                 baselines: bool = False, sample_z: bool = False, layer_sizes: list[int] | None = None,
+                 decode_samples: int = 0, linear_skip: int = 0):
         super().__init__()
         self.n_units, self.image_size, self.channels, self.sample_z = n_units, image_size, channels, sample_z
+        self.decode_samples = decode_samples
         self.layer_sizes = layer_sizes or [n_features]
         for name, shape in (("x_mean", (n_units,)), ("x_std", (n_units,)), ("W", (n_units, n_features)),
                             ("b", (n_features,)), ("h_mean", (n_features,)), ("h_std", (n_features,))):
@@ -147,9 +187,9 @@ class SmrIcgDecoder(nn.Module):
         self.register_buffer("top_idx", torch.arange(top_k))
         self.register_buffer("smr_lam1", torch.tensor(1.0))  # the CV-chosen lam1 (for SMR-O refits)
         self.cnn = cnn
-        self.icg = ICG(top_k, latent_dim, image_size, channels, widths)
+        self.icg = ICG(top_k, latent_dim, image_size, channels, widths, linear_skip)
         self.baselines = nn.ModuleDict(
-            {k: ICG(top_k, latent_dim, image_size, channels, widths) for k in ("cvae", "cgan")}
+            {k: ICG(top_k, latent_dim, image_size, channels, widths, linear_skip) for k in ("cvae", "cgan")}
         ) if baselines else nn.ModuleDict()
 
     @classmethod
@@ -162,7 +202,7 @@ class SmrIcgDecoder(nn.Module):
         baselines = state is not None and any(k.startswith("baselines.") for k in state)
         return cls(n_units, n_feat, top_k, image_size, channels, gen.icg.latent_dim,
                    tuple(gen.icg.channels), cnn, baselines, gen.icg.sample_z,
-                   cnn.layer_sizes if cnn is not None else None)
+                   cnn.layer_sizes if cnn is not None else None, gen.icg.decode_samples, gen.icg.linear_skip)
 
     def _images(self, x: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(x, np.float32))
@@ -187,6 +227,9 @@ class SmrIcgDecoder(nn.Module):
         net.eval()
         hk = torch.as_tensor(np.asarray(h, np.float32), device=self.W.device)[:, self.top_idx]
         gen = torch.Generator(device="cpu").manual_seed(seed)
+        if self.decode_samples > 0:
+            return self._to_numpy_images(torch.cat([net.decode_expected(hk[i:i + 256], self.decode_samples, gen)
+                                                    for i in range(0, len(hk), 256)]))
         z = (torch.randn(len(hk), net.latent_dim, generator=gen).to(hk.device) if self.sample_z
              else torch.zeros(len(hk), net.latent_dim, device=hk.device))
         return self._to_numpy_images(torch.cat([net.decode(z[i:i + 256], hk[i:i + 256])

@@ -122,17 +122,31 @@ class IcgConfig(_Section):
     # Eq. 9 maximises the fakes' KL without bound; IntroVAE (Huang et al. 2018, the model ICG
     # follows) bounds it with a hinge [m - KL]^+. m is per image, in nats.
     margin: float = Field(50.0, ge=0)
+    # L_AE's pixel variance: "unit" is Eq. 12 (half the summed squared error); "calibrated" sets it
+    # to the batch's mean squared error (sigma-VAE), which weighs reconstruction against the KL terms
+    # by how well the images are actually reconstructed.
+    likelihood: Literal["unit", "calibrated"] = "unit"
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 128])
+    # > 0: the generator adds a linear read-out of the condition (this many pixels a side,
+    # upsampled) to its logits, so it contains the linear features -> pixels decoder (0 = off)
+    linear_skip: int = Field(0, ge=0)
     epochs: int = Field(30, ge=1)
     # IntroVAE's num_vae (its reference code): the first epochs train the plain CVAE (alpha = 0,
     # beta = 1) before the introspective terms start (they count toward ``epochs``).
     warmup_epochs: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine", "one_cycle"] = "constant"  # paper: constant
     use_extra_images: bool = True
     sample_z: bool = False  # decode test images at z = 0 (the prior mean) unless True
+    # > 0: decode as the average of this many prior draws, E_z[G(z, h)], instead of one z
+    decode_samples: int = Field(0, ge=0)
     # The CVAE and CGAN baselines of Table 3, trained with the same budget for the report.
     train_baselines: bool = True
+    # A share of the paired training rows held out of the generator's training: each epoch decodes
+    # them from their out-of-fold predicted features and the epoch with the best SSIM is kept
+    # (0 = keep the last epoch, as the paper).
+    val_fraction: float = Field(0.0, ge=0, lt=0.5)
 
 
 class GenerativeConfig(_Section):

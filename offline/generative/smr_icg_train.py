@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 
@@ -21,6 +22,7 @@ from neuralign.errors import UserError
 from neuralign.generative_config import GenerativeConfig, IcgConfig, SmrConfig
 from neuralign.models.icg import ICG, FeatureCNN, SmrIcgDecoder, icg_losses
 from neuralign.offline.generative.paired import PairedData
+from neuralign.offline.generative.schedules import lr_schedule
 from neuralign.offline.generative.smr import fit_smr
 
 log = logging.getLogger(__name__)
@@ -104,18 +106,27 @@ def hub_features(spec: str, layers: list[str], images: np.ndarray, pool: int,
     return torch.cat(out).numpy(), sizes
 
 
-def train_icg(net: ICG, images: np.ndarray, h: np.ndarray, cfg: IcgConfig, alpha: float, beta: float,
-              device: torch.device, seed: int) -> list[dict]:
-    """Eq. 8-9 alternately: the encoder steps on ``enc``, the generator on ``gen`` (Adam)."""
+def train_icg(net: ICG, images: np.ndarray, h: np.ndarray, cfg: IcgConfig, alpha: float,
+              beta: float, device: torch.device, seed: int,
+              val: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
+    """Eq. 8-9 alternately: the encoder steps on ``enc``, the generator on ``gen`` (Adam).
+
+    ``h``: the conditions of ``images``. ``val``: held-out (images, conditions); each epoch decodes
+    them (``decode_samples``) and the best-SSIM epoch's weights are kept (its number is in the last
+    history entry)."""
+    from neuralign.offline.generative.metrics import decoding_metrics
+
     torch.manual_seed(seed)
     net.to(device)
     y, hh = _tensor_images(images).to(device), torch.as_tensor(h, dtype=torch.float32, device=device)
-    enc_params = list(net.enc_conv.parameters()) + list(net.enc_fc.parameters())
-    dec_params = list(net.dec_fc.parameters()) + list(net.dec_conv.parameters())
+    enc_params, dec_params = net.encoder_parameters(), net.generator_parameters()
     opt_e = torch.optim.Adam(enc_params, lr=cfg.lr, betas=(0.9, 0.999))
     opt_g = torch.optim.Adam(dec_params, lr=cfg.lr, betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(seed)
-    hist = []
+    n_steps = cfg.epochs * sum(1 for i in range(0, len(y), cfg.batch_size) if len(y) - i >= 2)
+    scheds = [s for s in (lr_schedule(o, cfg.lr_schedule, n_steps) for o in (opt_e, opt_g)) if s is not None]
+    hist: list[dict] = []
+    best: tuple[float, int, dict] | None = None
     for epoch in range(cfg.epochs):
         net.train()
         sums: dict[str, float] = {}
@@ -125,20 +136,36 @@ def train_icg(net: ICG, images: np.ndarray, h: np.ndarray, cfg: IcgConfig, alpha
         for idx in torch.randperm(len(y), generator=gen).split(cfg.batch_size):
             if len(idx) < 2:
                 continue
-            terms = icg_losses(net, y[idx], hh[idx], a, b, cfg.margin)
+            terms = icg_losses(net, y[idx], hh[idx], a, b, cfg.margin, cfg.likelihood == "calibrated")
             g_enc = torch.autograd.grad(terms["enc"], enc_params, retain_graph=True, allow_unused=True)
             g_gen = torch.autograd.grad(terms["gen"], dec_params, allow_unused=True)
             for p, g in zip(enc_params + dec_params, g_enc + g_gen):
                 p.grad = g
             opt_e.step()
             opt_g.step()
+            for sched in scheds:
+                sched.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n += 1
         hist.append({k: v / max(n, 1) for k, v in sums.items()})
+        if val is not None:
+            net.eval()
+            with torch.no_grad():
+                hv = torch.as_tensor(val[1], dtype=torch.float32, device=device)
+                out = net.decode_expected(hv, cfg.decode_samples, torch.Generator().manual_seed(seed))
+            decoded = out.permute(0, 2, 3, 1).cpu().numpy()
+            decoded = decoded[..., 0] if decoded.shape[-1] == 1 else decoded
+            hist[-1]["val_ssim"] = decoding_metrics(decoded, val[0])["ssim"]
+            if best is None or hist[-1]["val_ssim"] > best[0]:
+                best = (hist[-1]["val_ssim"], epoch, copy.deepcopy(net.state_dict()))
         log.info("ICG(alpha=%g, beta=%g) epoch %d%s: %s", alpha, beta, epoch,
                  " (CVAE warm-up)" if (a, b) != (alpha, beta) else "",
                  {k: round(v, 3) for k, v in hist[-1].items()})
+    if best is not None:
+        net.load_state_dict(best[2])
+        hist[-1]["kept_epoch"] = best[1]
+        log.info("ICG(alpha=%g, beta=%g): kept epoch %d (validation SSIM %.4f)", alpha, beta, best[1], best[0])
     return hist
 
 
@@ -191,7 +218,7 @@ def _train_smr_icg(paired: PairedData, gen: GenerativeConfig, device: torch.devi
     # an unstructured ridge's 5-fold out-of-fold PCC (cheap for any K); the other units keep that
     # ridge fit so predict_features still returns all K (the generator never reads them).
     top_k = min(icg_cfg.top_k, H.shape[1])
-    ridge_w, ridge_b, decodability = _ridge_decodability(X, H, seed)
+    ridge_w, ridge_b, decodability, oof = _ridge_decodability(X, H, seed)
     top_idx = np.sort(np.argsort(-decodability)[:top_k])
     smr = fit_smr(X, H[:, top_idx], gen.smr, seed=seed)
     W_full, b_full = ridge_w.copy(), ridge_b.copy()
@@ -201,32 +228,48 @@ def _train_smr_icg(paired: PairedData, gen: GenerativeConfig, device: torch.devi
              top_k, H.shape[1], smr.lam1, len(smr.objective), t_smr, t_cnn)
     model = SmrIcgDecoder(paired.n_units, H.shape[1], top_k, paired.train_images.shape[1],
                           paired.n_channels, icg_cfg.latent_dim, tuple(icg_cfg.channels), cnn,
-                          icg_cfg.train_baselines, icg_cfg.sample_z, layer_sizes)
+                          icg_cfg.train_baselines, icg_cfg.sample_z, layer_sizes, icg_cfg.decode_samples,
+                          icg_cfg.linear_skip)
     for name, value in (("x_mean", x_mean), ("x_std", x_std), ("W", W_full), ("b", b_full),
                         ("h_mean", h_mean), ("h_std", h_std)):
         getattr(model, name).copy_(torch.as_tensor(np.asarray(value, np.float32)))
     model.top_idx = torch.as_tensor(top_idx, dtype=torch.long)
     model.smr_lam1.fill_(smr.lam1)
-    # ICG on true features of every image with features (training + unpaired extra images).
-    h_pool = (_features(cnn, gen, pool_images, device) - h_mean) / h_std
-    hk = h_pool[:, top_idx]
+    # ICG on the true features of every image with features (training + unpaired extra images),
+    # but a share of the paired rows (val_fraction): those pick the epoch, decoded from their
+    # out-of-fold predicted features, i.e. as the test images will be.
+    n_paired = len(paired.train_images)
+    hk_extra = ((_features(cnn, gen, pool_images[n_paired:], device) - h_mean) / h_std)[:, top_idx] \
+        if len(pool_images) > n_paired else np.zeros((0, top_k))
+    val_rows = np.sort(np.random.default_rng(seed + 1).permutation(n_paired)[
+        :int(round(icg_cfg.val_fraction * n_paired))])
+    fit_rows = np.setdiff1d(np.arange(n_paired), val_rows)
+    conditions = np.concatenate([H[fit_rows][:, top_idx], hk_extra]).astype(np.float32)
+    icg_images = np.concatenate([paired.train_images[fit_rows], pool_images[n_paired:]])
+    val = (paired.train_images[val_rows], oof[val_rows][:, top_idx]) if len(val_rows) else None
     t2 = time.perf_counter()
-    history = {"icg": train_icg(model.icg, pool_images, hk, icg_cfg, icg_cfg.alpha, icg_cfg.beta,
-                                device, seed)}
+    history = {"icg": train_icg(model.icg, icg_images, conditions, icg_cfg, icg_cfg.alpha, icg_cfg.beta,
+                                device, seed, val)}
     if icg_cfg.train_baselines:
+        # The baselines are the special cases as such: the CGAN gets no CVAE warm-up (that is
+        # part of ICG's schedule); the same epochs, conditions and validation as ICG.
+        base_cfg = icg_cfg.model_copy(update={"warmup_epochs": 0})
         for name, (a, b) in BASELINE_WEIGHTS.items():
-            history[name] = train_icg(model.baselines[name], pool_images, hk, icg_cfg, a, b, device, seed)
+            history[name] = train_icg(model.baselines[name], icg_images, conditions, base_cfg, a, b,
+                                      device, seed, val)
     history.update({"smr_lam1": smr.lam1, "smr_cv_nmse": smr.cv_scores, "smr_objective": smr.objective,
                     "top_k_min_decodability": float(decodability[top_idx].min()),
                     "top_k": top_k, "n_features": int(H.shape[1]), "layer_sizes": layer_sizes,
-                    "n_icg_images": len(pool_images), "seconds_cnn": t_cnn, "seconds_smr": t_smr,
+                    "n_icg_images": len(icg_images), "n_icg_val": len(val_rows), "seconds_cnn": t_cnn, "seconds_smr": t_smr,
                     "seconds_icg": time.perf_counter() - t2})
     return model.cpu().eval(), history
 
 
-def _ridge_decodability(X: np.ndarray, H: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unstructured ridge X -> H (alpha by RidgeCV's efficient LOO), and each unit's 5-fold
-    out-of-fold PCC at that alpha (its decodability)."""
+def _ridge_decodability(X: np.ndarray, H: np.ndarray,
+                        seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Unstructured ridge X -> H (alpha by RidgeCV's efficient LOO): its weights and intercept,
+    each unit's 5-fold out-of-fold PCC at that alpha (its decodability), and the out-of-fold
+    predictions themselves (what ICG's validation rows are decoded from)."""
     from sklearn.linear_model import Ridge, RidgeCV
 
     from neuralign.offline.generative.metrics import RIDGE_ALPHAS, pearson_columns
@@ -238,7 +281,7 @@ def _ridge_decodability(X: np.ndarray, H: np.ndarray, seed: int) -> tuple[np.nda
         oof[f] = Ridge(alpha=alpha).fit(X[tr], H[tr]).predict(X[f])
     full = Ridge(alpha=alpha).fit(X, H)
     return full.coef_.T.astype(np.float64), full.intercept_.astype(np.float64), \
-        np.nan_to_num(pearson_columns(oof, H), nan=-1.0)
+        np.nan_to_num(pearson_columns(oof, H), nan=-1.0), oof
 
 
 def _layer_pcc(pred: np.ndarray, true: np.ndarray, sizes: list[int]) -> dict[str, float]:

@@ -160,3 +160,53 @@ def test_icg_losses_are_finite_and_differentiable(alpha, beta):
     terms["enc"].backward(retain_graph=True)
     terms["gen"].backward()
     assert all(torch.isfinite(v) for v in terms.values())
+
+
+def test_icg_training_keeps_the_best_validation_epoch():
+    from neuralign.generative_config import IcgConfig
+    from neuralign.offline.generative.smr_icg_train import train_icg
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(48, 16, 16)).astype(np.float32)
+    h = rng.normal(size=(48, 5)).astype(np.float32)
+    cfg = IcgConfig(latent_dim=4, channels=[4, 8], epochs=4, batch_size=16, lr=1e-2, top_k=5)
+    net = ICG(5, 4, 16, 1, (4, 8))
+    hist = train_icg(net, images[:40], h[:40], cfg, 0.0, 1.0, torch.device("cpu"), 0,
+                     val=(images[40:], h[40:]))
+    scores = [e["val_ssim"] for e in hist]
+    assert hist[-1]["kept_epoch"] == int(np.argmax(scores))
+    with torch.no_grad():
+        out = net.decode(torch.zeros(8, 4), torch.as_tensor(h[40:]))[:, 0].numpy()
+    from neuralign.offline.generative.metrics import decoding_metrics
+
+    assert decoding_metrics(out, images[40:])["ssim"] == pytest.approx(max(scores), abs=1e-6)
+
+
+def test_calibrated_likelihood_is_the_gaussian_nll_at_the_batch_mse():
+    """sigma-VAE: with the pixel variance at the batch MSE, L_AE = D/2 (1 + log MSE) exactly."""
+    net, y, h = _icg_setup()
+    torch.manual_seed(0)
+    unit = icg_losses(net, y, h, 0.0, 1.0, margin=5.0)
+    torch.manual_seed(0)  # the same posterior draw
+    cal = icg_losses(net, y, h, 0.0, 1.0, margin=5.0, calibrated=True)
+    d = y[0].numel()
+    mse = 2 * unit["l_ae"] / d  # Eq. 12 is half the summed squared error
+    torch.testing.assert_close(cal["l_ae"], 0.5 * d * (1 + torch.log(mse)))
+
+
+def test_linear_skip_and_expected_decoding():
+    torch.manual_seed(0)
+    net = ICG(cond_dim=3, latent_dim=4, image_size=16, channels=1, widths=(4, 8), linear_skip=4)
+    h = torch.randn(5, 3)
+    net.eval()  # BatchNorm on running statistics: decodes are per image, as at test time
+    out = net.decode(torch.zeros(5, 4), h).detach()
+    assert out.shape == (5, 1, 16, 16) and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert any(p is net.skip.weight for p in net.generator_parameters())
+    y = torch.rand(5, 1, 16, 16)
+    grad = torch.autograd.grad(icg_losses(net, y, h, 0.5, 1.0, 5.0)["gen"], net.skip.weight)[0]
+    assert float(grad.abs().sum()) > 0
+    torch.testing.assert_close(net.decode_expected(h, 0), out)
+    draws = [net.decode(torch.randn(5, 4, generator=g), h)
+             for g in [torch.Generator().manual_seed(1)] for _ in range(3)]
+    torch.testing.assert_close(net.decode_expected(h, 3, torch.Generator().manual_seed(1)),
+                               sum(draws) / 3)
