@@ -55,6 +55,12 @@ class FeatureCNN(nn.Module):
         return torch.cat(feats, 1)
 
 
+def images_to_numpy(y: torch.Tensor) -> np.ndarray:
+    """(n, C, S, S) generator output -> (n, S, S) or (n, S, S, C) numpy images."""
+    y = y.permute(0, 2, 3, 1).cpu().numpy()
+    return y[..., 0] if y.shape[-1] == 1 else y
+
+
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Per-sample KL(N(mu, diag exp(logvar)) || N(0, I)) (Eq. 11 with the sign of a divergence)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
@@ -208,10 +214,6 @@ class SmrIcgDecoder(nn.Module):
         x = torch.as_tensor(np.asarray(x, np.float32))
         return x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
-    def _to_numpy_images(self, y: torch.Tensor) -> np.ndarray:
-        y = y.permute(0, 2, 3, 1).cpu().numpy()
-        return y[..., 0] if self.channels == 1 else y
-
     @torch.no_grad()
     def predict_features(self, responses: np.ndarray) -> np.ndarray:
         """SMR: (n, M) responses -> (n, K) standardized CNN features."""
@@ -228,11 +230,11 @@ class SmrIcgDecoder(nn.Module):
         hk = torch.as_tensor(np.asarray(h, np.float32), device=self.W.device)[:, self.top_idx]
         gen = torch.Generator(device="cpu").manual_seed(seed)
         if self.decode_samples > 0:
-            return self._to_numpy_images(torch.cat([net.decode_expected(hk[i:i + 256], self.decode_samples, gen)
+            return images_to_numpy(torch.cat([net.decode_expected(hk[i:i + 256], self.decode_samples, gen)
                                                     for i in range(0, len(hk), 256)]))
         z = (torch.randn(len(hk), net.latent_dim, generator=gen).to(hk.device) if self.sample_z
              else torch.zeros(len(hk), net.latent_dim, device=hk.device))
-        return self._to_numpy_images(torch.cat([net.decode(z[i:i + 256], hk[i:i + 256])
+        return images_to_numpy(torch.cat([net.decode(z[i:i + 256], hk[i:i + 256])
                                                 for i in range(0, len(hk), 256)]))
 
     def generate(self, responses: np.ndarray) -> np.ndarray:

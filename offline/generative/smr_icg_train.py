@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from neuralign.errors import UserError
 from neuralign.generative_config import GenerativeConfig, IcgConfig, SmrConfig
-from neuralign.models.icg import ICG, FeatureCNN, SmrIcgDecoder, icg_losses
+from neuralign.models.icg import ICG, FeatureCNN, SmrIcgDecoder, icg_losses, images_to_numpy
 from neuralign.offline.generative.paired import PairedData
 from neuralign.offline.generative.schedules import lr_schedule
 from neuralign.offline.generative.smr import fit_smr
@@ -154,9 +154,7 @@ def train_icg(net: ICG, images: np.ndarray, h: np.ndarray, cfg: IcgConfig, alpha
             with torch.no_grad():
                 hv = torch.as_tensor(val[1], dtype=torch.float32, device=device)
                 out = net.decode_expected(hv, cfg.decode_samples, torch.Generator().manual_seed(seed))
-            decoded = out.permute(0, 2, 3, 1).cpu().numpy()
-            decoded = decoded[..., 0] if decoded.shape[-1] == 1 else decoded
-            hist[-1]["val_ssim"] = decoding_metrics(decoded, val[0])["ssim"]
+            hist[-1]["val_ssim"] = decoding_metrics(images_to_numpy(out), val[0])["ssim"]
             if best is None or hist[-1]["val_ssim"] > best[0]:
                 best = (hist[-1]["val_ssim"], epoch, copy.deepcopy(net.state_dict()))
         log.info("ICG(alpha=%g, beta=%g) epoch %d%s: %s", alpha, beta, epoch,
