@@ -131,7 +131,7 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
         x_cae = torch.cat([x_fit, _images_tensor(extra_images).to(device)])
     opt = torch.optim.Adam(cae_params, lr=cfg.cae_lr)
     sched = lr_schedule(opt, cfg.cae_lr_schedule,
-                      cfg.cae_epochs * _n_batches(len(x_cae), cfg.cae_batch_size))
+                        cfg.cae_epochs * _n_batches(len(x_cae), cfg.cae_batch_size))
     best, best_state = np.inf, None
     quiet = None if progress is None else not progress  # None: tqdm shows bars on a terminal only
     bar = tqdm(range(cfg.cae_epochs), desc="FLIG stage 1 (CAE)", unit="epoch", disable=quiet)
