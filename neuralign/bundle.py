@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neuralign import __version__
 from neuralign.config import ModelConfig, PreprocessingConfig
@@ -37,6 +37,16 @@ WEIGHTS = "weights.safetensors"
 TEMPLATES = "templates.safetensors"
 MANIFEST = "manifest.json"
 GENERATOR = "generator.safetensors"
+# Upper bounds on the sizes a manifest may ask for: generous for real use (Neuropixels and Utah
+# arrays reach 1024+ channels; 100 s at 1 kHz; image features are <= 4096-d; THINGS has 26k
+# images, COCO 118k), small enough that a crafted bundle cannot make the engine allocate
+# gigabytes while its model and buffers are built.
+MAX_CHANNELS = 4096
+MAX_TIMES = 100_000
+MAX_FEATURE_DIM = 65_536
+MAX_EPOCH_VALUES = 2**24  # n_chans x n_times: one float32 epoch <= 64 MiB
+MAX_TEMPLATES = 250_000
+MAX_THUMBNAIL_PX = 1024  # thumbnails are (templates, h, w, 3) uint8, h and w at most this
 
 
 class _Part(BaseModel):
@@ -70,14 +80,24 @@ class NoiseNormalizationSection(_Part):
 
 
 class ModelSection(_Part):
+    """The model's shapes (bounded: see :data:`MAX_CHANNELS` ...; checked against the weights'
+    tensor shapes by :func:`load_bundle` before the model is built)."""
+
     config: ModelConfig
-    n_chans: int
-    n_times: int
-    feature_dim: int
+    n_chans: int = Field(ge=1, le=MAX_CHANNELS)
+    n_times: int = Field(ge=1, le=MAX_TIMES)
+    feature_dim: int = Field(ge=1, le=MAX_FEATURE_DIM)
+
+    @model_validator(mode="after")
+    def _epoch_size(self) -> ModelSection:
+        if self.n_chans * self.n_times > MAX_EPOCH_VALUES:
+            raise ValueError(f"n_chans x n_times = {self.n_chans} x {self.n_times} exceeds the "
+                             f"limit of {MAX_EPOCH_VALUES} values per epoch")
+        return self
 
 
 class TemplateBankSection(_Part):
-    image_ids: list[str]
+    image_ids: list[str] = Field(max_length=MAX_TEMPLATES)
     concepts: list[str] | None = None
     kind: str = "retrieval (test images)"
     normalised: bool = True
@@ -99,6 +119,22 @@ class GeneratorSection(_Part):
     channels: int = 1
 
 
+class ScaleSection(_Part):
+    """The unit the whitening was fitted in and the training data's amplitude, which the
+    engine's scale check (:mod:`neuralign.realtime.scale_check`) compares live data with.
+
+    Written at export; bundles exported before it have no ``scale`` (the engine skips the
+    check). ``filtered_std``: per channel type, the median over channels of each channel's
+    standard deviation within a training epoch (median over epochs) of the filtered,
+    un-whitened signal (:func:`neuralign.units.channel_std`); ``whitened_rms``: the median RMS
+    of a whitened training epoch (:func:`neuralign.units.median_epoch_rms`, ~1 for MVNN).
+    """
+
+    units: dict[str, str] = {}  # channel type -> unit: "V", "T", "T/m"; "a.u." for MUA / misc
+    filtered_std: dict[str, float] = {}
+    whitened_rms: float | None = None
+
+
 class Manifest(_Part):
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -115,6 +151,7 @@ class Manifest(_Part):
     generator: GeneratorSection | None = None
     provenance: str | None = None  # where the epochs came from (e.g. "neuralign-causal")
     training_config: dict[str, Any] | None = None
+    scale: ScaleSection | None = None  # absent in bundles exported before it
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -213,12 +250,89 @@ def parse_manifest(raw: dict[str, Any], where: Path | str) -> Manifest:
         raise DataError(f"{where}: format_version {version!r} is newer than this neuralign "
                         f"({__version__}) reads; upgrade neuralign")
     try:
-        return Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise DataError(f"{where}: manifest key {loc!r}: {err['msg']} "
                         f"({len(exc.errors())} problem(s); is the bundle corrupt?)") from None
+    _check_consistent(manifest, where)
+    return manifest
+
+
+def _check_consistent(m: Manifest, where: Path | str) -> None:
+    """The sections agree on the sizes (so the bounds on ``model`` bound the others too)."""
+    n = m.model.n_chans
+    w = m.noise_normalization.w
+    for key, got, ref, want in (
+        ("channels.names", len(m.channels.names), "model.n_chans", n),
+        ("channels.types", len(m.channels.types), "model.n_chans", n),
+        ("noise_normalization.w", len(w), "model.n_chans", n),
+        ("epoch.n_times", m.epoch.n_times, "model.n_times", m.model.n_times),
+    ):
+        if got != want:
+            raise DataError(f"{where}: manifest key {key!r}: {got}, but {ref} is {want}")
+    if any(len(row) != n for row in w):
+        raise DataError(f"{where}: manifest key 'noise_normalization.w': expected {n} x {n}")
+    concepts = m.template_bank.concepts
+    if concepts is not None and len(concepts) != len(m.template_bank.image_ids):
+        raise DataError(f"{where}: manifest key 'template_bank.concepts': {len(concepts)} "
+                        f"entries for {len(m.template_bank.image_ids)} image_ids")
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a safetensors file, from its header alone."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path}: unreadable safetensors file ({exc})") from None
+
+
+def _check_tensor_shapes(directory: Path, m: Manifest) -> None:
+    """Before any tensor is read or the model built: the weights' shapes are those of the model
+    the manifest describes (built on torch's meta device: shapes only, no memory), and the
+    template bank has one embedding and one thumbnail per image id. A crafted manifest (a huge
+    ``model.config.k`` ...) is refused here, not while gigabytes are being allocated."""
+    import torch
+
+    from neuralign.models import build_model
+
+    tpath = directory / TEMPLATES
+    t = _tensor_shapes(tpath)
+    n = len(m.template_bank.image_ids)
+    emb, thumbs = t.get("embeddings"), t.get("thumbnails")
+    if emb is None or len(emb) != 2 or emb[0] != n or not 1 <= emb[1] <= MAX_FEATURE_DIM:
+        raise DataError(f"{tpath}: 'embeddings' has shape {emb}, expected ({n} image_ids, d "
+                        f"<= {MAX_FEATURE_DIM})")
+    if (thumbs is None or len(thumbs) != 4 or thumbs[0] != n or thumbs[3] != 3
+            or not all(1 <= px <= MAX_THUMBNAIL_PX for px in thumbs[1:3])):
+        raise DataError(f"{tpath}: 'thumbnails' has shape {thumbs}, expected ({n} image_ids, h, "
+                        f"w, 3) with h, w <= {MAX_THUMBNAIL_PX}")
+    wpath = directory / WEIGHTS
+    have = _tensor_shapes(wpath)
+    mm = m.model
+    try:
+        with torch.device("meta"):
+            model = build_model(mm.config, n_chans=mm.n_chans, n_times=mm.n_times,
+                                feature_dim=mm.feature_dim)
+    except ImportError:  # an optional backbone that is not installed: building will say so
+        return
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DataError(f"{directory / MANIFEST}: manifest key 'model': cannot build the model it "
+                        f"describes ({exc})") from None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # every parameter must be in the file; a buffer may be absent (older weights: the model's
+    # load hooks fill it in)
+    params = {k for k, _ in model.named_parameters()}
+    for key in sorted(have.keys() | params):
+        if want.get(key) != have.get(key):
+            raise DataError(
+                f"{wpath}: tensor {key!r} has shape {have.get(key)}, but the model "
+                f"{directory / MANIFEST} describes (key 'model') needs {want.get(key)}: the "
+                "manifest and the weights do not belong together")
 
 
 def load_bundle(directory: Path, verify: bool = True) -> Bundle:
@@ -242,6 +356,7 @@ def load_bundle(directory: Path, verify: bool = True) -> Bundle:
         if expected != actual:
             raise DataError(f"{directory}: content hash mismatch (manifest says {str(expected)[:12]}..., "
                             f"files hash to {actual[:12]}...): the bundle was modified or is corrupt")
+    _check_tensor_shapes(directory, manifest)  # from the headers, before any tensor is loaded
     try:
         state = load_file(directory / WEIGHTS)
         templates = load_file(directory / TEMPLATES)

@@ -13,10 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from neuralign.errors import ConfigError
 from neuralign.generative_config import GenerativeConfig, RetinaSimConfig
+from neuralign.signal.guard import SPIKE_LIMIT
+from neuralign.units import KNOWN_UNITS, unit_scale
 
 # "retina": LNP ganglion-cell spike counts on still images (generative decoding, issue 14).
 Modality = Literal["eeg", "meg", "mua", "retina"]
@@ -82,7 +91,17 @@ class RecordingConfig(_Section):
     events: list[Path] = Field(default_factory=list)
     xdf_eeg_stream: str | None = Field(None, description="XDF data stream name or type")
     xdf_marker_stream: str | None = Field(None, description="XDF marker stream name or type")
+    # the unit the recordings' values are in, overriding the files' own (as 'neuralign run
+    # --units' does live): uV for an XDF whose stream declared no unit; None = the files' units
+    units: str | None = Field(None, description="V, mV, uV, nV, T, fT, ...")
     split: RecordingSplitConfig = RecordingSplitConfig()
+
+    @field_validator("units")
+    @classmethod
+    def _known_unit(cls, v: str | None) -> str | None:
+        if v is not None and unit_scale(v) is None:
+            raise ValueError(f"unknown unit {v!r} (known: {KNOWN_UNITS})")
+        return v
 
 
 class DatasetConfig(_Section):
@@ -224,6 +243,24 @@ class TrainingConfig(_Section):
     fold: bool = True
 
 
+class ClockConfig(_Section):
+    """How each stream's sample clock is estimated (neuralign.realtime.clock): a gap is a
+    sample-count deficit against the fitted line that persists, never one late stamp."""
+
+    window_s: float = Field(30.0, gt=0)  # the line is fitted over this much recent signal
+    min_slope_span_s: float = Field(10.0, gt=0)  # the rate is fitted once this much is seen
+    max_ppm: float = Field(2000.0, gt=0)  # the fitted rate stays this close to nominal
+    tol_samples: float = Field(2.5, gt=0)  # a gap is at least this many samples ...
+    tol_jitter_k: float = Field(4.0, gt=0)  # ... and this many times the p99 stamp jitter
+    initial_jitter_s: float = Field(0.002, ge=0)
+    warmup_s: float = Field(1.0, gt=0)
+    envelope_quantile: float = Field(0.05, ge=0, le=0.5)  # lower envelope of late stamps
+    confirm_s: float = Field(0.05, gt=0)  # a deficit must persist over this much signal
+    max_suspect_s: float = Field(2.0, gt=0)
+    drift_warn_ppm: float = Field(50.0, gt=0)
+    drift_min_span_s: float = Field(20.0, gt=0)
+
+
 class RealtimeConfig(_Section):
     # defaults of 'neuralign run --source / --markers' (same spellings, e.g. lsl:EEG)
     source: str | None = None
@@ -250,12 +287,24 @@ class RealtimeConfig(_Section):
     # An epoch touching a non-finite or railed sample: 'flag' = decoded, its result carries
     # flags: ["bad_samples"]; 'drop' = not decoded. Counted either way.
     bad_epochs: Literal["flag", "drop"] = "flag"
-    # |value| above this (volts, EEG bundles) is a railed / saturated sample; None = no check
+    # |value| above this (volts: every channel of EEG bundles, volt channels of others) is a
+    # railed / saturated sample; None = no check. MEG sensors have fixed ceilings of their own
     rail_volts: float | None = Field(0.5, gt=0)
+    # any modality: a finite sample beyond this many times its channel's typical magnitude
+    # (learned over the stream's first 2 s) is held and flagged like a railed one; None = off
+    spike_limit: float | None = Field(SPIKE_LIMIT, gt=1)
     # a marker this far (s) ahead of the newest sample for this long is dropped (another clock)
     marker_max_wait_s: float = Field(10.0, gt=0)
     # the LSL stream's unit, overriding its metadata ('neuralign run --units uV'); None = read it
     units: str | None = None
+    # LSL clock synchronisation (time_correction): 'auto' = only for a stream from another
+    # host (on this host both ends read one clock); 'lsl' = always; 'none' = never
+    clock_sync: Literal["auto", "lsl", "none"] = "auto"
+    # the streams' sample clocks: jitter, drift and what counts as a gap
+    clock: ClockConfig = ClockConfig()
+    # markers arriving this much later after their stamps than data samples do: the marker
+    # stream's clock runs behind the data's (reported and warned)
+    marker_max_lag_s: float = Field(0.25, gt=0)
 
 
 class Config(_Section):

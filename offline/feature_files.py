@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.errors import DataError
+from neuralign.npy_files import load_arrays
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +110,17 @@ def load_features(
 
 
 def _load_npz(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    with np.load(path, allow_pickle=False) as z:
-        for key in ("features", "image_ids"):
-            if key not in z.files:
-                raise DataError(
-                    f"{path}: missing key {key!r} (expected 'features' and 'image_ids', found {z.files})"
-                )
-        feats = _as_2d(z["features"], path, "features")
-        ids = [str(i) for i in z["image_ids"].tolist()]
-        protos = _as_2d(z["prototypes"], path, "prototypes") if "prototypes" in z.files else None
+    z = load_arrays(path, "feature file")
+    if not isinstance(z, dict):
+        raise DataError(f"{path}: expected an .npz archive of arrays, got a single .npy array")
+    for key in ("features", "image_ids"):
+        if key not in z:
+            raise DataError(
+                f"{path}: missing key {key!r} (expected 'features' and 'image_ids', found {sorted(z)})"
+            )
+    feats = _as_2d(z["features"], path, "features")
+    ids = [str(i) for i in z["image_ids"].tolist()]
+    protos = _as_2d(z["prototypes"], path, "prototypes") if "prototypes" in z else None
     if len(ids) != feats.shape[0]:
         raise DataError(f"{path}: image_ids: {len(ids)} ids for {feats.shape[0]} feature rows")
     if protos is not None and protos.shape[1] != feats.shape[1]:
@@ -147,7 +150,7 @@ def _load_nice_dir(
     files = [only] if only is not None else [root / NICE_TRAIN, root / NICE_TEST]
     for f in files:
         if f.exists():
-            parts.append(_as_2d(np.load(f, allow_pickle=False), f, "array"))
+            parts.append(_as_2d(load_arrays(f, "feature file"), f, "array"))
     if not parts:
         raise DataError(f"{root}: no {NICE_TRAIN} or {NICE_TEST} found")
     feats = np.concatenate(parts, axis=0)
@@ -157,7 +160,7 @@ def _load_nice_dir(
     protos = None
     center = root / NICE_CENTER
     if center.exists():
-        protos = _as_2d(np.load(center, allow_pickle=False), center, "array")
+        protos = _as_2d(load_arrays(center, "feature file"), center, "array")
         if protos.shape[1] != feats.shape[1]:
             raise DataError(
                 f"{center}: dimension {protos.shape[1]} != features dimension {feats.shape[1]}"

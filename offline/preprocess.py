@@ -17,7 +17,7 @@ import numpy as np
 from neuralign.config import PreprocessingConfig
 from neuralign.errors import DataError
 from neuralign.offline.dataset import BrainDataset, SplitData
-from neuralign.signal.chain import CausalChain, ChainSpec, cut_epoch, epoch_times
+from neuralign.signal.chain import CausalChain, ChainSpec, cut_epoch, epoch_start, epoch_times
 
 log = logging.getLogger(__name__)
 
@@ -28,25 +28,50 @@ def epochs_from_continuous(
     ch_names: list[str],
     onsets: np.ndarray,
     pre: PreprocessingConfig,
+    breaks: list[int] | tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, ChainSpec, np.ndarray]:
     """Run the causal chain over ``data`` (channels, samples) and cut one epoch per onset.
 
+    ``breaks``: sample indices that do not follow their predecessor (gaps in a recording, as
+    the engine's clock model found them): the chain restarts there, as it does live, and the
+    epochs whose window spans one are dropped, as live.
+
     Returns ``(epochs (n_kept, C, T) float32, times, spec, kept_mask)``; onsets whose window
-    runs off either end of the recording are dropped (and counted in ``kept_mask``).
+    runs off either end of the recording or spans a break are dropped (``kept_mask``).
     """
     spec = ChainSpec.from_preprocessing(pre, sfreq, ch_names)
     chain = CausalChain(spec)
-    y = chain.process(data)
+    cuts = sorted({int(b) for b in breaks if 0 < int(b) < data.shape[1]})
+    parts = []
+    for a, b in zip([0, *cuts], [*cuts, data.shape[1]]):
+        if a:
+            chain.reset()
+            chain.n_in = a  # the decimation phase stays on the global grid
+        parts.append(chain.process(data[:, a:b]))
+    y = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     times = epoch_times(spec.sfreq_out, pre.tmin, pre.tmax)
     out = np.empty((len(onsets), len(ch_names), len(times)), dtype=np.float32)
     kept = np.zeros(len(onsets), dtype=bool)
+    t_lo = min(pre.tmin, pre.baseline[0]) if pre.baseline else pre.tmin
+    n_across = 0
     for i, onset in enumerate(np.asarray(onsets, dtype=np.int64)):
+        if cuts:
+            first = epoch_start(int(onset), chain.q, spec.sfreq_out, t_lo) * chain.q
+            n_read = (int(round((pre.tmin - t_lo) * spec.sfreq_out))
+                      + int(round((pre.tmax - pre.tmin) * spec.sfreq_out)))
+            last = first + (n_read - 1) * chain.q  # the engine's rule (EpochWindow.bounds)
+            if any(first < c <= last for c in cuts):
+                n_across += 1
+                continue
         ep = cut_epoch(y, int(onset), chain.q, spec.sfreq_out, pre.tmin, pre.tmax, pre.baseline)
         if ep is not None:
             out[i] = ep
             kept[i] = True
-    if not kept.all():
-        log.warning("dropped %d epochs whose window runs off the recording", (~kept).sum())
+    if n_across:
+        log.warning("dropped %d epochs whose window spans a gap in the recording", n_across)
+    if (~kept).sum() > n_across:
+        log.warning("dropped %d epochs whose window runs off the recording",
+                    (~kept).sum() - n_across)
     return out[kept], times, spec, kept
 
 

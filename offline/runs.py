@@ -115,6 +115,30 @@ def _thumbnails(prep, ids: list[str], size: int = 48) -> np.ndarray:
     return thumbs
 
 
+def training_scale(prep, max_epochs: int = 400):
+    """The bundle's ``scale`` section from a run's prepared arrays: the unit of each channel type
+    (every reader returns SI) and the amplitude of the training epochs, whitened and not.
+
+    The un-whitened epochs are recovered from the whitened ones (x = W^+ x' + mean; W is full
+    rank, its small eigenvalues floored), so runs trained before this existed export it too.
+    At most ``max_epochs`` fitting epochs, evenly spaced, are used."""
+    from neuralign.bundle import ScaleSection
+    from neuralign.signal.whitening import Whitening
+    from neuralign.units import channel_std, median_epoch_rms, per_type_median, si_unit
+
+    x = prep.x_train[prep.fit_index]
+    x = x.reshape(-1, *x.shape[-2:])
+    x = x[np.unique(np.linspace(0, len(x) - 1, min(len(x), max_epochs)).astype(int))]
+    wh = Whitening.from_dict(prep.normalizer)
+    raw = np.matmul(np.linalg.pinv(np.asarray(wh.w, dtype=np.float64)), x.astype(np.float64))
+    if wh.mean is not None:
+        raw += wh.mean[:, None]
+    types = list(prep.ch_types)
+    return ScaleSection(units={t: si_unit(t) or "a.u." for t in sorted(set(types))},
+                        filtered_std=per_type_median(channel_std(raw), types),
+                        whitened_rms=median_epoch_rms(x))
+
+
 def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) -> Path:
     """Write the engine's bundle: weights, template bank (test images), full preprocessing spec;
     with ``generator_run`` (a FLIG / SMR+ICG run trained on this run's brain embeddings, see
@@ -153,6 +177,7 @@ def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) 
         template_bank=TemplateBankSection(image_ids=prep.test_ids, concepts=prep.test_concepts),
         provenance=prep.meta.get("provenance"),
         training_config=dump_config(config),
+        scale=training_scale(prep),
     )
     generator_state = None
     if generator_run is not None:

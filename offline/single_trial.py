@@ -24,9 +24,22 @@ def decode_recording(bundle: Bundle, raw_path: Path, top_k: int = 5) -> list[dic
     raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
     raw.pick(bundle.ch_names)
     onsets, labels = annotation_onsets(raw)
+    return decode_continuous(bundle, raw.get_data(), raw.info["sfreq"], onsets, labels,
+                             top_k=top_k)
+
+
+def decode_continuous(bundle: Bundle, data: np.ndarray, sfreq: float, onsets, labels,
+                      breaks: list[int] | tuple[int, ...] = (), top_k: int = 5) -> list[dict]:
+    """Offline decoding of continuous ``data`` (the bundle's channels, volts/teslas) at
+    ``onsets`` (sample indices): what the engine must reproduce trial by trial. ``breaks``: the
+    samples that do not follow their predecessor (gaps): the chain restarts there and the epochs
+    across are not decoded, as live."""
     pre = bundle.manifest.preprocessing
-    epochs, _, _, kept = epochs_from_continuous(raw.get_data(), raw.info["sfreq"], bundle.ch_names,
-                                                onsets, pre)
+    epochs, _, _, kept = epochs_from_continuous(data, sfreq, bundle.ch_names,
+                                                np.asarray(onsets, dtype=np.int64), pre,
+                                                breaks=breaks)
+    if not len(epochs):
+        return []
     x = bundle.manifest.noise_normalization.whitening().apply(epochs)
     model = bundle.build_model()
     bank = torch.from_numpy(bundle.template_embeddings)

@@ -71,7 +71,9 @@ def load_timeline(path: Path, soa: float | None = None, split: str = "test") -> 
             [str(int(c)) for c in events[:, 2]]))
         return continuous_from_raw(raw, path, f"THINGS-EEG2 raw {path}")
     if name.startswith("preprocessed_eeg_") and name.endswith(".npy"):
-        d = np.load(path, allow_pickle=True).item()
+        from neuralign.offline.loaders.things_eeg2 import load_published_dict
+
+        d = load_published_dict(path, ("preprocessed_eeg_data", "ch_names", "times"))
         x = np.asarray(d["preprocessed_eeg_data"])  # images x reps x ch x times
         times = np.asarray(d["times"])[-x.shape[-1]:]
         sfreq = float(round(1.0 / np.median(np.diff(times)), 6))

@@ -77,15 +77,18 @@ class Result:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
         """Inverse of :meth:`to_dict`; ValueError naming the missing key. Unknown keys are
-        ignored, so a reader keeps working when a newer engine adds fields."""
+        ignored, so a reader keeps working when a newer engine adds fields. A null score (a
+        non-finite one on the strict wire) reads back as NaN: the result is still a result."""
+        avg_scores = d.get("avg_topk_scores")
         try:
             return cls(epoch_id=int(d["epoch_id"]), marker=d["marker"],
                        marker_timestamp=_num(d["marker_timestamp"]),
                        last_sample_timestamp=_num(d["last_sample_timestamp"]),
                        n_repetitions=int(d["n_repetitions"]), topk_ids=list(d["topk_ids"]),
-                       topk_scores=[float(s) for s in d["topk_scores"]],
+                       topk_scores=[_num(s) for s in d["topk_scores"]],
                        avg_topk_ids=d.get("avg_topk_ids"),
-                       avg_topk_scores=d.get("avg_topk_scores"),
+                       avg_topk_scores=(None if avg_scores is None
+                                        else [_num(s) for s in avg_scores]),
                        stages_ms=dict(d.get("stages_ms") or {}), stream=d.get("stream"),
                        flags=list(d.get("flags") or []), health=d.get("health"))
         except KeyError as err:

@@ -24,7 +24,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from itertools import islice
+from typing import TYPE_CHECKING, NamedTuple
 
 from neuralign.bundle import Bundle
 from neuralign.config import RealtimeConfig
@@ -39,6 +40,7 @@ from neuralign.realtime.latency import LatencyStats, stage_durations
 from neuralign.realtime.lsl_io import local_clock
 from neuralign.realtime.outputs import ResultOutlet, ViewerQueue
 from neuralign.realtime.pipeline import Pipeline
+from neuralign.realtime.scale_check import ScaleCheck
 from neuralign.realtime.sources.base import Source
 
 if TYPE_CHECKING:
@@ -51,6 +53,19 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_S = 0.1
 #: Epochs waiting for inference, at most: beyond, the oldest is dropped (counted in health).
 MAX_READY = 1024
+#: Results ``Engine.results`` keeps by default (the newest); readers follow it with
+#: :meth:`Engine.results_since`, which stays correct once older ones fall out.
+MAX_RESULTS = 100000
+
+
+class ResultsSince(NamedTuple):
+    """New results for a reader (:meth:`Engine.results_since`): oldest first, the cursor to
+    pass next time, and how many were published since the old cursor but had already left
+    ``Engine.results`` (never seen by this reader)."""
+
+    results: list[Result]
+    cursor: int
+    missed: int
 
 
 @dataclass
@@ -77,13 +92,15 @@ class Engine:
     """Decodes ``source`` (one :class:`Source` or several) with ``bundle`` from :meth:`start` to
     :meth:`stop`. ``source``/``pipeline``/``epocher`` are the first stream's; ``lanes`` all.
 
-    ``results`` holds every :class:`Result` (newest last); ``last_reconstruction`` the latest
+    ``results`` holds the newest ``results_maxlen`` :class:`Result` objects (newest last; a
+    reader follows them with :meth:`results_since`); ``last_reconstruction`` the latest
     masked-channel reconstruction asked for with :meth:`request_reconstruction`.
     """
 
     def __init__(self, bundle: Bundle, source: Source | Sequence[Source], config: RealtimeConfig | None = None,
                  recorder: Recorder | None = None, result_source_id: str | None = None,
-                 device: str = "auto", publish_lsl: bool = True):
+                 device: str = "auto", publish_lsl: bool = True,
+                 results_maxlen: int = MAX_RESULTS):
         self.bundle = bundle
         self.sources: list[Source] = [source] if isinstance(source, Source) else list(source)
         if not self.sources:
@@ -94,7 +111,9 @@ class Engine:
         self.recorder = recorder
         self.stats = LatencyStats()
         self.viewer = ViewerQueue()
-        self.results: deque[Result] = deque(maxlen=100000)
+        self.results: deque[Result] = deque(maxlen=results_maxlen)
+        self._results_lock = threading.Lock()  # results and _n_appended move together
+        self._n_appended = 0  # results ever appended: the cursor of results_since (never wraps)
         self.outlet = (ResultOutlet(self.cfg.result_stream_name,
                                     result_source_id or self.cfg.result_source_id)
                        if publish_lsl else None)
@@ -106,11 +125,17 @@ class Engine:
         self.decider: Decider | None = None
         self._ready: queue.Queue[Epoch] = queue.Queue(maxsize=MAX_READY)
         self.health = Health()  # every lane's bad input, counted in one place
+        self.scale_check = ScaleCheck(bundle.manifest, self.health)  # whitened epochs' scale
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._wake = threading.Event()  # set by every source when data or markers arrive
         self._infer_lock = threading.Lock()  # one batch at a time, whichever thread runs it
         self._infer_pending = 0  # epochs the inference thread holds back for its batch
+        # epoch order: the processing thread runs a batch inline only when every epoch cut
+        # before it was run (under _infer_lock) or dropped from the ready queue
+        self._n_cut = 0  # epochs dispatched (processing thread)
+        self._n_run = 0  # epochs through _run_batch (under _infer_lock)
+        self._n_ready_dropped = 0  # epochs dropped from the full ready queue (processing thread)
         self.n_inline_batches = 0  # batches the processing thread ran itself (instrumentation)
         for src in self.sources:
             src.add_listener(self._wake)
@@ -131,6 +156,10 @@ class Engine:
             if src.description is None:
                 src.open()
         self.lanes = [self._lane(src, i) for i, src in enumerate(self.sources)]
+        if self.recorder is not None:  # where markers were cut, for offline parity
+            lane0, rec = self.lanes[0], self.recorder
+            lane0.epocher.on_placed = lambda m, idx: rec.write_placement(
+                m.timestamp, m.value, idx - lane0.n_lost)
         self.pipeline, self.epocher = self.lanes[0].pipeline, self.lanes[0].epocher
         missing = {tuple(lane.pipeline.missing.tolist()) for lane in self.lanes}
         if len(missing) > 1:
@@ -151,10 +180,10 @@ class Engine:
         pipe = Pipeline(
             self.bundle, desc.ch_names, desc.sfreq, fill_missing=self.cfg.fill_missing,
             buffer_seconds=self.cfg.buffer_seconds, stream_label=f"stream '{desc.name}'",
-            rail=self.cfg.rail_volts if self.bundle.manifest.modality in (None, "eeg") else None,
+            rail=self.cfg.rail_volts, spike_limit=self.cfg.spike_limit,
             health=self.health, stream_ch_types=desc.ch_types)
         epocher = Epocher(
-            pipe, EpochWindow.for_pipeline(self.bundle.manifest.epoch, pipe), inputs=src.buffer,
+            pipe, EpochWindow.for_pipeline(self.bundle.manifest.epoch, pipe), inputs=src.timeline,
             sliding_hop_s=None if src.has_markers else self.cfg.sliding_hop_s,
             health=self.health, bad_epochs=self.cfg.bad_epochs,
             known_labels=self.bundle.template_ids if self.cfg.decode_markers == "known" else None,
@@ -231,20 +260,30 @@ class Engine:
 
     def _dispatch(self, eps: list[Epoch]) -> None:
         """Run ``eps`` here when the batch policy would run them at once and the inference
-        thread is idle; otherwise queue them for it (it may batch them with later epochs)."""
+        thread is idle; otherwise queue them for it (it may batch them with later epochs).
+
+        Results leave in epoch order: inline only when every epoch cut before ``eps`` has been
+        run or dropped. An epoch the inference thread has taken from the queue but not yet
+        counted in ``_infer_pending`` is neither, so ``eps`` then queue up behind it (no wait
+        on the common path: one integer comparison under the lock taken anyway)."""
         now = local_clock()
         for ep in eps:
             ep.stages["queued"] = now
+        first = self._n_cut
+        self._n_cut += len(eps)
         if (len(eps) <= self.policy.capacity and self._infer_pending == 0
                 and self._ready.empty()
                 and self.policy.should_dispatch(len(eps), now, now, self._next_ready_s, True)
                 and self._infer_lock.acquire(blocking=False)):
             try:
-                self.n_inline_batches += 1
-                self._run_batch(eps)
+                inline = self._n_run + self._n_ready_dropped == first
+                if inline:
+                    self.n_inline_batches += 1
+                    self._run_batch(eps)
             finally:
                 self._infer_lock.release()
-            return
+            if inline:
+                return
         for ep in eps:
             self._put_ready(ep)
 
@@ -252,7 +291,9 @@ class Engine:
         """Filter one stream's new samples, place its markers, append its complete epochs to
         ``cut``. Returns the stream time until its next epoch completes (None: none pending)."""
         src, pipe, epocher = lane.source, lane.pipeline, lane.epocher
-        n = src.buffer.n_written
+        # samples whose gap status the stream's clock has not decided yet wait (a moment, and
+        # only after a suspicious stamp): the filters must restart exactly at a gap
+        n = src.timeline.settled if src.timeline is not None else src.buffer.n_written
         if n > lane.read_pos:
             start = max(lane.read_pos, src.buffer.first_available)
             if start > lane.read_pos:
@@ -261,7 +302,17 @@ class Engine:
             got = src.buffer.read(start, n)
             if got is not None:
                 data, ts = got
-                t_acq, t_filt = pipe.push(data, ts, start=start)  # indices follow the source
+                t_acq = None
+                edges = {g for g in src.buffer.gaps_in(start, n) if g > 0}
+                bounds = sorted({start, n, *edges})
+                for a, b in zip(bounds[:-1], bounds[1:]):
+                    if a in edges:  # not continuous with what came before: filters restart
+                        pipe.restart_filters(a)
+                        if self.recorder is not None:
+                            self.recorder.write_gap(a - lane.n_lost)
+                    t0, t_filt = pipe.push(data[:, a - start:b - start],
+                                           ts[a - start:b - start], start=a)  # source indices
+                    t_acq = t0 if t_acq is None else t_acq
                 lane.chunks.append(_Chunk(n, t_acq, t_filt))
                 if self.recorder is not None:
                     self.recorder.write_samples(data, ts)
@@ -287,6 +338,7 @@ class Engine:
             except queue.Full:
                 try:
                     self._ready.get_nowait()
+                    self._n_ready_dropped += 1
                     self.health.ready_dropped += 1
                     log.warning("inference is behind: dropped the oldest waiting epoch (%d so "
                                 "far)", self.health.ready_dropped)
@@ -301,11 +353,37 @@ class Engine:
             dropped_samples=sum(h.n_dropped for h in hs), gaps=sum(h.n_gaps for h in hs),
             reconnects=sum(h.n_reconnects for h in hs),
             bad_markers=sum(h.n_bad_markers for h in hs),
+            markers_dropped=sum(h.n_markers_dropped for h in hs),
+            ignored_marker_values=sum(h.n_ignored_marker_values for h in hs),
+            marker_reconnects=sum(h.n_marker_reconnects for h in hs),
+            viewer_dropped=self.viewer.n_dropped,
+            recorder_write_errors=0 if self.recorder is None else self.recorder.n_write_errors,
             acquisition_errors=sum(h.n_errors for h in hs))
         if not snap["last_error"] and errors:
             snap["last_error"] = errors[-1]
         snap["connected"] = all(h.healthy for h in hs)
+        # False while a source's marker stream is lost (marker-locked decoding has stopped)
+        snap["markers_connected"] = all(h.markers_connected is not False for h in hs)
+        snap.update(self._clock_health())
         return snap
+
+    def _clock_health(self) -> dict[str, float | int | str | None]:
+        """The streams' clocks: worst stamp jitter, rate against nominal, drift, late chunks,
+        the marker-vs-data offset and every clock warning (one line each)."""
+        reps = [(src, src.clock_report()) for src in self.sources]
+        reps = [(src, r) for src, r in reps if r is not None]
+        if not reps:
+            return {}
+        worst = max(reps, key=lambda sr: sr[1].jitter_p99_ms)[1]
+        drift = [r.arrival_drift_ppm for _, r in reps if r.arrival_drift_ppm is not None]
+        offsets = [src.marker_clock.offset_ms for src, _ in reps
+                   if src.marker_clock.offset_ms is not None]
+        warnings = [w for src, r in reps for w in (*r.warnings, *src.marker_clock.warnings)]
+        return {"jitter_p99_ms": worst.jitter_p99_ms, "rate_ppm": worst.rate_ppm,
+                "arrival_drift_ppm": max(drift, key=abs) if drift else None,
+                "late_deliveries": sum(r.late_deliveries for _, r in reps),
+                "marker_offset_ms": max(offsets, key=abs) if offsets else None,
+                "clock_warning": " | ".join(warnings)}
 
     @staticmethod
     def _stamp_chunk(lane: _Lane, ep: Epoch) -> None:
@@ -358,9 +436,11 @@ class Engine:
         return ep
 
     def _run_batch(self, batch: list[Epoch]) -> None:
+        self._n_run += len(batch)  # under _infer_lock (see _dispatch: epoch order)
         t_batch = local_clock()
         for ep in batch:
             ep.stages["batch_start"] = t_batch
+        self.scale_check.feed_epochs(batch)  # the first epochs vs the bundle's amplitude
         results = self.decider.decide(batch)
         t_inf = local_clock()
         for ep, r in zip(batch, results):
@@ -378,7 +458,9 @@ class Engine:
             self.last_reconstruction = self.decider.reconstruct(batch[-1], masked)
 
     def _fan_out(self, r: Result) -> None:
-        self.results.append(r)
+        with self._results_lock:
+            self.results.append(r)
+            self._n_appended += 1
         self.viewer.put(r)
         if self.recorder is not None:
             self.recorder.write_result(r.to_dict())
@@ -393,13 +475,28 @@ class Engine:
                "dropped": sum(h.n_dropped for h in hs), "gaps": sum(h.n_gaps for h in hs),
                "reconnects": sum(h.n_reconnects for h in hs),
                "connected": all(h.healthy for h in hs),
+               "data_connected": all(h.connected and not h.failing for h in hs),
                "lost_in_engine": self.n_lost_samples, "health": self.health_snapshot(),
                "error": None if self.error is None else repr(self.error)}
+        out["markers_connected"] = out["health"]["markers_connected"]
         if len(self.lanes) > 1:
             out["streams"] = [{"stream": lane.stream, "received": lane.source.health.n_received,
                                "dropped": lane.source.health.n_dropped,
                                "lost_in_engine": lane.n_lost} for lane in self.lanes]
         return out
+
+    def results_since(self, cursor: int) -> ResultsSince:
+        """The results published after ``cursor`` (0: from the first), oldest first, and the
+        cursor to pass next time. The cursor counts results ever published, so it keeps
+        working once ``results`` is full and drops its oldest (a slice by position would
+        freeze there); results that left ``results`` before this reader saw them are
+        ``missed``. Safe from any thread; costs O(new results)."""
+        with self._results_lock:
+            total = self._n_appended
+            n_new = max(0, min(total - cursor, len(self.results)))
+            new = list(islice(reversed(self.results), n_new))
+        new.reverse()
+        return ResultsSince(new, total, max(0, total - cursor - n_new))
 
     def wait_for(self, n_results: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ clock, e.g. ``time.time()``) is dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -56,6 +56,11 @@ class InputTimeline(Protocol):
     def index_of_time(self, t: float) -> int | None: ...
 
     def gap_between(self, start: int, stop: int) -> bool: ...
+
+    @property
+    def settled(self) -> int:
+        """Samples before this index are final: no gap will be found among them any more."""
+        ...
 
 
 @dataclass
@@ -160,6 +165,9 @@ class Epocher:
         self._unplaced: list[Marker] = []  # markers whose sample has not arrived yet
         self._pending: list[_Pending] = []  # placed, window not complete yet
         self._n_epochs = 0
+        #: called with (marker, input index) when a marker is placed (the recorder logs it, so
+        #: offline epoching of the recording cuts where the engine cut)
+        self.on_placed: Callable[[Marker, int], None] | None = None
 
     # ---- in ---------------------------------------------------------------------------------
     def add_markers(self, markers: Iterable[Marker]) -> None:
@@ -200,7 +208,7 @@ class Epocher:
 
     def _place(self, m: Marker) -> bool:
         """Put a marker on the input grid; False when its sample has not arrived (retry)."""
-        n = self.inputs.n_written
+        n = self.inputs.settled  # a sample beyond may still turn out to follow a gap
         last = self.inputs.timestamp_at(n - 1) if n else None
         if last is None or m.timestamp > last + 0.5 / self.input_sfreq:
             # markers may arrive before their sample: wait for the data, but not for a sample
@@ -222,6 +230,8 @@ class Epocher:
                     "dropped", m.value[:80], m.timestamp)
         else:
             self.add_onset(m.value, idx, m.timestamp, m.received or local_clock())
+            if self.on_placed is not None:
+                self.on_placed(m, idx)
         return True
 
     def _schedule_sliding(self) -> None:
@@ -245,10 +255,11 @@ class Epocher:
         if self.sliding_hop:
             self._schedule_sliding()
         processed = self.pipeline.processed
+        settled = self.inputs.settled
         out, keep = [], []
         for p in self._pending:
             i0, i1 = self.window.bounds(p.onset_index)
-            if i1 > processed.n_written:
+            if i1 > processed.n_written or self.last_input_index(p.onset_index) >= settled:
                 keep.append(p)
                 continue
             if i0 < processed.first_available:

@@ -21,17 +21,21 @@ class Health:
     """Counters of everything the engine did about bad input (monotonic; never reset)."""
 
     non_finite_samples: int = 0  # input samples with a NaN/Inf on any channel (held, flagged)
-    railed_samples: int = 0  # input samples beyond realtime.rail_volts on any channel
+    railed_samples: int = 0  # beyond rail_volts, a sensor ceiling or spike_limit (any channel)
     flagged_epochs: int = 0  # decoded epochs that touched a non-finite or railed sample
     bad_epochs_dropped: int = 0  # ... dropped instead (realtime.bad_epochs: drop)
     gap_epochs_dropped: int = 0  # epochs whose window spans a gap in the input
     lost_samples: int = 0  # input samples the engine never saw (ring-buffer overrun)
+    filter_restarts: int = 0  # causal chain restarted at a gap or reconnection
     unknown_markers: int = 0  # markers that are not an image id of the bundle (not decoded)
     deferred_markers_dropped: int = 0  # markers whose sample never arrived (another clock?)
     epochs_outside_buffer: int = 0  # epochs whose window had already left the buffer
     ready_dropped: int = 0  # epochs dropped because the ready queue was full
     acquisition_errors: int = 0  # exceptions raised while acquiring (the source kept going)
     last_error: str = ""
+    # the signal scale check's finding (realtime.scale_check): the stream's amplitude is off the
+    # training data's by a power of ten, naming the likely unit mistake; "" while all is well
+    unit_warning: str = ""
 
     def to_dict(self) -> dict[str, int | str]:
         return dataclasses.asdict(self)

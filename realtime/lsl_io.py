@@ -216,12 +216,14 @@ def channel_units(info: StreamInfo) -> list[str]:
 def make_outlet(name: str, stype: str, ch_names: list[str], sfreq: float, source_id: str,
                 ch_types: list[str] | None = None, chunk_size: int = 0,
                 dtype: str = "float32", max_buffered: int = 360,
-                description: dict[str, str] | None = None) -> StreamOutlet:
+                description: dict[str, str] | None = None,
+                unit: str | None = None) -> StreamOutlet:
     """An outlet whose XML description lists every channel's label, type and unit.
 
     ``chunk_size=0`` lets each ``push_chunk`` go out as one transmission (no re-chunking); for
     irregular streams (``sfreq=0``) liblsl counts ``max_buffered`` in hundreds of samples.
-    ``description``: further ``desc`` values (e.g. how to read a sample).
+    ``description``: further ``desc`` values (e.g. how to read a sample). ``unit``: every
+    channel's unit (default: the SI unit of its type).
     """
     info = StreamInfo(name, stype, len(ch_names), float(sfreq), dtype, source_id)
     chans = info.desc().append_child("channels")
@@ -232,7 +234,7 @@ def make_outlet(name: str, stype: str, ch_names: list[str], sfreq: float, source
         ch = chans.append_child("channel")
         ch.append_child_value("label", label)
         ch.append_child_value("type", ctype)
-        ch.append_child_value("unit", _UNITS.get(ctype.lower(), ""))
+        ch.append_child_value("unit", unit if unit is not None else _UNITS.get(ctype.lower(), ""))
     info.desc().append_child("acquisition").append_child_value("manufacturer", "neuralign")
     for key, value in (description or {}).items():
         info.desc().append_child_value(key, value)

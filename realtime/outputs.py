@@ -72,10 +72,15 @@ class ResultInlet:
 
 
 class ViewerQueue:
-    """Bounded queue: when the GUI falls behind, the OLDEST results are dropped, never blocking."""
+    """Bounded queue: when the GUI falls behind, the OLDEST results are dropped, never blocking.
+
+    ``n_dropped`` counts the results a reader lost that way, from its first :meth:`drain` on:
+    without a reader (headless) the queue only keeps the newest and no one misses anything."""
 
     def __init__(self, maxsize: int = 512):
         self._q: queue.Queue[Result] = queue.Queue(maxsize=maxsize)
+        self.n_dropped = 0  # written by the one producer (the engine's batch, under its lock)
+        self._has_reader = False
 
     def put(self, item: Result) -> None:
         while True:
@@ -85,10 +90,16 @@ class ViewerQueue:
             except queue.Full:
                 try:
                     self._q.get_nowait()
+                    if self._has_reader:
+                        self.n_dropped += 1
+                        if self.n_dropped == 1 or self.n_dropped % 1000 == 0:
+                            log.warning("the viewer falls behind: %d results dropped unseen",
+                                        self.n_dropped)
                 except queue.Empty:
                     pass
 
     def drain(self) -> list[Result]:
+        self._has_reader = True
         out = []
         while True:
             try:

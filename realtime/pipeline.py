@@ -28,12 +28,15 @@ from neuralign.realtime.channels import ChannelMap, check_types, map_channels
 from neuralign.realtime.health import Health, RateLimitedLog
 from neuralign.realtime.lsl_io import local_clock
 from neuralign.realtime.ringbuffer import RingBuffer
+from neuralign.realtime.scale_check import ScaleCheck
 from neuralign.signal.chain import CausalChain, ChainSpec
-from neuralign.signal.guard import SampleGuard
+from neuralign.signal.guard import LEARN_SAMPLES, SampleGuard, channel_ceilings
 from neuralign.signal.whitening import Whitening, inverse_sqrt
 
 #: bad-sample ranges remembered (older ones have left any epoch window)
 MAX_BAD_RANGES = 4096
+#: seconds of input the sample guard learns each channel's typical magnitude over
+LEARN_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -50,7 +53,8 @@ class Pipeline:
     def __init__(self, bundle: Bundle, stream_ch_names: list[str], stream_sfreq: float,
                  fill_missing: bool = False, buffer_seconds: float = 30.0,
                  stream_label: str = "the stream", rail: float | None = None,
-                 health: Health | None = None, stream_ch_types: Sequence[str] | None = None):
+                 health: Health | None = None, stream_ch_types: Sequence[str] | None = None,
+                 spike_limit: float | None = None):
         m = bundle.manifest
         pre = m.preprocessing
         self.health = health if health is not None else Health()
@@ -75,9 +79,25 @@ class Pipeline:
         self.whitening: Whitening = m.noise_normalization.whitening()
         self.processed = RingBuffer(len(bundle.ch_names), int(buffer_seconds * self.sfreq_out))
         self.missing = np.flatnonzero(self.channel_map.index < 0)  # filled by the model
+        if len(self.missing):
+            # the present channels whitened on their own (their re-referenced covariance), the
+            # missing rows left at 0: the full W would mix the zero rows into the present ones
+            self.whitening = self.whitening.restricted(
+                self.channel_map.present, recentred=self.spec.reference != pre.reference
+                and pre.reference == "average")
         self.n_in = 0  # global input index of the next sample (follows the source's index)
         self._present = self.channel_map.present if len(self.missing) else None
-        self.guard = SampleGuard(len(bundle.ch_names) - len(self.missing), rail)
+        # rail (volts) on volt channels (on every channel of an EEG bundle, as always), fixed
+        # ceilings on MEG sensors, and for every modality spike_limit x each channel's typical
+        # magnitude, learned over the stream's first seconds (LEARN_SECONDS)
+        kept = self.channel_map.present
+        types = [m.channels.types[i] for i in kept] if len(m.channels.types) == len(
+            bundle.ch_names) else ["misc"] * len(kept)
+        self.guard = SampleGuard(
+            len(kept), channel_ceilings(types, rail, rail_all=m.modality in (None, "eeg")),
+            spike_limit, learn_stride=max(1, round(LEARN_SECONDS * stream_sfreq / LEARN_SAMPLES)),
+            groups=types)
+        self.scale_check = ScaleCheck(m, self.health, self.spec, self.missing, stream_label)
         self._bad: deque[tuple[int, int]] = deque(maxlen=MAX_BAD_RANGES)  # [start, stop) input
         nn_cfg = pre.noise_normalization
         # Optional online noise normalisation: an exponentially weighted channel covariance of the
@@ -100,6 +120,7 @@ class Pipeline:
         if start is not None and start != self.n_in:
             self._skip_to(start)
         x = self.channel_map.apply(np.asarray(data, dtype=np.float64))
+        self.scale_check.feed_input(x)  # before the rail guard: it would hide a unit mistake
         present = self._present
         if present is None:
             x, rep = self.guard.apply(x)
@@ -110,7 +131,7 @@ class Pipeline:
         y = self.chain.process(x)
         if y.shape[1]:
             if len(self.missing):
-                y[self.missing] = 0.0  # neutral before whitening; the model fills them in
+                y[self.missing] = 0.0  # ignored by the restricted whitening; the model fills them in
             self.processed.write(y.astype(np.float32), timestamps[(-self.n_in) % self.q :: self.q]
                                  [: y.shape[1]])
             if self.online_update:
@@ -154,8 +175,22 @@ class Pipeline:
                 "(%d so far); epochs across the hole are dropped", lost,
                 self.health.lost_samples)
 
+    def restart_filters(self, at: int) -> None:
+        """Input sample ``at`` does not follow its predecessor (a gap, a reconnection): restart
+        the chain there, so the hole does not ring through the filters. The filters take their
+        state from the first sample after it (the steady state of a step of that value: settled,
+        no start-up transient from the DC offset); the decimation phase stays on the global
+        grid, and the processed sample of ``at`` is marked as a discontinuity too."""
+        if at != self.n_in:
+            raise ValueError(f"restart at input {at}, but the next input sample is {self.n_in}")
+        self.chain.reset()
+        self.chain.n_in = at
+        self.processed.mark_gap(-(-at // self.q))
+        self.health.filter_restarts += 1
+
     def normalise(self, epoch: np.ndarray) -> np.ndarray:
-        """Noise-normalise a (channels, times) epoch: W (x - mean), shared with offline."""
+        """Noise-normalise a (channels, times) epoch: W (x - mean), shared with offline (with
+        --fill-missing, W restricted to the present channels: :meth:`Whitening.restricted`)."""
         return self.whitening.apply(epoch)
 
     @property
@@ -184,8 +219,13 @@ class Pipeline:
         if self.processed.n_written >= self._ew_next:
             self._ew_next = self.processed.n_written + int(self.sfreq_out)
             cov = self.online_covariance
+            p = self._present
             try:
-                w = inverse_sqrt(cov, self._ew_floor)
+                if p is None:
+                    w = inverse_sqrt(cov, self._ew_floor)
+                else:  # the missing rows are zeros: whiten the present block, as at start
+                    w = np.zeros_like(cov)
+                    w[np.ix_(p, p)] = inverse_sqrt(cov[np.ix_(p, p)], self._ew_floor)
             except UserError as exc:  # all-zero input (a flat stream): keep the previous W
                 _rl.log("whitening", logging.WARNING, "online whitening not updated: %s", exc)
                 return

@@ -22,14 +22,16 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neuralign.errors import DataError
 from neuralign.realtime.decisions import finite_json
 from neuralign.recording_format import (  # read_recording: re-exported for existing callers
+    CLOCK,
     EVENTS,
     FORMAT,
     HEADER,
@@ -40,6 +42,10 @@ from neuralign.recording_format import (  # read_recording: re-exported for exis
     export_fif,
     read_recording,
 )
+from neuralign.units import si_unit
+
+if TYPE_CHECKING:
+    from neuralign.realtime.sources.base import StreamDescription
 
 __all__ = ["Recorder", "export_fif", "read_recording"]
 
@@ -84,9 +90,23 @@ class Recorder:
     thread does)."""
 
     def __init__(self, directory: str | Path, ch_names: list[str], ch_types: list[str],
-                 sfreq: float, flush_interval: float = 1.0, export_fif: bool = True):
+                 sfreq: float, flush_interval: float = 1.0, export_fif: bool = True,
+                 units: Sequence[str] | None = None, stream_units: Sequence[str] | None = None,
+                 stream_scales: Sequence[float] | None = None):
+        """``units``: the unit each channel's samples are written in (default: the SI unit of
+        its type, what the engine's buffer holds); ``stream_units`` / ``stream_scales``: the
+        stream's own unit and the factor the source applied to reach ``units`` (default: the
+        same unit, 1), so the stream's own values stay recoverable."""
         if len(ch_types) != len(ch_names):
             raise ValueError(f"{len(ch_names)} channel names but {len(ch_types)} types")
+        units = list(units) if units else [si_unit(t) for t in ch_types]
+        stream_units = list(stream_units) if stream_units else list(units)
+        stream_scales = [float(f) for f in stream_scales] if stream_scales else \
+            [1.0] * len(ch_names)
+        for what, v in (("units", units), ("stream_units", stream_units),
+                        ("stream_scales", stream_scales)):
+            if len(v) != len(ch_names):
+                raise ValueError(f"{len(ch_names)} channel names but {len(v)} {what}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         if (self.directory / HEADER).exists():
@@ -100,13 +120,14 @@ class Recorder:
         self.n_results = 0
         self.n_write_errors = 0
         self.header = {"format": FORMAT, "version": VERSION, "ch_names": self.ch_names,
-                       "ch_types": self.ch_types, "sfreq": self.sfreq,
+                       "ch_types": self.ch_types, "sfreq": self.sfreq, "units": units,
+                       "stream_units": stream_units, "stream_scales": stream_scales,
                        "samples": {"file": SAMPLES, "dtype": "<f4", "layout": "sample-major"},
                        "timestamps": {"file": TIMES, "dtype": "<f8", "clock": "LSL local_clock"},
                        "created_unix": time.time(), "complete": False}
         _write_json_atomic(self.directory / HEADER, self.header)
         self._files = {k: open(self.directory / k, "ab")  # noqa: SIM115 - closed in close()
-                       for k in (SAMPLES, TIMES, EVENTS, RESULTS)}
+                       for k in (SAMPLES, TIMES, EVENTS, RESULTS, CLOCK)}
         self._lock = threading.Lock()  # counters and the closed flag only: never held for IO
         self._closed = False
         self._queue: queue.SimpleQueue[tuple[str, bytes] | threading.Event | None] = \
@@ -120,6 +141,13 @@ class Recorder:
         self._writer = threading.Thread(target=self._write_loop, name="recorder-writer",
                                         daemon=True)
         self._writer.start()
+
+    @classmethod
+    def for_stream(cls, directory: str | Path, desc: StreamDescription, **kw: Any) -> Recorder:
+        """A recorder of what a source delivers: its channels, rate and units (the buffer holds
+        SI; the header keeps the stream's own unit and the factor applied to it)."""
+        return cls(directory, desc.ch_names, desc.ch_types, desc.sfreq, stream_units=desc.units,
+                   stream_scales=desc.scales, **kw)
 
     @property
     def _dirty(self) -> bool:
@@ -152,6 +180,17 @@ class Recorder:
                             f"{sorted(rec)}")
         self._enqueue(EVENTS, (_strict_json(rec) + "\n").encode())
         self.n_events += 1
+
+    def write_gap(self, sample: int) -> None:
+        """The engine's clock model found that recorded sample ``sample`` does not follow its
+        predecessor (a gap): offline epoching restarts the chain there, as the engine did."""
+        self._enqueue(CLOCK, (_strict_json({"gap": int(sample)}) + "\n").encode())
+
+    def write_placement(self, timestamp: float, value: str, sample: int) -> None:
+        """The engine cut the epoch of the marker (``timestamp``, ``value``) at recorded sample
+        ``sample``: offline epoching of the recording uses the same sample."""
+        self._enqueue(CLOCK, (_strict_json({"marker": float(timestamp), "value": str(value),
+                                            "sample": int(sample)}) + "\n").encode())
 
     def write_result(self, result: dict) -> None:
         """Append one engine result (any JSON-serialisable dict; numpy values are converted)."""

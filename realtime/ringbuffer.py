@@ -67,6 +67,17 @@ class RingBuffer:
             if not self._gaps or self._gaps[-1] != index:
                 self._gaps.append(int(index))
 
+    @property
+    def settled(self) -> int:
+        """Every written sample is final here (a :class:`~neuralign.realtime.clock.
+        ClockedTimeline` holds back samples whose gap status is still open)."""
+        return self._n
+
+    def gaps_in(self, start: int, stop: int) -> list[int]:
+        """Marked discontinuities ``g`` with ``start <= g < stop``, in order."""
+        with self._lock:
+            return sorted({g for g in self._gaps if start <= g < stop})
+
     def gap_between(self, start: int, stop: int) -> bool:
         """True when a discontinuity lies inside ``(start, stop]``: sample ``start`` and sample
         ``stop`` are not connected by contiguous samples."""

@@ -132,7 +132,7 @@ def run_soak(bundle_dir: Path, raw_path: Path, equivalent_s: float = 7200.0,
     engine = Engine(bundle, src, rt, publish_lsl=True)
     rep.start()
     desc = src.open()
-    engine.recorder = Recorder(record_dir, desc.ch_names, desc.ch_types, desc.sfreq)
+    engine.recorder = Recorder.for_stream(record_dir, desc)
     engine.start()
     t0 = time.monotonic()
     latencies: list[float] = []

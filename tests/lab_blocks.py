@@ -28,7 +28,11 @@ def make_lab_blocks(sim_dir: Path, out: Path, test_reps_in_block1: int) -> dict[
     second = test.copy().crop(split_s - 1.0, None)
     second.annotations.delete(np.flatnonzero(second.annotations.onset - test.first_time < split_s))
     train = mne.io.read_raw_fif(sim_dir / "sim_training_raw.fif", preload=True, verbose="error")
-    block1 = mne.concatenate_raws([train, first], verbose="error")  # 'BAD/EDGE boundary' added
+    block1 = mne.concatenate_raws([train, first], verbose="error")
+    # one continuous recording, as a lab records block 1: concatenate_raws marks the join as a
+    # discontinuity ('BAD/EDGE boundary'), which neuralign's readers restart the chain at
+    block1.annotations.delete(np.flatnonzero(np.isin(block1.annotations.description,
+                                                     ["BAD boundary", "EDGE boundary"])))
     paths = {"block1": out / "block1_raw.fif", "block2": out / "block2_raw.fif",
              "test_ids": out / "test_images.txt"}
     block1.save(paths["block1"], fmt="single", overwrite=True, verbose="error")

@@ -1,8 +1,10 @@
 """Entry points the CLI calls: open a viewer over a feed, or over an LSL result stream.
 
 Both create the ``QApplication`` only when none exists (tests and embedding apps own theirs) and
-return the event loop's exit code. Ctrl+C in the terminal closes the window cleanly: Python only
-runs signal handlers between bytecodes, so a cheap timer hands control back to Python regularly.
+return the event loop's exit code. Ctrl+C in the terminal and SIGTERM (a service manager's stop)
+close the window cleanly: Python only runs signal handlers between bytecodes, so a cheap timer
+hands control back to Python regularly (a handler that raised instead would raise inside a Qt
+slot, and the event loop would go on).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QApplication
@@ -31,12 +34,15 @@ def _application() -> QApplication:
     return app
 
 
-def run_viewer(feed: Feed, owns=None, **window_kw) -> int:
+def run_viewer(feed: Feed, owns=None, stop_when: Callable[[], bool] | None = None,
+               **window_kw) -> int:
     """Show a :class:`ViewerWindow` over ``feed`` and run the Qt event loop until it closes.
 
     ``owns``: what closing the window stops besides the feed's threads: ``True`` or the feed's
     engine itself = the engine (``neuralign run`` without ``--headless``); any other object with ``stop()`` or a
     sequence of them (e.g. ``[engine, replayer]``) = stopped in that order. ``None`` = nothing.
+    ``stop_when``: asked five times a second; the window closes once it returns True (e.g. the
+    engine failed: a window over a dead engine must not keep the process alive).
     """
     app = _application()
     owned: list = []
@@ -49,19 +55,34 @@ def run_viewer(feed: Feed, owns=None, **window_kw) -> int:
             owned.append(o)
     win = ViewerWindow(feed, owns_engine=owns_engine, owned=owned, **window_kw)
     win.show()
-    previous = None
+    signalled = threading.Event()  # a stop signal came (maybe before the loop ran)
+
+    def on_signal(signum: int, frame: object) -> None:  # no I/O here: it may interrupt a write
+        signalled.set()
+        win.close()
+
+    previous: dict[int, Any] = {}  # the handlers to restore
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *_: win.close())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+
+    def pump_tick() -> None:  # lets Python run the signal handlers
+        if signalled.is_set() or (stop_when is not None and stop_when()):
+            if win.isVisible():
+                win.close()  # the last window: the loop ends
+            else:  # closed before the loop started: nothing else would end it
+                app.quit()
+
     pump = QTimer()
-    pump.timeout.connect(lambda: None)  # lets Python run the SIGINT handler
+    pump.timeout.connect(pump_tick)
     pump.start(200)
     try:
         code = app.exec()
     finally:
         pump.stop()
         win.shutdown()  # also when the loop ended another way (app.quit())
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return int(code)
 
 

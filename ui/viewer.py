@@ -346,6 +346,8 @@ class ViewerWindow(QMainWindow):
         quiet = self.state.seconds_since_result()
         recon = st.get("reconnects")
         tail = f", {recon} reconnects" if recon else ""
+        if st.get("markers_connected") is False:  # why results stopped: say it, not "stalled"
+            return f"marker stream lost{tail}", "#c00"
         if quiet > STALL_S:
             what = "no results yet" if self.state.n_results == 0 else "no results"
             return f"stalled: {what} for {quiet:.0f} s{tail}", "#d70"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,19 +16,60 @@ from neuralign.errors import UserError
 
 if TYPE_CHECKING:
     from neuralign.bundle import Bundle
+    from neuralign.realtime.decisions import RunningAccuracy
     from neuralign.realtime.engine import Engine
 
 
 def show_in_viewer(engine: Engine, bundle: Bundle, stop: Callable[[], None]) -> None:
     """Open the Qt viewer on a running engine in this process; ``stop`` runs when it closes, so
-    closing the window (or an error in it) never leaves the engine running."""
-    from neuralign.ui.app import run_viewer
-    from neuralign.ui.feeds import EngineFeed
+    closing the window (or an error in it) never leaves the engine running. SIGTERM / Ctrl-C
+    close the window, and so does an engine error (``engine.error``: the caller reports it);
+    a second signal while ``stop`` closes the recording waits, as headless."""
+    main = threading.current_thread() is threading.main_thread()
+    requested = threading.Event()
+    if main:  # from here on a signal is a request to close, never an exception inside Qt
+        import signal
 
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: requested.set())
     try:
-        run_viewer(EngineFeed(engine, bundle))
+        from neuralign.ui.app import run_viewer
+        from neuralign.ui.feeds import EngineFeed
+
+        run_viewer(EngineFeed(engine, bundle),
+                   stop_when=lambda: requested.is_set() or engine.error is not None)
     finally:
+        if main:
+            _ignore_stop_signals()
         stop()
+
+
+def follow_results(engine: Engine, cursor: int, accuracy: RunningAccuracy,
+                   verbose: bool = False) -> int:
+    """Score (with ``verbose`` also print) the results published since ``cursor``; returns the
+    cursor to pass next time. Follows a counter, not a position in ``engine.results``, so it
+    goes on once that history is full; results that left it unread are said, not skipped
+    silently."""
+    got = engine.results_since(cursor)
+    if got.missed:
+        print(f"  {got.missed} results not scored: they left the engine's history (the newest "
+              f"{engine.results.maxlen}) before they were read")
+    accuracy.extend(got.results)
+    if verbose:
+        for r in got.results:
+            print(f"  {r.summary()}")
+    return got.cursor
+
+
+def _exit_code(engine: Engine) -> int:
+    """0 unless the engine failed: then one line (a UserError as the usual exit 2, anything
+    else exit 1), with or without the viewer."""
+    if engine.error is None:
+        return 0
+    if isinstance(engine.error, UserError):
+        raise UserError(f"engine stopped: {engine.error}")
+    print(f"neuralign: error: engine stopped: {engine.error!r} (exit code 1)", file=sys.stderr)
+    return 1
 
 
 # 'neuralign run' flags that are spellings of realtime config keys (validated by the schema)
@@ -36,7 +78,8 @@ RUN_FLAGS = {"source": "realtime.source", "markers": "realtime.markers",
              "top_k": "realtime.top_k", "fill_missing": "realtime.fill_missing",
              "torch_threads": "realtime.torch_threads",
              "result_name": "realtime.result_stream_name",
-             "result_source_id": "realtime.result_source_id", "units": "realtime.units"}
+             "result_source_id": "realtime.result_source_id", "units": "realtime.units",
+             "clock_sync": "realtime.clock_sync"}
 
 
 def _stop_on_sigterm() -> None:
@@ -89,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.record:
         from neuralign.realtime.recorder import Recorder
 
-        engine.recorder = Recorder(Path(args.record), desc.ch_names, desc.ch_types, desc.sfreq)
+        engine.recorder = Recorder.for_stream(Path(args.record), desc)
     try:
         engine.start()
     except BaseException:  # a bad stream or a stop signal: close what was opened, record intact
@@ -105,20 +148,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not headless:
         show_in_viewer(engine, bundle, engine.stop)
         print_engine_status(engine, final=True)
-        return 0
+        return _exit_code(engine)
     accuracy = RunningAccuracy(bundle.template_ids)
     t0 = time.monotonic()
     next_status = t0 + args.status_every
-    shown = 0
+    cursor = 0
     try:
         while engine.error is None:
             time.sleep(0.1)
-            new = list(engine.results)[shown:]
-            shown += len(new)
-            accuracy.extend(new)
-            if args.verbose_results:
-                for r in new:
-                    print(f"  {r.summary()}")
+            cursor = follow_results(engine, cursor, accuracy, args.verbose_results)
             now = time.monotonic()
             if now >= next_status:
                 print_engine_status(engine, accuracy=accuracy)
@@ -131,15 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         _ignore_stop_signals()
         engine.stop()
-    accuracy.extend(list(engine.results)[shown:])
+    follow_results(engine, cursor, accuracy, args.verbose_results)
     print_engine_status(engine, final=True, accuracy=accuracy)
-    if engine.error is not None:
-        if isinstance(engine.error, UserError):
-            raise UserError(f"engine stopped: {engine.error}")
-        print(f"neuralign: error: engine stopped: {engine.error!r} (exit code 1)",
-              file=sys.stderr)
-        return 1
-    return 0
+    return _exit_code(engine)
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -163,8 +195,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import uuid
 
     from neuralign.offline.timelines import load_timeline
-    from neuralign.realtime.replay import LSLReplayer
+    from neuralign.realtime.replay import LSLReplayer, get_profile
 
+    timing = None
+    if args.timing is not None:
+        try:
+            timing = get_profile(args.timing)
+        except KeyError as exc:
+            raise UserError(f"--timing: {exc.args[0]}") from None
     tl = load_timeline(Path(args.path), soa=args.soa, split=args.split)
     data, names, types = tl.data, tl.ch_names, tl.ch_types
     if args.picks:
@@ -184,7 +222,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     rep = LSLReplayer(data, tl.sfreq, names, types, events=events, name=args.name,
                       stype=args.type, source_id=sid, marker_name=args.marker_name,
                       chunk_size=args.chunk_size, speed=speed, loop=args.loop,
-                      wait_for_consumers=args.wait)
+                      wait_for_consumers=args.wait, timing=timing, timing_seed=args.timing_seed)
     rep.start()
     print(f"Replaying {tl.description}: {len(names)} ch @ {tl.sfreq:g} Hz, {len(events)} events, "
           f"{data.shape[1] / tl.sfreq:.1f} s at speed {args.speed:g}{' (looping)' if args.loop else ''}")
@@ -195,7 +233,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             pass
         if rep.error is not None:
             raise UserError(f"replay failed: {rep.error}")
-        print(f"done: {rep.n_sent} samples sent")
+        print(f"done: {rep.n_sent} samples sent"
+              + (f", {rep.n_dropped} lost (timing {args.timing})" if timing is not None else ""))
+        time.sleep(0.5)  # the outlets stay a moment: consumers receive the last chunks first
     except KeyboardInterrupt:
         print("stopping ...")
     finally:
@@ -216,7 +256,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--type", default="EEG", help="LSL stream type (EEG, MEG, ...)")
     p.add_argument("--source-id", help="LSL source_id (default: a new uuid)")
     p.add_argument("--marker-name", help="marker stream name (default: NAME-markers)")
-    p.add_argument("--chunk-size", type=int, default=10, help="samples per pushed chunk")
+    p.add_argument("--chunk-size", type=int, default=10,
+                   help="samples per pushed chunk (with --timing: ideal only)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="1 = real time, 4 = four times faster, 0 = as fast as possible")
     p.add_argument("--loop", action="store_true", help="start again at the end (timestamps go on)")
@@ -227,6 +268,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TVSD: which split to stitch")
     p.add_argument("--wait", type=float, default=0.0,
                    help="wait up to this many seconds for a consumer before sending")
+    p.add_argument("--timing", metavar="PROFILE",
+                   help="stamp and deliver like a real device: ideal, wired-1khz, cyton-dongle, "
+                   "consumer-256 or brainflow (jittered chunk stamps, bursts, clock drift, lost "
+                   "samples; docs/timing_profiles.md). Default: exact t0 + k/sfreq stamps in "
+                   "--chunk-size chunks; with a profile its own packet sizes apply (ideal: "
+                   "--chunk-size)")
+    p.add_argument("--timing-seed", type=int, default=0,
+                   help="seed of the --timing draws (the same seed replays the same timing)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
@@ -252,6 +301,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-missing", action="store_true", default=None,
                    help="reconstruct a few missing channels with the model instead of refusing "
                    "(realtime.fill_missing)")
+    p.add_argument("--clock-sync", choices=("auto", "lsl", "none"),
+                   help="LSL clock synchronisation of the data and marker streams: auto = only "
+                   "for streams from another host (default), lsl = always, none = never "
+                   "(realtime.clock_sync)")
     p.add_argument("--units",
                    help="the LSL stream's unit (V, mV, uV, nV, T, fT), overriding its channel "
                    "metadata; by default read from desc/channels/channel/unit and converted to "

@@ -88,7 +88,12 @@ _HEALTH_WORDS = {"non_finite_samples": "non-finite samples", "railed_samples": "
                  "deferred_markers_dropped": "unplaceable markers dropped",
                  "epochs_outside_buffer": "epochs outside buffer",
                  "ready_dropped": "epochs dropped (inference behind)",
-                 "acquisition_errors": "acquisition errors"}
+                 "acquisition_errors": "acquisition errors",
+                 "markers_dropped": "markers dropped (engine behind)",
+                 "ignored_marker_values": "extra marker channel values ignored",
+                 "marker_reconnects": "marker stream reconnects",
+                 "viewer_dropped": "results dropped by the viewer",
+                 "recorder_write_errors": "recorder write errors"}
 
 
 def health_text(st: dict) -> str:
@@ -96,10 +101,14 @@ def health_text(st: dict) -> str:
     the stream is down (empty when all is well)."""
     h = st.get("health") or {}
     parts = [f"{h[k]} {w}" for k, w in _HEALTH_WORDS.items() if h.get(k)]
-    if not st.get("connected", True):
+    if st.get("markers_connected") is False:
+        parts.append("marker stream lost")
+    if not st.get("data_connected", st.get("connected", True)):
         parts.append("NOT CONNECTED")
     if h.get("last_error"):
         parts.append(f"last error: {str(h['last_error'])[:120]}")
+    if h.get("unit_warning"):  # whole: it names the mistake and the fix
+        parts.append(f"UNITS: {h['unit_warning']}")
     if st.get("error"):
         parts.append(f"ENGINE STOPPED: {str(st['error'])[:120]}")
     return "".join(f", {p}" for p in parts)

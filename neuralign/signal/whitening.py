@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -82,6 +83,50 @@ class Whitening:
             # off-diagonal terms are exact zeros) without the C^2 product (1024 ch: ~16 ms/epoch)
             return (d[:, None] * x).astype(np.result_type(x.dtype, np.float32), copy=False)
         return apply_whitening(self.w, x)
+
+    def restricted(self, present: Sequence[int], recentred: bool = False) -> Whitening:
+        """The normalizer for data in which only the ``present`` channels exist (``--fill-missing``).
+
+        Why: zero rows for the absent channels fed to the full W leak into the present rows
+        through W's off-diagonal terms. Instead, for MVNN the noise covariance W implies,
+        Sigma = (W^T W)^-1, is cut to the present block and whitened on its own:
+        W_p = Sigma_pp^(-1/2), what MVNN fitted on those channels' covariance gives.
+        ``recentred``: the present channels were re-referenced to their own average (an average
+        reference without the absent channels), so their covariance is C Sigma_pp C (C the
+        centring matrix); its null direction, the common mode, which such data never have, is
+        mapped to zero. A diagonal W (z-score, none) mixes no channels: its present entries
+        stay as fitted, and the mean is recentred like the data. Same size as ``self``: the
+        absent rows (and columns) are zero, so they come out as 0, the neutral value the model's
+        reconstruction fills in (it masks them to 0 itself).
+        """
+        p = np.asarray(present, dtype=np.int64)
+        w = np.asarray(self.w, dtype=np.float64)
+        n, k = w.shape[0], len(p)
+        if k == 0 or np.any((p < 0) | (p >= n)) or len(np.unique(p)) != k:
+            raise DataError(f"whitening: present channels must be distinct indices in [0, {n}), "
+                            f"got {p.tolist()[:10]}")
+        centre = np.eye(k) - 1.0 / k if recentred and k > 1 else np.eye(k)
+        mean = np.zeros(n) if self.mean is None else np.asarray(self.mean, dtype=np.float64)
+        out_w = np.zeros((n, n))
+        out_mean = np.zeros(n)
+        out_mean[p] = centre @ mean[p]
+        if self._diagonal is not None:
+            out_w[p, p] = self._diagonal[p]
+        else:
+            try:
+                sigma = np.linalg.inv(w.T @ w)
+            except np.linalg.LinAlgError:
+                raise DataError("whitening: W is singular, so it implies no noise covariance to "
+                                "restrict to the present channels") from None
+            s = centre @ sigma[np.ix_(p, p)] @ centre
+            if recentred and k > 1:
+                # give the common mode (null in s) the mean eigenvalue so the floor never sees
+                # it, then drop it: such data have none
+                s = s + (np.trace(s) / (k - 1)) / k
+            wp = inverse_sqrt(s, float(self.extra.get("eigenvalue_floor", 1e-6)))
+            out_w[np.ix_(p, p)] = centre @ wp
+        return Whitening(w=out_w, method=self.method, mode=self.mode, mean=out_mean,
+                         extra=dict(self.extra))
 
     @functools.cached_property
     def _diagonal(self) -> np.ndarray | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.errors import DataError
+from neuralign.npy_files import load_arrays
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,9 @@ def load_paired_npz(path: Path, size: int = 64, grayscale: bool = True) -> Paire
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: paired data file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            raw = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    raw = load_arrays(path, "paired data file")  # refuses pickles, naming the file
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected an .npz archive of arrays, got a single .npy array")
     return prepare_paired(raw, size, grayscale, str(path))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,16 @@ import numpy as np
 from neuralign.config import Config, RecordingConfig
 from neuralign.errors import DataError, UserError
 from neuralign.offline.dataset import BrainDataset, SplitData
-from neuralign.recording_format import is_recording, read_recording, recorded_events
+from neuralign.recording_format import (
+    BOUNDARY,
+    is_recording,
+    read_clock_log,
+    read_recording,
+    recorded_clock,
+    si_factors,
+)
 from neuralign.signal.events import annotation_onsets, is_stimulus
+from neuralign.units import channel_scales, implausible_unit
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ _NEURAL_TYPES = ("eeg", "mag", "grad", "seeg", "ecog", "misc")
 
 @dataclass
 class Continuous:
-    """One block: continuous data (volts for MNE formats, stream units otherwise) + events."""
+    """One block: continuous data in volts / teslas (every format) + events."""
 
     data: np.ndarray  # (channels, samples)
     sfreq: float
@@ -51,6 +59,9 @@ class Continuous:
     events: list[tuple[int, str]]  # (sample index from the first sample, label)
     source: Path
     description: str = ""  # what the block is, for messages ("XDF <path>", ...)
+    # samples that do not follow their predecessor (gaps): the chain restarts there, and the
+    # epochs across are dropped, as the engine does live
+    breaks: list[int] = field(default_factory=list)
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
@@ -78,21 +89,31 @@ def continuous_from_raw(raw, source: Path, description: str) -> Continuous:
         labels = [lab.split("/", 1)[1] if lab.startswith(BV_MARKER_TYPES) else lab
                   for lab in labels]
     events = [(int(s), lab) for s, lab in zip(onsets, labels) if is_stimulus(lab)]
+    # MNE marks a discontinuity 'EDGE boundary' (concatenate_raws; neuralign's FIF export of a
+    # recording with gaps): the chain restarts there
+    breaks = sorted({int(s) for s, lab in zip(onsets, labels) if lab == BOUNDARY[1]})
     return Continuous(raw.get_data(picks=picks), float(raw.info["sfreq"]), picks,
-                      raw.get_channel_types(picks=picks), events, Path(source), description)
+                      raw.get_channel_types(picks=picks), events, Path(source), description,
+                      breaks=breaks)
 
 
-def _read_neuralign_recording(directory: Path) -> Continuous:
+def _read_neuralign_recording(directory: Path, units: str | None = None) -> Continuous:
     """``neuralign run --record`` layout (realtime/recorder.py): header.json, samples.f32
     (sample-major), timestamps.f64 (LSL clock), events.jsonl. Closed or crashed (a torn last
-    sample is ignored); each marker goes to the sample with the nearest timestamp."""
+    sample is ignored); each marker goes to the sample with the nearest timestamp. Volts /
+    teslas by the header's ``units`` (old headers without it: volts); ``units`` replaces it."""
     data, ts, rec, _, header = read_recording(directory)
+    if units is not None:  # the stored numbers are in ``units``, whatever the header says
+        scales = channel_scales(list(header["ch_names"]), list(header["ch_types"]), [], units,
+                                str(directory), "dataset.recording.units", DataError)
+        data = data / si_factors(header, directory)[:, None] * scales[:, None]
     if data.shape[1] < 2:
         raise DataError(f"{directory}: the recording holds {data.shape[1]} samples")
     names, types = list(header["ch_names"]), list(header["ch_types"])
-    events = recorded_events(ts, rec, float(header["sfreq"]))
+    events, breaks = recorded_clock(ts, rec, float(header["sfreq"]), read_clock_log(directory))
     data = data.astype(np.float64)
-    return Continuous(data, float(header["sfreq"]), names, types, events, directory)
+    return Continuous(data, float(header["sfreq"]), names, types, events, directory,
+                      breaks=breaks)
 
 
 def read_events_table(path: Path, sfreq: float) -> list[tuple[int, str]]:
@@ -129,19 +150,26 @@ def read_events_table(path: Path, sfreq: float) -> list[tuple[int, str]]:
 
 
 def read_continuous(path: Path, events: Path | None = None, eeg_stream: str | None = None,
-                    marker_stream: str | None = None) -> Continuous:
-    """Load one block in any supported format; ``events`` (a table) replaces its own events."""
+                    marker_stream: str | None = None, units: str | None = None) -> Continuous:
+    """Load one block in any supported format, in volts / teslas; ``events`` (a table) replaces
+    its own events. ``units`` (``dataset.recording.units``) is the unit the file's values are
+    really in, whatever it declares: it replaces an XDF stream's or a recording's units, and
+    rescales what MNE returns (volts by the file's own header) for a file mislabelled in it."""
     path = Path(path)
     if is_recording(path):
-        block = _read_neuralign_recording(path)
+        block = _read_neuralign_recording(path, units)
         block.description = f"neuralign recording {path}"
     elif path.is_file() and _has_suffix(path, XDF_SUFFIXES):
         from neuralign.offline.loaders.xdf import read_xdf
 
-        block = Continuous(*read_xdf(path, eeg_stream, marker_stream), source=path,
-                           description=f"XDF {path}")
+        x = read_xdf(path, eeg_stream, marker_stream, units)
+        block = Continuous(x.data, x.sfreq, x.ch_names, x.ch_types, x.events, source=path,
+                           description=f"XDF {path}", breaks=x.breaks)
     elif path.is_file() and _has_suffix(path, MNE_SUFFIXES):
         block = _read_mne(path)
+        if units is not None:
+            block.data *= channel_scales(block.ch_names, block.ch_types, [], units, str(path),
+                                         "dataset.recording.units", DataError)[:, None]
     elif not path.exists():
         raise DataError(f"{path}: recording not found")
     else:
@@ -154,6 +182,10 @@ def read_continuous(path: Path, events: Path | None = None, eeg_stream: str | No
         block.ch_types = [block.ch_types[i] for i in keep]
     if events is not None:
         block.events = read_events_table(events, block.sfreq)
+    hint = implausible_unit(block.data, block.ch_types)
+    if hint:
+        log.warning("%s: %s; a model trained on it would not decode the live stream, which "
+                    "the engine converts to volts", block.description or path, hint)
     return block
 
 
@@ -258,7 +290,7 @@ def load_recording_dataset(config: Config, paths: list[Path]) -> BrainDataset:
     times = np.array([])
     for k, path in enumerate(paths):
         block = read_continuous(path, rec.events[k] if rec.events else None,
-                                rec.xdf_eeg_stream, rec.xdf_marker_stream)
+                                rec.xdf_eeg_stream, rec.xdf_marker_stream, rec.units)
         names = select_channels(block.ch_names, pre.picks)
         if ch_names and [n.lower() for n in names] != [n.lower() for n in ch_names]:
             raise DataError(f"{path}: channels {names[:4]}... differ from {paths[0]}'s "
@@ -277,7 +309,8 @@ def load_recording_dataset(config: Config, paths: list[Path]) -> BrainDataset:
         block.events = stim
         rows = [block.ch_names.index(n) for n in names]
         ep, times, _, kept = epochs_from_continuous(
-            block.data[rows], block.sfreq, names, np.array([s for s, _ in stim]), pre)
+            block.data[rows], block.sfreq, names, np.array([s for s, _ in stim]), pre,
+            breaks=block.breaks)
         blocks.append(block)
         epochs.append(ep)
         labels.append([lab for (_, lab), ok in zip(stim, kept) if ok])

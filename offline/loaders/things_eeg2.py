@@ -1,8 +1,9 @@
 """THINGS-EEG2 (Gifford et al. 2022): preprocessed epochs and raw continuous recordings.
 
 Layouts (as the dataset publishes them): ``preprocessed_eeg_{training,test}.npy`` and
-``raw_eeg_{training,test}.npy`` are pickled dicts (``np.load(allow_pickle=True).item()``) — the
-published format, so loading them trusts the dataset files the user points at.
+``raw_eeg_{training,test}.npy`` (and ``image_metadata.npy``) are pickled dicts — the published
+format, read by :func:`load_published_dict` alone, through a data-only unpickler (a crafted file
+cannot run code; see :mod:`neuralign.npy_files`).
 
 Two preprocessed variants share file names and keys:
 - official: 17 occipito-parietal channels, 100 Hz, ``times`` = -0.2..0.79 matching the data;
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from neuralign.errors import DataError
+from neuralign.npy_files import read_pickled_npy
 from neuralign.offline.dataset import BrainDataset, SplitData
 
 from ._common import crop_mask, sfreq_from_times
@@ -32,13 +34,17 @@ TRAIN_IMAGES_PER_CONCEPT = 10
 TEST_IMAGES_PER_CONCEPT = 1
 
 
-def _load_dict(path: Path, keys: Sequence[str]) -> dict[str, Any]:
-    try:
-        obj = np.load(path, allow_pickle=True)
-    except Exception as err:
-        raise DataError(
-            f"{path}: cannot read as a .npy file ({err.__class__.__name__}: {err})"
-        ) from None
+def load_published_dict(path: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """One of THINGS-EEG2's published dict files (``preprocessed_eeg_*.npy``, ``raw_eeg_*.npy``,
+    ``image_metadata.npy``), checked for ``keys``.
+
+    Why this is the one place neuralign unpickles: the dataset publishes these files only as
+    pickled dicts. Only files from the published dataset (or written by ``neuralign simulate``
+    in its layout) should be loaded here; even so they go through
+    :class:`~neuralign.npy_files.DataOnlyUnpickler`, which rebuilds dicts, lists, strings, numbers
+    and numpy arrays and refuses any other object, so a crafted file cannot run code.
+    """
+    obj = read_pickled_npy(path)
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     if not isinstance(obj, dict):
@@ -87,7 +93,7 @@ def find_image_set(root: Path, image_set: Path | None = None, levels: int = 3) -
 
 
 def _read_split(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
-    d = _load_dict(path, ("preprocessed_eeg_data", "ch_names", "times"))
+    d = load_published_dict(path, ("preprocessed_eeg_data", "ch_names", "times"))
     data = np.asarray(d["preprocessed_eeg_data"])
     if data.ndim != 4:
         raise DataError(
@@ -136,7 +142,7 @@ def _metadata(
         return tr_ids, tr_con, te_ids, te_con, {}, {}
     meta_path = image_set / "image_metadata.npy"
     keys = ("train_img_concepts", "train_img_files", "test_img_concepts", "test_img_files")
-    meta = _load_dict(meta_path, keys)
+    meta = load_published_dict(meta_path, keys)
     out = []
     files: dict[str, Path] = {}
     for part, n, sub in (("train", n_train, "training_images"), ("test", n_test, "test_images")):
@@ -240,7 +246,7 @@ def load_things_eeg2_raw(path: str | Path, drop_targets: bool = True) -> tuple[A
     if not path.exists():
         raise DataError(f"{path}: raw THINGS-EEG2 file not found")
     keys = ("raw_eeg_data", "ch_names", "ch_types", "sfreq")
-    d = _load_dict(path, keys)
+    d = load_published_dict(path, keys)
     data = np.asarray(d["raw_eeg_data"], dtype=np.float64)
     ch_names = [str(c) for c in d["ch_names"]]
     ch_types = [str(c) for c in d["ch_types"]]

@@ -3,22 +3,28 @@
 LabRecorder stores each stream's timestamps in the clock of the machine that sent it, plus
 ClockOffset chunks (collection time, offset to the recorder's clock). ``pyxdf`` applies those
 offsets (``synchronize_clocks=True``: a robust linear fit per stream), so the EEG and marker
-timestamps land on one clock. Jitter removal stays OFF: the engine's LSL inlet does not dejitter
-either (it only clock-corrects remote streams), so each marker is mapped to the sample it would
-have been mapped to live - the sample whose timestamp is nearest
-(:func:`neuralign.signal.events.nearest_samples`). Values are kept as streamed (no unit
-scaling): the live engine sees the same numbers.
+timestamps land on one clock. pyxdf's jitter removal stays OFF: each marker is placed on the
+data stream by neuralign's own clock model run over the recorded stamps
+(:func:`neuralign.signal.clock.place_recorded_events`), the one the engine places live markers
+with, which also finds the gaps (samples that never arrived; the chain restarts there and the
+epochs across are dropped, as live). Values are converted to volts / teslas with
+each channel's ``unit`` from the stream header (``desc/channels/channel/unit``, LabRecorder keeps
+what the amplifier app declared, often ``microvolts``), through the same table the engine's LSL
+source uses (:mod:`neuralign.units`): the live engine sees the same numbers. A channel without
+a unit is kept as it is (volts assumed); ``dataset.recording.units`` overrides the file.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from neuralign.errors import DataError
-from neuralign.signal.events import nearest_samples
+from neuralign.signal.clock import place_recorded_events
+from neuralign.units import channel_scales
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +66,42 @@ def _pick_stream(streams: list[dict], want: str | None, kinds: tuple[str, ...], 
     return hits[0]
 
 
-def _channels(stream: dict, n: int) -> tuple[list[str], list[str]]:
-    """Channel labels and types from the stream header's desc (defaults: ch1.., eeg)."""
-    labels, types = [f"ch{i + 1}" for i in range(n)], ["eeg"] * n
+def _channels(stream: dict, n: int) -> tuple[list[str], list[str], list[str]]:
+    """Channel labels, types and units from the stream header's desc (defaults: ch1.., eeg,
+    no unit)."""
+    labels, types, units = [f"ch{i + 1}" for i in range(n)], ["eeg"] * n, [""] * n
     desc = stream["info"].get("desc")
     try:
         chans = desc[0]["channels"][0]["channel"]
     except (TypeError, KeyError, IndexError):
-        return labels, types
+        return labels, types, units
     for i, ch in enumerate(chans[:n]):
         labels[i] = _first(ch, "label", labels[i]) or labels[i]
         types[i] = _first(ch, "type", "eeg").strip().lower()
-    return labels, types
+        units[i] = _first(ch, "unit", "").strip()
+    return labels, types, units
 
 
-def read_xdf(path: Path, eeg_stream: str | None = None, marker_stream: str | None = None
-             ) -> tuple[np.ndarray, float, list[str], list[str], list[tuple[int, str]]]:
-    """``(data (C, n) float64, sfreq, ch_names, ch_types, events [(sample, label)])`` of an XDF.
+class XdfBlock(NamedTuple):
+    """What :func:`read_xdf` reads: the data stream in SI units and its events."""
+
+    data: np.ndarray  # (C, n) float64, volts / teslas
+    sfreq: float
+    ch_names: list[str]
+    ch_types: list[str]
+    events: list[tuple[int, str]]  # (sample, label)
+    breaks: list[int]  # samples that do not follow their predecessor (gaps)
+
+
+def read_xdf(path: Path, eeg_stream: str | None = None, marker_stream: str | None = None,
+             units: str | None = None) -> XdfBlock:
+    """The data stream of an XDF (volts / teslas) with its markers placed on it.
 
     ``eeg_stream`` / ``marker_stream``: a stream name or type (defaults: the first EEG-type
     numeric stream, the first Markers-type or string stream). Channels whose declared type is not
     a neural one (trigger, aux, accelerometer...) are dropped. A file without a marker stream
-    gives no events (use an events table).
+    gives no events (use an events table). ``units`` (``dataset.recording.units``) replaces the
+    units the header declares; an unknown unit is one DataError.
     """
     try:
         import pyxdf
@@ -103,9 +123,7 @@ def read_xdf(path: Path, eeg_stream: str | None = None, marker_stream: str | Non
     if sfreq <= 0 or len(ts) < 2:
         raise DataError(f"{path}: stream '{_first(eeg['info'], 'name')}' has no regular samples "
                         f"(nominal_srate {sfreq:g}, {len(ts)} samples)")
-    if np.any(np.diff(ts) < 0):
-        raise DataError(f"{path}: stream '{_first(eeg['info'], 'name')}': timestamps go backwards")
-    names, types = _channels(eeg, x.shape[1])
+    names, types, ch_units = _channels(eeg, x.shape[1])
     keep = [i for i, t in enumerate(types) if t in _CH_TYPES]
     if len(keep) < len(types):
         log.info("%s: dropped non-neural channels %s", path,
@@ -113,6 +131,13 @@ def read_xdf(path: Path, eeg_stream: str | None = None, marker_stream: str | Non
     data = x[:, keep].T.copy()
     names = [names[i] for i in keep]
     types = [_CH_TYPES[types[i]] for i in keep]
+    scales = channel_scales(names, types, [ch_units[i] for i in keep], units,
+                            f"{path}: stream '{_first(eeg['info'], 'name')}'",
+                            "dataset.recording.units (e.g. --set dataset.recording.units=uV)",
+                            DataError)
+    if np.any(scales != 1.0):
+        data *= scales[:, None]
+        log.info("%s: converted to volts/teslas (factors %s)", path, sorted(set(scales.tolist())))
     markers = [s for s in streams if s is not eeg]
     events: list[tuple[int, str]] = []
     if marker_stream is not None or any(
@@ -123,13 +148,18 @@ def read_xdf(path: Path, eeg_stream: str | None = None, marker_stream: str | Non
         m_ts = np.asarray(mk["time_stamps"], dtype=np.float64)
         labels = [str(v[0]) if isinstance(v, (list, np.ndarray)) else str(v)
                   for v in mk["time_series"]]
-        half = 0.5 / sfreq
-        inside = (m_ts >= ts[0] - half) & (m_ts <= ts[-1] + half)
-        if (~inside).any():
-            log.warning("%s: %d markers fall outside the data stream; dropped", path,
-                        int((~inside).sum()))
-        idx = nearest_samples(ts, m_ts[inside])
-        events = [(int(s), lab) for s, lab in zip(idx, np.asarray(labels, dtype=object)[inside])]
+        placed = place_recorded_events(ts, m_ts, sfreq)
+        n_out = sum(i is None for i in placed.events)
+        if n_out:
+            log.warning("%s: %d markers fall outside the data stream; dropped", path, n_out)
+        events = [(int(s), str(lab)) for s, lab in zip(placed.events, labels) if s is not None]
+        breaks = [g.index for g in placed.gaps if g.index > 0]
+    else:
+        breaks = [g.index for g in place_recorded_events(ts, np.zeros(0), sfreq).gaps
+                  if g.index > 0]
+    if breaks:
+        log.warning("%s: stream '%s' has %d gap(s) (samples that never arrived); the epochs "
+                    "across them are dropped", path, _first(eeg["info"], "name"), len(breaks))
     log.info("%s: stream '%s' %d ch @ %g Hz, %d samples, %d markers", path,
              _first(eeg["info"], "name"), len(names), sfreq, len(ts), len(events))
-    return data, sfreq, names, types, events
+    return XdfBlock(data, sfreq, names, types, events, breaks)

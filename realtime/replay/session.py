@@ -18,6 +18,7 @@ from neuralign.config import RealtimeConfig
 from neuralign.realtime.decisions import Result, RunningAccuracy
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay.player import LSLReplayer
+from neuralign.realtime.replay.timing import TimingProfile
 from neuralign.realtime.replay.wiring import replay_source
 from neuralign.signal.events import stimulus_events
 
@@ -52,9 +53,11 @@ class ReplaySession:
 def replay_session(bundle: Bundle, raw_path: Path, rt: RealtimeConfig, speed: float = 1.0,
                    n_trials: int | None = None, duration_s: float | None = None,
                    device: str = "auto", result_source_id: str | None = None,
-                   name: str = "neuralign-demo") -> ReplaySession:
+                   name: str = "neuralign-demo", timing: TimingProfile | None = None,
+                   timing_seed: int = 0) -> ReplaySession:
     """Build (not start) a replay of ``raw_path`` (its first ``n_trials`` stimuli and/or first
-    ``duration_s`` seconds) over LSL and an engine reading it through an LSL source."""
+    ``duration_s`` seconds) over LSL and an engine reading it through an LSL source.
+    ``timing``: replay like that device (:mod:`~neuralign.realtime.replay.timing`)."""
     raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
     window_end = bundle.manifest.epoch.tmax
     sfreq = raw.info["sfreq"]
@@ -68,7 +71,8 @@ def replay_session(bundle: Bundle, raw_path: Path, rt: RealtimeConfig, speed: fl
     complete = int(sum(s / sfreq + window_end <= raw.times[-1] for s, _ in stimulus_events(raw)))
     sid = uuid.uuid4().hex
     rep = LSLReplayer.from_raw(raw, name=f"{name}-{sid[:6]}", source_id=sid, speed=speed,
-                               chunk_size=rt.chunk_size, wait_for_consumers=30.0)
+                               chunk_size=rt.chunk_size, wait_for_consumers=30.0,
+                               timing=timing, timing_seed=timing_seed)
     src = replay_source(rep, timeout=rt.connect_timeout_s, buffer_seconds=rt.buffer_seconds)
     engine = Engine(bundle, src, rt, device=device, result_source_id=result_source_id)
     return ReplaySession(rep, engine, complete, set(bundle.template_ids),

@@ -12,8 +12,20 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
+
+from neuralign.realtime.clock import (
+    ClockedTimeline,
+    ClockGap,
+    ClockReport,
+    ClockSettings,
+    MarkerClockCheck,
+    StreamClock,
+)
 from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.ringbuffer import RingBuffer
 
@@ -36,6 +48,10 @@ class StreamDescription:
     ch_names: list[str]
     ch_types: list[str]
     source_id: str = ""
+    # the stream's own unit per channel (its metadata, or --units) and the factor the source
+    # multiplies its values by so the buffer holds volts / teslas (empty: unknown, all 1)
+    units: list[str] = field(default_factory=list)
+    scales: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -58,13 +74,63 @@ class SourceHealth:
     n_errors: int = 0  # exceptions raised by an acquisition step (each logged, rate-limited)
     failing: bool = False  # the last acquisition step raised: not healthy, whatever 'connected'
     n_bad_markers: int = 0  # marker samples that were empty or not UTF-8 (not used)
+    # marker values discarded because the marker queue was full (the engine did not read them)
+    n_markers_dropped: int = 0
+    # values of a multi-channel string marker besides its label (first non-empty channel)
+    n_ignored_marker_values: int = 0
+    # the separate marker stream (LSL --markers): None when the source has none; False while it
+    # is lost (no markers, so marker-locked decoding stops): not healthy, whatever 'connected'
+    markers_connected: bool | None = None
+    n_marker_reconnects: int = 0
     # human-readable log of gaps / reconnects / errors, the most recent MAX_EVENTS
     events: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
 
     @property
     def healthy(self) -> bool:
-        """Connected and the last acquisition step did not fail."""
-        return self.connected and not self.failing
+        """Connected, the last acquisition step did not fail and no marker stream is lost."""
+        return self.connected and not self.failing and self.markers_connected is not False
+
+
+class MarkerFeed(Protocol):
+    """A separate marker stream a source polls (:class:`~neuralign.realtime.sources.lsl.
+    LSLMarkerInlet`): it keeps its own connection state and counters, copied into the source's
+    health after every acquisition step (the source may replace its ``health`` on connect)."""
+
+    def sync_health(self, health: SourceHealth) -> None: ...
+
+
+class MarkerQueue(deque):
+    """The markers waiting for the engine: at most ``maxlen``; beyond, the oldest is dropped
+    and counted in ``n_dropped`` (a deque with ``maxlen`` would discard it without a word).
+
+    One producer (the acquisition thread) and one consumer (:meth:`drain`); the small lock
+    makes the count exact when the consumer drains a full queue while a marker arrives."""
+
+    def __init__(self, markers: Iterable[Marker] = (), maxlen: int = MAX_MARKERS) -> None:
+        super().__init__(markers, maxlen)  # (iterable, maxlen): what deque's copy/pickle pass
+        self.n_dropped = 0
+        self._lock = threading.Lock()
+
+    def append(self, m: Marker) -> None:
+        with self._lock:
+            full = len(self) == self.maxlen
+            if full:
+                self.n_dropped += 1
+            super().append(m)
+        if full:
+            _rl.log(f"markers-full-{id(self)}", logging.WARNING, "%d markers waiting: the oldest "
+                    "was dropped unread (%d so far)", self.maxlen, self.n_dropped)
+
+    def extend(self, markers: Iterable[Marker]) -> None:
+        for m in markers:
+            self.append(m)
+
+    def drain(self) -> list[Marker]:
+        """Every waiting marker, oldest first; the queue is empty after."""
+        with self._lock:
+            out = list(self)
+            self.clear()
+        return out
 
 
 class Source(ABC):
@@ -72,12 +138,22 @@ class Source(ABC):
 
     #: True when the source delivers stimulus markers (else the engine uses sliding windows).
     has_markers: bool = False
+    #: a separate marker stream polled by ``_acquire_once`` (LSL sources), else None
+    marker_inlet: MarkerFeed | None = None
 
     def __init__(self, buffer_seconds: float = 30.0):
         self.buffer_seconds = buffer_seconds
         self.description: StreamDescription | None = None
         self.buffer: RingBuffer | None = None
-        self.markers: deque[Marker] = deque(maxlen=MAX_MARKERS)
+        #: the stream's sample clock (set by :meth:`open`): gaps, jitter, times of samples
+        self.clock: StreamClock | None = None
+        self.clock_settings = ClockSettings()
+        #: what the epocher reads: buffer indices, model times (set by :meth:`open`)
+        self.timeline: ClockedTimeline | None = None
+        #: is the marker stream on the data's clock (sources with a separate marker stream)
+        self.marker_clock = MarkerClockCheck()
+        self._clock_warned: list[str] = []
+        self.markers = MarkerQueue(maxlen=MAX_MARKERS)
         self.health = SourceHealth()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,8 +187,55 @@ class Source(ABC):
         self.description = self._connect()
         n = int(self.buffer_seconds * self.description.sfreq)
         self.buffer = RingBuffer(len(self.description.ch_names), n)
+        self.clock = StreamClock(self.description.sfreq, self.clock_settings)
+        self.timeline = ClockedTimeline(self.buffer, self.clock)
         self.health.connected = True
         return self.description
+
+    def _write(self, data: np.ndarray, stamps: np.ndarray, arrival: float | None = None,
+               count_gaps: bool = True) -> list[ClockGap]:
+        """Append a chunk to the ring buffer and show it to the stream's clock; the gaps the
+        clock confirms are marked in the buffer (epochs across them are dropped) and, with
+        ``count_gaps``, counted in health (a source with an exact drop counter, such as
+        BrainFlow's package numbers, counts its own)."""
+        base = self.buffer.n_written
+        self.buffer.write(data, stamps)
+        gaps = self.clock.observe(base, stamps, arrival)
+        if len(self.clock.report.warnings) > len(self._clock_warned):
+            self._clock_warnings()
+        for g in gaps:
+            self.buffer.mark_gap(g.index)
+            if count_gaps:
+                self.health.n_gaps += 1
+                self.health.n_dropped += max(g.missing, 0)
+                t = self.clock.time_of(g.index)
+                self._gap_event(g.describe(t if t is not None else float("nan")))
+        return gaps
+
+    def _gap_event(self, msg: str) -> None:
+        """Record a gap in ``health.events`` and log it (rate-limited)."""
+        self.health.events.append(msg)
+        _rl.log(f"gap-{id(self)}", logging.WARNING, "%s: %s", type(self).__name__, msg)
+
+    def _note_marker(self, m: Marker) -> None:
+        """Compare a marker's stamp with its arrival (a marker clock behind the data's)."""
+        rep = self.clock.snapshot() if self.clock is not None else None
+        lat = None if rep is None or rep.data_latency_ms is None else rep.data_latency_ms * 1e-3
+        self.marker_clock.add(m.timestamp, m.received, lat)
+        self._clock_warnings()
+
+    def _clock_warnings(self) -> None:
+        """Log and record each new warning of the stream's or the markers' clock once."""
+        new = [w for w in (*(self.clock.report.warnings if self.clock else ()),
+                           *self.marker_clock.warnings) if w not in self._clock_warned]
+        for w in new:
+            self._clock_warned.append(w)
+            self.health.events.append(w)
+            log.warning("%s: %s", type(self).__name__, w)
+
+    def clock_report(self) -> ClockReport | None:
+        """Jitter, effective rate, drift and gap counts of the stream's clock."""
+        return None if self.clock is None else self.clock.snapshot()
 
     def start(self) -> None:
         if self.description is None:
@@ -133,8 +256,8 @@ class Source(ABC):
             except Exception as exc:  # keep acquiring; report (never silently)
                 h = self.health
                 h.n_errors += 1
+                h.last_error = repr(exc)  # before 'failing': a reader of both sees this error
                 h.failing = True
-                h.last_error = repr(exc)
                 h.events.append(f"acquisition error: {exc!r}")
                 _rl.log(f"acquire-{id(self)}", logging.ERROR,
                         "%s: acquisition failed (%d errors so far): %r; retrying",
@@ -142,12 +265,17 @@ class Source(ABC):
                 self._stop.wait(0.05)
             else:
                 self.health.failing = False
+            self._sync_health()
+
+    def _sync_health(self) -> None:
+        """Copy the counters kept outside ``health`` into it (the acquisition thread writes
+        both), so a marker queue overflow or a lost marker stream shows in health."""
+        self.health.n_markers_dropped = self.markers.n_dropped
+        if self.marker_inlet is not None:
+            self.marker_inlet.sync_health(self.health)
 
     def pop_markers(self) -> list[Marker]:
-        out = []
-        while self.markers:
-            out.append(self.markers.popleft())
-        return out
+        return self.markers.drain()
 
     def stop(self) -> None:
         self._stop.set()

@@ -91,7 +91,6 @@ class BrainFlowSource(Source):
         self._eeg_rows: list[int] = []
         self._ts_row = self._pkg_row = self._marker_row = -1
         self._last_pkg: int | None = None
-        self._last_ts: float | None = None
         self._sfreq = 0.0
 
     def _label(self) -> str:
@@ -149,6 +148,8 @@ class BrainFlowSource(Source):
                  len(ch_names), self._sfreq, self.clock_offset)
         return StreamDescription(name=name, stype="EEG", sfreq=self._sfreq, ch_names=ch_names,
                                  ch_types=["eeg"] * len(ch_names),
+                                 units=["microvolts"] * len(ch_names),
+                                 scales=[UV_TO_V] * len(ch_names),
                                  source_id=f"brainflow-{name.lower()}"
                                  + (f"-{ident}" if ident else ""))
 
@@ -182,12 +183,9 @@ class BrainFlowSource(Source):
                 self.health.events.append(msg)
                 log.warning("%s: %s", self._label(), msg)
             self._last_pkg = int(pkg[-1])
-        if self._last_ts is not None and ts[0] < self._last_ts:
-            self.buffer.mark_gap(self.buffer.n_written)
-            self.health.n_gaps += 1
-            self.health.events.append(f"gap: timestamps go back at t={ts[0]:.4f}")
-        self._last_ts = float(ts[-1])
-        self.buffer.write(data[self._eeg_rows] * UV_TO_V, ts)
+        # the package counter counts drops exactly; without one, the clock model finds them
+        self._write(data[self._eeg_rows] * UV_TO_V, ts, arrival=local_clock(),
+                    count_gaps=self._pkg_row < 0)
         self.health.n_received += n
         if self._marker_row >= 0:
             marks = data[self._marker_row]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,7 +43,21 @@ from neuralign.realtime.lsl_io import (
     resolve_stream,
     watch_streams,
 )
-from neuralign.realtime.sources.base import Marker, Source, SourceHealth, StreamDescription
+from neuralign.realtime.sources.base import (
+    MAX_EVENTS,
+    Marker,
+    Source,
+    SourceHealth,
+    StreamDescription,
+)
+from neuralign.units import (  # noqa: F401 - re-exported: these names lived here first
+    _PHYSICAL_TYPES,
+    UNIT_SCALE,
+    UNITLESS,
+    channel_scales,
+    declared_units,
+    unit_scale,
+)
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -55,93 +70,6 @@ MAX_CHUNKLEN = 32
 #: Inlet-side queue in seconds: a slow consumer loses nothing for this long.
 MAX_BUFLEN_S = 360
 RESOLVE_WAVE_S = 1.0
-
-#: unit (as LSL streams spell it, lower-case) -> factor to SI (volts, teslas, teslas/metre).
-#: mne-lsl writes the power of ten of the SI unit instead ("0", "-6"), handled apart.
-UNIT_SCALE = {
-    "v": 1.0, "volt": 1.0, "volts": 1.0, "mv": 1e-3, "millivolt": 1e-3, "millivolts": 1e-3,
-    "uv": 1e-6, "\u00b5v": 1e-6, "\u03bcv": 1e-6, "microvolt": 1e-6, "microvolts": 1e-6,
-    "nv": 1e-9, "nanovolt": 1e-9, "nanovolts": 1e-9,
-    "t": 1.0, "tesla": 1.0, "teslas": 1.0, "ft": 1e-15, "femtotesla": 1e-15,
-    "femtoteslas": 1e-15, "pt": 1e-12, "picotesla": 1e-12, "picoteslas": 1e-12,
-    "t/m": 1.0, "teslas/meter": 1.0, "teslas/metre": 1.0, "ft/cm": 1e-13, "ft/m": 1e-15,
-}
-#: units of channels that carry no physical quantity (kept as they are)
-UNITLESS = {"", "none", "n/a", "na", "a.u.", "au", "arbitrary", "counts", "unitless"}
-#: channel types whose unit matters (others are passed through unscaled)
-_PHYSICAL_TYPES = {"eeg", "eog", "ecg", "emg", "seeg", "ecog", "dbs", "mag", "grad", "meg"}
-
-
-def unit_scale(unit: str) -> float | None:
-    """Factor that converts ``unit`` to volts / teslas, 1 for unit-less, None when unknown."""
-    u = unit.strip().lower()
-    if u in UNITLESS:
-        return 1.0
-    if u in UNIT_SCALE:
-        return UNIT_SCALE[u]
-    if u.lstrip("+-").isdigit():  # mne-lsl: power of ten of the SI unit
-        return 10.0 ** int(u)
-    return None
-
-
-def channel_scales(names: list[str], types: list[str], units: list[str],
-                   override: str | None, label: str) -> np.ndarray:
-    """Per-channel factors to volts (teslas). ``override`` (``--units``) replaces the units of
-    every physical channel. One UserError naming the channels when a unit is unknown."""
-    if override is not None and unit_scale(override) is None:
-        raise UserError(f"--units: unknown unit {override!r} (known: V, mV, uV, nV, T, fT)")
-    scales, unknown = [], []
-    for i, name in enumerate(names):
-        t = types[i].lower() if i < len(types) else "misc"
-        u = override if override is not None and t in _PHYSICAL_TYPES else (
-            units[i] if i < len(units) else "")
-        f = unit_scale(u) if t in _PHYSICAL_TYPES or u.strip() else 1.0
-        if f is None:
-            unknown.append(f"{name} ({u!r})")
-            f = 1.0
-        scales.append(f)
-    if unknown:
-        raise UserError(f"{label}: unknown channel unit for {', '.join(unknown[:6])}"
-                        f"{' ...' if len(unknown) > 6 else ''}; neuralign converts V, mV, uV, nV, "
-                        "T, fT to volts/teslas. Pass --units (e.g. --units uV) to declare the "
-                        "stream's unit")
-    return np.asarray(scales, dtype=np.float64)
-
-
-def gap_positions(prev: float | None, ts: np.ndarray, sfreq: float) -> np.ndarray:
-    """Indices ``i`` into ``ts`` whose sample does not follow its predecessor (``prev`` for
-    ``i = 0``): a forward step over 1.5 periods or any step back (the rule of
-    :func:`check_timestamps`)."""
-    if len(ts) == 0 or sfreq <= 0:
-        return np.zeros(0, dtype=np.int64)
-    steps = np.diff(ts) if prev is None else np.diff(ts, prepend=prev)
-    pos = np.flatnonzero((steps > 1.5 / sfreq) | (steps < 0))
-    return pos + (1 if prev is None else 0)
-
-
-def check_timestamps(prev: float | None, ts: np.ndarray, sfreq: float
-                     ) -> tuple[int, int, list[str]]:
-    """Count discontinuities in ``ts`` (preceded by ``prev``) against the nominal rate.
-
-    A forward step larger than 1.5 periods is one gap with ``round(step * sfreq) - 1`` samples
-    missing; a step backwards is one gap with nothing counted as dropped (the sender restarted
-    or its clock was reset). Returns ``(n_gaps, n_dropped, descriptions)``.
-    """
-    if len(ts) == 0 or sfreq <= 0:
-        return 0, 0, []
-    steps = np.diff(ts) if prev is None else np.diff(ts, prepend=prev)
-    period = 1.0 / sfreq
-    fwd = np.flatnonzero(steps > 1.5 * period)
-    back = np.flatnonzero(steps < 0)
-    n_dropped, events = 0, []
-    for i in fwd:
-        missing = int(round(steps[i] * sfreq)) - 1
-        n_dropped += missing
-        events.append(f"gap: timestamps jump {steps[i] * 1e3:.1f} ms forward "
-                      f"(~{missing} samples missing) at t={ts[i]:.4f}")
-    for i in back:
-        events.append(f"gap: timestamps go back {-steps[i] * 1e3:.1f} ms at t={ts[i]:.4f}")
-    return len(fwd) + len(back), n_dropped, events
 
 
 class LSLMarkerInlet:
@@ -158,7 +86,15 @@ class LSLMarkerInlet:
     (default): that offset exactly for an mne-lsl player annotation stream (type
     ``annotations`` with the data stream's ``source_id``, as ``PlayerLSL`` makes it), else 0.
 
-    Empty and non-UTF-8 string samples are counted in ``n_bad`` (and logged), never used.
+    Empty and non-UTF-8 string samples are counted in ``n_bad`` (and logged), never used. A
+    multi-channel string sample is ONE event: its first non-empty channel is the label, the other
+    non-empty values (trial numbers, conditions, ...) are counted in ``n_ignored`` and logged,
+    not decoded as markers of their own (that would cut extra epochs at the same onset).
+
+    Losing the stream is not only a log line: ``connected`` turns False (the source's health
+    ``markers_connected``, so the engine is not healthy and its status says "marker stream lost"),
+    an event is recorded, and reconnection to the same ``source_id`` is counted in
+    ``n_reconnects``. :meth:`sync_health` copies this state into the source's health.
     """
 
     def __init__(self, name: str | None = None, stype: str | None = None,
@@ -172,6 +108,10 @@ class LSLMarkerInlet:
         self.data_sfreq: float | None = None  # the data stream's rate (set by the LSL source)
         self.data_source_id: str | None = None
         self.n_bad = 0
+        self.n_ignored = 0  # non-empty values besides the label of multi-channel string samples
+        self.n_reconnects = 0
+        self._was_connected = False
+        self._events: deque[str] = deque(maxlen=MAX_EVENTS)  # for health.events (sync_health)
         self._inlet: StreamInlet | None = None
         self._labels: list[str] = []
         self._string = True
@@ -204,6 +144,10 @@ class LSLMarkerInlet:
                          "are one sample early, shifted by %.6f s", full.name(), self._offset)
         self._inlet = inlet
         self.connected = True
+        if self._was_connected:
+            self.n_reconnects += 1
+            self._event(f"marker stream reconnected (#{self.n_reconnects})", logging.INFO)
+        self._was_connected = True
         log.info("marker inlet connected: %s (%s, %d ch, %s)", full.name(), full.type(),
                  full.channel_count(), "one-hot" if self._one_hot else
                  ("string" if self._string else "numeric"))
@@ -234,9 +178,9 @@ class LSLMarkerInlet:
             samples, stamps = self._inlet.pull_chunk(timeout=0.0, max_samples=256,
                                                      as_numpy=True)
         except LostError:
-            log.warning("marker stream %s lost; will keep trying to reconnect",
-                        describe(self.name, self.stype, self.source_id))
             self._inlet, self.connected = None, False
+            self._event("marker stream lost: no marker-locked epochs until it returns; "
+                        "reconnecting", logging.WARNING)
             return []
         now = local_clock()
         out = []
@@ -259,11 +203,36 @@ class LSLMarkerInlet:
                     vals.append(text)
             if not vals and not undecodable:
                 self._bad("an empty marker")
+            if len(vals) > 1:
+                self._ignore(vals)
             return vals[:1]
         if self._one_hot:
             return [self._labels[k] for k, v in enumerate(sample) if v != 0]
         v = float(sample[0])
         return [str(int(v)) if v.is_integer() else repr(v)] if v != 0 else []
+
+    def _ignore(self, vals: list[str]) -> None:
+        self.n_ignored += len(vals) - 1
+        _rl.log("ignored-marker-values", logging.WARNING, "marker stream %s sent %d values in one "
+                "sample; the first, %.80r, is the label, the others (%.80r) are ignored (%d so "
+                "far)", describe(self.name, self.stype, self.source_id), len(vals), vals[0],
+                vals[1:], self.n_ignored)
+
+    def _event(self, msg: str, level: int) -> None:
+        """Log ``msg`` and keep it for the source's ``health.events``."""
+        self._events.append(msg)
+        log.log(level, "marker stream %s: %s", describe(self.name, self.stype, self.source_id),
+                msg)
+
+    def sync_health(self, health: SourceHealth) -> None:
+        """Copy this inlet's state into its source's ``health`` (called by the source after
+        every acquisition step, in the thread that pulls)."""
+        health.markers_connected = self.connected
+        health.n_marker_reconnects = self.n_reconnects
+        health.n_bad_markers = self.n_bad
+        health.n_ignored_marker_values = self.n_ignored
+        while self._events:
+            health.events.append(self._events.popleft())
 
     def _bad(self, what: str) -> None:
         self.n_bad += 1
@@ -302,7 +271,6 @@ class LSLSource(Source):
         self.max_pull = max_pull
         self._inlet: StreamInlet | None = None
         self._pull_buf: np.ndarray | None = None
-        self._last_ts: float | None = None
         self._last_data = 0.0  # monotonic time of the last received chunk
         self._stall_reported = False
         self._next_retry = 0.0
@@ -381,7 +349,9 @@ class LSLSource(Source):
                  self._n_channels, self._sfreq, full.hostname(),
                  "on" if clock_sync_flags(full, self.clock_sync) else "off (same host)")
         return StreamDescription(name=full.name(), stype=full.type(), sfreq=self._sfreq,
-                                 ch_names=names, ch_types=types, source_id=full.source_id())
+                                 ch_names=names, ch_types=types, source_id=full.source_id(),
+                                 units=declared_units(types, channel_units(full), self.units),
+                                 scales=scale.tolist())
 
     def _event(self, msg: str, level: int = logging.INFO) -> None:
         """Record ``msg`` in ``health.events`` (last :data:`MAX_EVENTS`) and log it; repeated
@@ -438,6 +408,7 @@ class LSLSource(Source):
         if self.marker_inlet is not None:
             for m in self.marker_inlet.pull():
                 self.markers.append(m)
+                self._note_marker(m)
             self.health.n_bad_markers = self.marker_inlet.n_bad
         if self._inlet is None:
             self._try_reconnect()
@@ -455,24 +426,15 @@ class LSLSource(Source):
             return
         self._last_data = time.monotonic()
         self._stall_reported = False
-        gaps, dropped, events = check_timestamps(self._last_ts, ts, self._sfreq)
-        base = self.buffer.n_written
-        positions = gap_positions(self._last_ts, ts, self._sfreq)
-        if self._after_reconnect:
+        if self._after_reconnect:  # the sender may have restarted: a new line from here on
             self._after_reconnect = False
+            base = self.buffer.n_written
             self.buffer.mark_gap(base)
-            if gaps == 0:
-                gaps, events = 1, [f"gap: reconnected at t={ts[0]:.4f}"]
-        if gaps:
-            self.health.n_gaps += gaps
-            self.health.n_dropped += dropped
-            for e in events:
-                self._event(e, logging.WARNING)
-            for i in positions:
-                self.buffer.mark_gap(base + int(i))
+            self.clock.break_at(base)
+            self.health.n_gaps += 1
+            self._event(f"gap: reconnected at t={ts[0]:.4f}", logging.WARNING)
         data = samples.T if self._scale is None else samples.T * self._scale
-        self.buffer.write(data, ts)
-        self._last_ts = float(ts[-1])
+        self._write(data, ts, arrival=local_clock())
         self.health.n_received += n
 
     def _check_stall(self) -> None:

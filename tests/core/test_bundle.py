@@ -46,7 +46,12 @@ def _manifest(**update) -> Manifest:
 
 def _save(path, manifest: Manifest):
     generator = {"g": torch.ones(3)} if manifest.generator is not None else None
-    return save_bundle(path, manifest, {"w": torch.ones(2, 2)}, np.ones((2, 4), np.float32),
+    from neuralign.models import build_model
+
+    m = manifest.model  # real weights: loading checks they are the model the manifest describes
+    state = build_model(m.config, n_chans=m.n_chans, n_times=m.n_times,
+                        feature_dim=m.feature_dim).state_dict()
+    return save_bundle(path, manifest, state, np.ones((2, 4), np.float32),
                        np.zeros((2, 8, 8, 3), np.uint8), generator_state=generator)
 
 

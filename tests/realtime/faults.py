@@ -8,6 +8,7 @@ wall clock so the engine meets them as it would from a device.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -140,3 +141,21 @@ def wait_until(cond, timeout: float, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return bool(cond())
+
+
+def stream_until(sender: Sender, data: np.ndarray, stop) -> threading.Thread:
+    """Push ``data`` looped, in real time and stamped on the local clock, until ``stop`` (a
+    ``threading.Event``) is set: a device whose data never pause while other things fail."""
+
+    def run() -> None:
+        t0, i, n, chunk = now(), 0, data.shape[1], 10
+        while not stop.is_set():
+            cols = np.arange(i, i + chunk) % n
+            sender.outlet.push_chunk(np.ascontiguousarray(data[:, cols].T, dtype=np.float32),
+                                     (t0 + np.arange(i, i + chunk) / sender.sfreq).tolist())
+            i += chunk
+            time.sleep(max(0.0, t0 + i / sender.sfreq - now()))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t

@@ -201,6 +201,8 @@ def test_fault_data_stream_disappears_and_returns_5_times(tiny_bundle):
     assert engine.error is None and st["reconnects"] == 5
     assert engine.n_decoded == sum(decoded)
     assert st["health"]["gap_epochs_dropped"] >= 0 and st["gaps"] >= 5
+    # each return restarted the causal chain (no ringing across the outage)
+    assert st["health"]["filter_restarts"] >= 5, st["health"]
 
 
 def test_fault_timestamps_jump_repeat_and_drift(tiny_bundle):

@@ -85,14 +85,15 @@ def test_forward_timestamp_jump_counts_dropped_samples(sid):
     try:
         assert _wait(out.have_consumers)
         t0 = pylsl.local_clock()
-        _push(out, 0, 100, t0)
-        _push(out, 137, 200, t0)  # samples 100..136 never sent
-        assert _wait(lambda: src.buffer.n_written >= 163)
-        assert src.health.n_gaps == 1
+        _push(out, 0, 1000, t0)  # 2 s: the clock model learns the stream's line
+        _push(out, 1037, 1300, t0)  # samples 1000..1036 never sent
+        assert _wait(lambda: src.buffer.n_written >= 1263)
+        assert _wait(lambda: src.health.n_gaps == 1)
         assert src.health.n_dropped == 37
-        assert any("37 samples missing" in e for e in src.health.events)
-        data, _ = src.buffer.read(0, 163)
-        np.testing.assert_array_equal(data[0], np.r_[np.arange(100), np.arange(137, 200)])
+        assert any("37 samples missing before sample 1000" in e for e in src.health.events)
+        assert src.buffer.gap_between(999, 1000) and not src.buffer.gap_between(0, 999)
+        data, _ = src.buffer.read(0, 1263)
+        np.testing.assert_array_equal(data[0], np.r_[np.arange(1000), np.arange(1037, 1300)])
     finally:
         src.stop()
         out = None  # outlet after the inlet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,11 @@ from neuralign.ui.panels.common import thumbnail_pixmap
 
 TILE_PX = 64  # retrieved thumbnails (48 px in the bundle): readable at 1366x768 with k=5 in a row
 STIM_PX = 112
+
+
+def _score(v: float | None) -> float:
+    """A displayed score: null (a non-finite score on the wire, None in a result dict) is NaN."""
+    return math.nan if v is None else float(v)
 
 
 class ThumbTile(QFrame):
@@ -58,8 +64,8 @@ class ThumbTile(QFrame):
             self.pic.setText("" if image_id is None else str(image_id))
             self.pic.setStyleSheet("background: #ddd; color: #333;")
         label = "" if image_id is None else str(image_id)
-        if score is not None:
-            label += f"\n{score:.3f}"
+        if score is not None:  # NaN: the engine sent no usable score (null on the wire)
+            label += f"\n{score:.3f}" if math.isfinite(score) else "\nn/a"
         self.text.setText(label)
         self.setStyleSheet("ThumbTile { border: 2px solid %s; }"
                            % ("#2a2" if highlight else "transparent"))
@@ -133,7 +139,7 @@ class StimulusPanel(QWidget):
         for i, t in enumerate(tiles[: self.k]):
             if i < len(ids):
                 tid = ids[i]
-                t.set_image(tid, self.pixmaps.get(tid), float(scores[i]) if i < len(scores)
+                t.set_image(tid, self.pixmaps.get(tid), _score(scores[i]) if i < len(scores)
                             else None, highlight=truth is not None and tid == truth)
             else:
                 t.set_image(None, None, None)
