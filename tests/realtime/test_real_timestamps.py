@@ -102,3 +102,19 @@ def test_fault_one_real_gap_drops_exactly_the_epochs_across_it_and_restarts_the_
     assert st["health"]["filter_restarts"] == 1, st
     assert st["received"] == raw.n_times - gap_len
     assert engine.n_decoded == len(offline) - len(across), (engine.n_decoded, len(offline))
+
+
+def test_fault_clock_sync_is_settable_from_the_cli():
+    """--clock-sync reaches the data and the marker inlets (it could only be set in code)."""
+    from neuralign.cli.online import RUN_FLAGS
+    from neuralign.cli.parser import build_parser, config_from_args
+    from neuralign.realtime.sources.factory import open_source
+
+    args = build_parser().parse_args(["run", "--bundle", "B", "--source", "lsl:amp",
+                                      "--markers", "lsl:stim", "--clock-sync", "lsl"])
+    rt = config_from_args(args, RUN_FLAGS).realtime
+    assert rt.clock_sync == "lsl"
+    src = open_source(rt.source, rt.markers, rt)
+    assert src.clock_sync == "lsl" and src.marker_inlet.clock_sync == "lsl"
+    with pytest.raises(SystemExit):  # argparse: one line naming the choices, exit code 2
+        build_parser().parse_args(["run", "--bundle", "B", "--clock-sync", "ntp"])

@@ -86,7 +86,7 @@ def test_a_sender_restart_is_a_backward_gap():
     assert [(g.index, g.missing) for g in gaps] == [(15000, -3000)]
 
 
-def test_rate_drift_is_measured_and_a_nominal_stamping_sender_is_reported():
+def test_fault_nominal_stamps_on_a_drifting_clock_are_reported():
     clock, gaps, idx, t_true = feed(ppm=150.0, dur=60.0)
     assert gaps == [] and abs(clock.snapshot().rate_ppm - 150.0) < 10
     assert placement_errors(clock, idx, t_true).max() == 0
@@ -111,7 +111,7 @@ def test_settled_waits_for_the_verdict_on_a_suspicious_chunk():
     assert clock.settled == clock.n_seen
 
 
-def test_marker_clock_behind_the_data_is_reported():
+def test_fault_marker_clock_behind_the_data_or_drifting_is_reported():
     check = MarkerClockCheck(max_lag_s=0.25)
     for k in range(5):  # stamps 0.5 s behind the time they are sent
         check.add(100.0 + k, 100.0 + k + 0.5 + 0.002, data_latency_s=0.002)
@@ -121,6 +121,11 @@ def test_marker_clock_behind_the_data_is_reported():
     for k in range(5):
         ok.add(100.0 + k, 100.0 + k + 0.003, data_latency_s=0.002)
     assert ok.warnings == []
+    drifting = MarkerClockCheck()  # a presenter on another host, 300 ppm off, not synced
+    for k in range(40):
+        drifting.add(100.0 + 3 * k, 100.0 + 3 * k + 0.003 + 3 * k * 300e-6, 0.002)
+    assert drifting.drift_ppm == pytest.approx(300, abs=5)
+    assert any("drifts" in w for w in drifting.warnings)
 
 
 def test_recorded_stamps_place_events_where_the_live_model_does():
