@@ -1,9 +1,10 @@
-"""LSL acquisition: a data inlet into the ring buffer, gap detection, reconnection, marker inlets.
+"""LSL acquisition: a data inlet into the ring buffer, reconnection, marker inlets.
 
-Timestamps are the sender's, untouched: no ``proc_dejitter`` (it smooths timestamps with a
-regression, so a sample's time would no longer be the time the sender stamped, and markers stamped
-with the exact onset-sample time would stop matching the samples they refer to — the engine's
-online/offline parity depends on that match). Clock synchronisation is applied only when the
+Timestamps are stored as the sender stamped them; the source's clock model
+(:mod:`neuralign.signal.clock`, fed by :meth:`Source._write`) says where each sample lies in time
+and which discontinuities are gaps. liblsl's ``proc_dejitter`` is not used: its recursive fit
+takes minutes to converge, smooths over real gaps (a hole becomes a slow drift, so the epochs
+across it would be decoded), and offline readers of the same stamps could not reproduce it. Clock synchronisation is applied only when the
 outlet runs on another host (``clock_sync='auto'``): on this host both ends read the same clock, so
 the true offset is exactly 0, while liblsl's estimate is biased by tens of microseconds of
 asymmetric loopback latency (-32 us measured here) and differs between the data and the marker
