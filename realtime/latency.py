@@ -48,12 +48,28 @@ class LatencyStats:
     def __init__(self, window: int = 10000):
         self._rows: deque[dict[str, float]] = deque(maxlen=window)
         self._lock = threading.Lock()
+        self._stamps: deque[dict[str, float]] | None = None  # off unless keep_stamps()
+
+    def keep_stamps(self, maxlen: int) -> None:
+        """Also keep each epoch's raw stage timestamps (the newest ``maxlen``, in the order
+        :meth:`add` saw them): ``bench latency``'s tail breakdown needs where in time each
+        epoch waited, which durations alone lose. Off by default; on, :meth:`add` keeps a
+        reference to the dict (no copy, nothing more on the publishing path)."""
+        with self._lock:
+            self._stamps = deque(maxlen=maxlen)
 
     def add(self, stages: dict[str, float]) -> dict[str, float]:
         d = stage_durations(stages)
         with self._lock:
             self._rows.append(d)
+            if self._stamps is not None:
+                self._stamps.append(stages)
         return d
+
+    def stamps(self) -> list[dict[str, float]]:
+        """The kept stage timestamps, oldest first (empty unless :meth:`keep_stamps`)."""
+        with self._lock:
+            return [] if self._stamps is None else list(self._stamps)
 
     def summary(self) -> dict[str, dict[str, float]]:
         with self._lock:

@@ -51,7 +51,9 @@ def cmd_latency(args: argparse.Namespace) -> int:
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
                       chunk_size=args.chunk_size, warmup_s=args.warmup,
                       baseline=not (args.no_baseline or args.mua), realtime=rt,
-                      device=args.device)
+                      device=args.device, tail_fraction=args.tail_fraction)
+    if not 0 < args.tail_fraction <= 1:
+        raise UserError("--tail-fraction must be in (0, 1]")
     if args.sweep:
         res = sweep(cfg, deadline_ms=args.deadline_ms)
         for row in res["rows"]:
@@ -191,6 +193,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine torch threads (default %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="engine device (default %(default)s)")
+    p.add_argument("--tail-fraction", type=float, default=0.01,
+                   help="the slowest share of epochs the tail breakdown explains (GC pauses, "
+                   "stage over its median, waiting; default %(default)s)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.add_argument("--plot", help="write latency CDFs (per pipeline, per stage) to this PNG")
     p.set_defaults(func=cmd_latency)

@@ -30,6 +30,7 @@ import numpy as np
 
 from neuralign.bundle import Bundle, load_bundle
 from neuralign.config import RealtimeConfig
+from neuralign.realtime.bench.gcwatch import GcWatch
 from neuralign.realtime.bench.procs import (
     ConsumerSpec,
     NaiveSpec,
@@ -39,10 +40,14 @@ from neuralign.realtime.bench.procs import (
     run_naive,
     run_producer,
 )
+from neuralign.realtime.bench.tail import EpochTimeline, format_tail, tail_section
 from neuralign.realtime.decisions import Result, RunningAccuracy
 from neuralign.realtime.latency import STAGES, summarize
 
 log = logging.getLogger(__name__)
+
+#: epochs whose raw stage stamps the engine keeps for the tail breakdown (about 1 KB each)
+MAX_TAIL_ROWS = 20000
 
 DEFINITION = ("end-to-end = consumer receive time (local LSL clock) - LSL timestamp of the last "
               "input sample the epoch needed")
@@ -63,6 +68,7 @@ class BenchConfig:
     n_channels: int = 0  # synthetic mode: channels of the noise stream (0: the bundle's)
     realtime: RealtimeConfig | None = None
     device: str = "auto"
+    tail_fraction: float = 0.01  # the slowest share of epochs the tail breakdown explains
 
 
 def machine_info() -> dict[str, Any]:
@@ -183,6 +189,7 @@ def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
     go = ctx.Event()
     procs: list[_Proc] = []
     engine = None
+    gc_watch = GcWatch()
     try:
         producer = _Proc(ctx, run_producer, pspec, "producer", with_go=go)
         procs.append(producer)
@@ -191,6 +198,8 @@ def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
                              markers=LSLMarkerInlet(source_id=s.marker_source_id, timeout=20))
                    for s in ids]
         engine = Engine(bundle, sources, rt, result_source_id=engine_sid, device=cfg.device)
+        engine.stats.keep_stamps(MAX_TAIL_ROWS)  # for the tail breakdown
+        gc_watch.install()
         engine.start()
         results = {"neuralign": engine_sid}
         if cfg.baseline:
@@ -229,6 +238,7 @@ def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
         consumer.finish()
         status = engine.status()
     finally:
+        gc_watch.uninstall()
         for p in reversed(procs):
             if p.name != "producer":
                 p.finish()
@@ -240,6 +250,7 @@ def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
     prod = json.loads((work / "producer.json").read_text())
     cons = json.loads((work / "consumer.json").read_text())
     res = _report(cfg, rt, bundle, engine, status, prod, cons, cpu, rss, machine)
+    res["tail"] = _tail(engine, cons, gc_watch, prod["t0"] + cfg.warmup_s, cfg.tail_fraction)
     res["machine"]["load_average_end"] = list(os.getloadavg())
     res["floor"]["forward_ms"] = forward_floor(bundle, "cuda" if engine.decoder.device.type ==
                                                "cuda" else "cpu")
@@ -278,6 +289,36 @@ def sweep(cfg: BenchConfig, deadline_ms: float = 50.0,
     return {"deadline_ms": deadline_ms, "duration_s": cfg.duration_s, "rows": rows,
             "max_streams": max(held) if held else 0, "machine": machine_info(),
             "versions": versions()}
+
+
+def _timelines(engine, cons: dict) -> list[EpochTimeline]:
+    """Every result the engine kept with its raw stage stamps and the consumer's receive time.
+
+    ``LatencyStats.add`` and ``Engine.results`` see the epochs in the same order (one loop in
+    ``_run_batch``), so both are matched from their newest end; a pair whose last-sample stamps
+    differ is skipped rather than misattributed."""
+    received: dict[tuple[str | None, int], float] = {}
+    for text, recv in cons["results"].get("neuralign", []):
+        r = Result.from_json(text)
+        received[(r.stream, r.epoch_id)] = recv
+    results, stamps = list(engine.results), engine.stats.stamps()
+    n = min(len(results), len(stamps))
+    rows = []
+    for r, st in zip(results[len(results) - n:], stamps[len(stamps) - n:]):
+        if st.get("sample") != r.last_sample_timestamp:
+            continue
+        rows.append(EpochTimeline.from_stages(r.stream, r.epoch_id, st,
+                                              received.get((r.stream, r.epoch_id))))
+    return rows
+
+
+def _tail(engine, cons: dict, gc_watch: GcWatch, t_count: float,
+          fraction: float) -> dict[str, Any]:
+    """The report's ``tail`` section: the slowest ``fraction`` of counted epochs, and why."""
+    every = _timelines(engine, cons)
+    counted = [r for r in every if r.at("sample") >= t_count]
+    return tail_section(counted, gc_watch.events(), gc_watch.n_seen, t_count, busy_rows=every,
+                        fraction=fraction)
 
 
 def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status: dict,
@@ -444,4 +485,6 @@ def format_report(res: dict[str, Any]) -> str:
                  f"{n['dropped_samples']}, lost in engine {n['lost_in_engine']}; memory after "
                  f"warm-up: RSS {_mb(n['rss_mb']['growth'])}, anonymous "
                  f"{_mb(n['rss_mb']['anon_growth'])}")
+    if "tail" in res:
+        lines.extend(format_tail(res["tail"]))
     return "\n".join(lines)

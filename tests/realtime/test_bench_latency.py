@@ -4,8 +4,6 @@ consumer processes over real LSL. Checks the report's fields and their sanity, n
 import json
 import math
 
-from neuralign.cli.parser import main as cli_main
-
 
 def _finite_summary(s):
     assert s and s["n"] > 0
@@ -13,16 +11,12 @@ def _finite_summary(s):
     assert s["p50"] <= s["p95"] <= s["p99"] <= s["max"]
 
 
-def test_bench_latency_json_has_every_field(tiny_bundle, tmp_path):
-    bundle_dir, data = tiny_bundle
-    out, png = tmp_path / "lat.json", tmp_path / "lat.png"
-    rc = cli_main(["bench", "latency", "--bundle", str(bundle_dir), "--raw",
-                   str(data / "sim_test_raw.fif"), "--duration", "6", "--warmup", "1",
-                   "--streams", "2", "--chunk-size", "2", "--json", str(out), "--plot", str(png)])
+def test_bench_latency_json_has_every_field(bench_latency_run):
+    rc, out, png = bench_latency_run  # the run itself: tests/realtime/conftest.py
     assert rc == 0
     res = json.loads(out.read_text())
     for key in ("definition", "config", "machine", "versions", "pipelines", "floor",
-                "ratio_naive_over_neuralign"):
+                "ratio_naive_over_neuralign", "tail"):
         assert key in res, key
     assert res["config"]["streams"] == 2 and res["config"]["chunk_size"] == 2
     assert res["versions"]["torch"] and res["machine"]["cpu_count"] >= 1
