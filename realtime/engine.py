@@ -56,6 +56,10 @@ MAX_READY = 1024
 #: Results ``Engine.results`` keeps by default (the newest); readers follow it with
 #: :meth:`Engine.results_since`, which stays correct once older ones fall out.
 MAX_RESULTS = 100000
+#: The newest results keep their health snapshot in ``Engine.results``; older ones drop it (it
+#: went out on the result stream and into the recording): ~40 counters per result would hold
+#: hundreds of MB at MAX_RESULTS.
+KEEP_HEALTH = 1000
 
 
 class ResultsSince(NamedTuple):
@@ -461,6 +465,8 @@ class Engine:
         with self._results_lock:
             self.results.append(r)
             self._n_appended += 1
+            if len(self.results) > KEEP_HEALTH:  # older ones: on the wire and recorded only
+                self.results[-KEEP_HEALTH - 1].health = None
         self.viewer.put(r)
         if self.recorder is not None:
             self.recorder.write_result(r.to_dict())

@@ -129,3 +129,12 @@ def test_fault_nothing_grows_without_bound(tiny_bundle):
     assert pipe.health.deferred_markers_dropped >= 500
     engine = Engine(bundle, LSLSource(name="never-opened"), RealtimeConfig(), publish_lsl=False)
     assert 0 < engine._ready.maxsize <= 4096
+    # results: the newest KEEP_HEALTH keep their health snapshot in memory, older ones drop it
+    # (it went out on the wire and into the recording): 100000 snapshots were hundreds of MB
+    from neuralign.realtime.decisions import Result
+    from neuralign.realtime.engine import KEEP_HEALTH
+
+    for i in range(KEEP_HEALTH + 50):
+        engine._fan_out(Result(i, "x", 0.0, 0.0, 1, ["x"], [1.0], health={"gaps": 0}))
+    kept = [r.health is not None for r in engine.results]
+    assert sum(kept) == KEEP_HEALTH and all(kept[-KEEP_HEALTH:]) and not any(kept[:50])
