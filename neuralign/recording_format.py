@@ -64,18 +64,21 @@ def recorded_clock(ts: np.ndarray, events: list[dict], sfreq: float,
     is run over the stamps for what they do not cover."""
     if not len(ts):
         return [], []
-    times = np.array([float(e["timestamp"]) for e in events], dtype=np.float64)
-    placed = place_recorded_events(ts, times, sfreq)
     where = {(round(float(c["marker"]), 9), str(c["value"])): int(c["sample"])
              for c in live or () if "marker" in c}
+    keys = [(round(float(e["timestamp"]), 9), str(e["value"])) for e in events]
+    model = None  # the clock model, run only for what the engine's log does not say
+    if not live or any(k not in where for k in keys):
+        times = np.array([float(e["timestamp"]) for e in events], dtype=np.float64)
+        model = place_recorded_events(ts, times, sfreq)
     out = []
-    for i, e in zip(placed.events, events):
-        i = where.get((round(float(e["timestamp"]), 9), str(e["value"])), i)
+    for j, (k, e) in enumerate(zip(keys, events)):
+        i = where[k] if k in where else model.events[j]
         if i is not None and 0 <= i < len(ts):
             out.append((int(i), str(e["value"])))
     if live:
         return out, sorted({int(c["gap"]) for c in live if "gap" in c and int(c["gap"]) > 0})
-    return out, [g.index for g in placed.gaps if g.index > 0]
+    return out, [g.index for g in model.gaps if g.index > 0]
 
 
 def read_clock_log(directory: str | Path) -> list[dict]:

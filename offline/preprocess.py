@@ -45,8 +45,7 @@ def epochs_from_continuous(
     parts = []
     for a, b in zip([0, *cuts], [*cuts, data.shape[1]]):
         if a:
-            chain.reset()
-            chain.n_in = a  # the decimation phase stays on the global grid
+            chain.restart(a)
         parts.append(chain.process(data[:, a:b]))
     y = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     times = epoch_times(spec.sfreq_out, pre.tmin, pre.tmax)

@@ -42,7 +42,7 @@ class ClockedTimeline:
             return None
         if i < self.buffer.first_available:
             return None
-        return min(i, self.buffer.n_written - 1) if i >= self.buffer.n_written else i
+        return min(i, self.buffer.n_written - 1)
 
     def gap_between(self, start: int, stop: int) -> bool:
         return self.buffer.gap_between(start, stop)

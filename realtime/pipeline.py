@@ -168,8 +168,7 @@ class Pipeline:
         n_out_after = -(-start // self.q)
         self.processed.skip(n_out_after - n_out_before)
         self.processed.mark_gap(n_out_after)
-        self.chain.reset()
-        self.chain.n_in = start  # keeps the decimation phase on the global grid
+        self.chain.restart(start)
         self.n_in = start
         _rl.log("lost", logging.WARNING, "engine fell behind: %d input samples lost "
                 "(%d so far); epochs across the hole are dropped", lost,
@@ -183,8 +182,7 @@ class Pipeline:
         grid, and the processed sample of ``at`` is marked as a discontinuity too."""
         if at != self.n_in:
             raise ValueError(f"restart at input {at}, but the next input sample is {self.n_in}")
-        self.chain.reset()
-        self.chain.n_in = at
+        self.chain.restart(at)
         self.processed.mark_gap(-(-at // self.q))
         self.health.filter_restarts += 1
 

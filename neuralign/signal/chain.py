@@ -109,6 +109,13 @@ class CausalChain:
             f.reset()
         self.n_in = 0
 
+    def restart(self, at: int) -> None:
+        """Input sample ``at`` does not follow the previous one (a gap, a lost stretch): the
+        filters start again from the next sample (settled on its value), and the decimation
+        phase stays on the global grid (output sample ``i`` is still input ``i * q``)."""
+        self.reset()
+        self.n_in = at
+
     def process(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != len(self.spec.ch_names):

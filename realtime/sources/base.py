@@ -152,7 +152,8 @@ class Source(ABC):
         self.timeline: ClockedTimeline | None = None
         #: is the marker stream on the data's clock (sources with a separate marker stream)
         self.marker_clock = MarkerClockCheck()
-        self._clock_warned: list[str] = []
+        self._clock_warned: list[str] = []  # warnings logged so far (stream's and markers')
+        self._n_stream_warnings = 0  # the stream clock's warnings seen by _clock_warnings
         self.markers = MarkerQueue(maxlen=MAX_MARKERS)
         self.health = SourceHealth()
         self._stop = threading.Event()
@@ -201,7 +202,7 @@ class Source(ABC):
         base = self.buffer.n_written
         self.buffer.write(data, stamps)
         gaps = self.clock.observe(base, stamps, arrival)
-        if len(self.clock.report.warnings) > len(self._clock_warned):
+        if len(self.clock.report.warnings) != self._n_stream_warnings:
             self._clock_warnings()
         for g in gaps:
             self.buffer.mark_gap(g.index)
@@ -226,8 +227,9 @@ class Source(ABC):
 
     def _clock_warnings(self) -> None:
         """Log and record each new warning of the stream's or the markers' clock once."""
-        new = [w for w in (*(self.clock.report.warnings if self.clock else ()),
-                           *self.marker_clock.warnings) if w not in self._clock_warned]
+        stream = self.clock.report.warnings if self.clock else []
+        self._n_stream_warnings = len(stream)
+        new = [w for w in (*stream, *self.marker_clock.warnings) if w not in self._clock_warned]
         for w in new:
             self._clock_warned.append(w)
             self.health.events.append(w)

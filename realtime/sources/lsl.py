@@ -4,8 +4,8 @@ Timestamps are stored as the sender stamped them; the source's clock model
 (:mod:`neuralign.signal.clock`, fed by :meth:`Source._write`) says where each sample lies in time
 and which discontinuities are gaps. liblsl's ``proc_dejitter`` is not used: its recursive fit
 takes minutes to converge, smooths over real gaps (a hole becomes a slow drift, so the epochs
-across it would be decoded), and offline readers of the same stamps could not reproduce it. Clock synchronisation is applied only when the
-outlet runs on another host (``clock_sync='auto'``): on this host both ends read the same clock, so
+across it would be decoded), and offline readers of the same stamps could not reproduce it.
+Clock synchronisation is applied only when the outlet runs on another host (``clock_sync='auto'``): on this host both ends read the same clock, so
 the true offset is exactly 0, while liblsl's estimate is biased by tens of microseconds of
 asymmetric loopback latency (-32 us measured here) and differs between the data and the marker
 inlet. ``clock_sync='lsl'`` forces ``proc_clocksync``, ``'none'`` disables it.
