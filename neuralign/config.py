@@ -27,7 +27,7 @@ from neuralign.generative_config import GenerativeConfig, RetinaSimConfig
 from neuralign.signal.guard import SPIKE_LIMIT
 from neuralign.units import KNOWN_UNITS, unit_scale
 
-# "retina": LNP ganglion-cell spike counts on still images (generative decoding, issue 14).
+# "retina": LNP ganglion-cell spike counts on still images (generative decoding).
 Modality = Literal["eeg", "meg", "mua", "retina"]
 
 
@@ -105,8 +105,8 @@ class RecordingConfig(_Section):
 
 
 class DatasetConfig(_Section):
-    # paired / digits69 / vim1: image-response pairs for the generative decoders (issue 14).
-    # recording: a lab's own continuous recordings (settings in ``recording``, issue 16).
+    # paired / digits69 / vim1: image-response pairs for the generative decoders.
+    # recording: a lab's own continuous recordings (settings in ``recording``).
     kind: Literal["simulated", "things_eeg2", "things_meg", "tvsd", "allen_natural_scenes",
                   "paired", "digits69", "vim1", "recording"]
     modality: Modality = "eeg"
@@ -228,15 +228,15 @@ class TrainingConfig(_Section):
     # Mixed precision: fp16 autocast + loss scaling on CUDA, bf16 autocast on a CPU with bf16.
     amp: bool = False
     num_threads: int | None = Field(None, ge=1)
-    # The batch is lowered to keep at least this many optimiser steps per epoch (issue 13);
+    # The batch is lowered to keep at least this many optimiser steps per epoch;
     # 1 keeps batch_size whatever the data size (e.g. the paper's 800 on a small set).
     min_steps_per_epoch: int = Field(20, ge=1)
-    # Gradient caching (issue 15): batches larger than this are computed this many samples at a
+    # Gradient caching: batches larger than this are computed this many samples at a
     # time with the exact full-batch gradient and BatchNorm statistics (offline/grad_cache.py);
     # memory then scales with this, not with batch_size. None: 64 (CPU) / 400 (CUDA). A value
     # >= batch_size turns gradient caching off (one graph over the whole batch).
     micro_batch_size: int | None = Field(None, ge=2)
-    # Training-time folding of TSConv's linear pairs (issue 15; models/tsconv.py): temporal conv +
+    # Training-time folding of TSConv's linear pairs (models/tsconv.py): temporal conv +
     # average pool as one strided conv, nearest up-sampling + transposed conv as one strided
     # transposed conv. Same parameters, values and gradients; False runs the layers as written
     # (the pre-issue computation, for before/after measurements). Inference folding is separate.
@@ -281,7 +281,7 @@ class RealtimeConfig(_Section):
     # --result-source-id' selects an engine by it when several run on one host.
     result_source_id: str | None = None
     connect_timeout_s: float = Field(10.0, gt=0)
-    # Reliability (issue 11). Which markers are decoded: 'known' = only image ids of the bundle's
+    # Reliability. Which markers are decoded: 'known' = only image ids of the bundle's
     # template bank (others are counted and logged once); 'all' = every marker.
     decode_markers: Literal["known", "all"] = "known"
     # An epoch touching a non-finite or railed sample: 'flag' = decoded, its result carries

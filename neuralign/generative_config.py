@@ -1,4 +1,4 @@
-"""Config sections of the generative decoders (issue 14): FLIG and SMR + ICG, and the retina simulator.
+"""Config sections of the generative decoders: FLIG and SMR + ICG, and the retina simulator.
 
 Defaults are the papers' own values (FLIG: Zhou et al., IEEE TCDS 2023, Appendix B, Natural
 Movie-I column; SMR + ICG: Du et al., AAAI 2020, "Parameter settings"). Where a paper leaves a

@@ -1,4 +1,4 @@
-"""Fidelity bench (issue 13): BrainAE against its own ridge baselines on data it was not tuned to.
+"""Fidelity bench: BrainAE against its own ridge baselines on data it was not tuned to.
 
 For every cell of a robustness matrix (data family x training size x SNR, see
 :mod:`neuralign.offline.simulator.families`) it writes the data in THINGS-EEG2 layout, runs the

@@ -84,7 +84,7 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
     if baselines:
         say("ridge baselines and paired comparisons")
         report["ridge"] = ridge_baselines(prep, return_predictions=True)
-        # the flags of issue 13: metrics where the model is significantly below its ridge baseline
+        # the fidelity flags: metrics where the model is significantly below its ridge baseline
         report["vs_ridge"] = ridge_comparison(evaluator.per_image_quantities(), report["ridge"], prep)
         if "encoding" in report:
             report["encoding_vs_ridge"] = paired_comparison(report["encoding"], report["ridge"]["encoding"])

@@ -50,7 +50,7 @@ def retain_freed_memory() -> bool:
 
     glibc serves blocks above 32 MB with mmap and unmaps them on free, so every micro-batch's
     activations (58 MB at 128 x 40 x 63 x 45) were page-faulted and zeroed anew: measured on this
-    2-core machine (issue 15), a 256-sample step took 21.6 s of CPU in micro-batches of 128 and
+    2-core machine, a 256-sample step took 21.6 s of CPU in micro-batches of 128 and
     8.5 s with mmap off and trimming off (2.6x, most of it system time). Peak RSS is unchanged
     (the memory is reused, not grown); it is just not handed back between steps. A no-op (False)
     off glibc.
@@ -263,7 +263,7 @@ def calibrate_encoding(model, prep: Prepared, device, batch: int) -> dict:
     fitting images; ``gain``: least squares, on the VALIDATION images, of what ``mean + L`` leaves
     unexplained on the decoder's deviations (floored at 0), so the decoder adds only what carries
     over to new images. Why: the decoder alone, trained on a few hundred noisy averages, under-fits
-    the image-specific part a linear map gets in closed form (issue 13: on a noise-free linear
+    the image-specific part a linear map gets in closed form: on a noise-free linear
     component model it explained ~99 % of the variance where ridge explained all) and over-fits the
     rest; ridge gets its intercept and shrinkage from CV. Never sees test data. Returns the
     fitted values and validation MSEs.
@@ -313,7 +313,7 @@ def effective_batch_size(batch_size: int, n_samples: int,
 
     The paper's batch of 800 is ~20 steps per epoch on THINGS-EEG2's 15,800 fitting images; on
     800 images it is ONE step per epoch, so 12 epochs were 12 Adam steps and nothing was learnt
-    (issue 13). Keeping the paper's steps per epoch instead of its batch size leaves the paper's
+   . Keeping the paper's steps per epoch instead of its batch size leaves the paper's
     own setting unchanged. Never below 16 (InfoNCE needs negatives, BatchNorm statistics).
     ``min_steps=1`` (``training.min_steps_per_epoch: 1``) keeps the configured batch.
     """

@@ -10,7 +10,7 @@ from neuralign.errors import UserError
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    """``neuralign bench fidelity`` (issue 13): BrainAE vs ridge on data families it was not
+    """``neuralign bench fidelity``: BrainAE vs ridge on data families it was not
     tuned to."""
     from neuralign.offline.fidelity import format_table, run_from_args
 
@@ -73,7 +73,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    """``neuralign bench soak`` (issue 11): replay + engine + recorder for hours of stream time at
+    """``neuralign bench soak``: replay + engine + recorder for hours of stream time at
     ``--speed`` x; dropped samples, memory start/end, p99 latency first vs last 10 %."""
     import logging
 
@@ -201,7 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_latency)
 
     p = what.add_parser(
-        "soak", help="hours of replay + engine + recorder, faster than real time (issue 11)",
+        "soak", help="hours of replay + engine + recorder, faster than real time",
         description="Loop a recording over LSL at --speed x real time for --hours of stream "
         "time, decode it and record it; report decoded trials, dropped samples (exit code 1 "
         "unless 0), resident memory after warm-up and at the end, and the p99 engine latency "
@@ -244,7 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_field)
 
     p = what.add_parser(
-        "fidelity", help="BrainAE vs ridge on the robustness matrix (issue 13)",
+        "fidelity", help="BrainAE vs ridge on the robustness matrix",
         description="Train BrainAE and ridge on simulated data families (forward model, linear "
         "and nonlinear component models) and compare them with paired bootstrap CIs.",
     )

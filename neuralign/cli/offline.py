@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ensure_simulated(config, data, force=False)
     features = Path(args.features) if args.features else config.features.path
     out = Path(args.out) if args.out else DEFAULT_DATA_DIR / "runs" / config.name
-    if config.model.name in ("flig", "smr_icg"):  # generative decoders (issue 14)
+    if config.model.name in ("flig", "smr_icg"):  # generative decoders
         from neuralign.offline.generative.runs import train_generative
 
         summary = train_generative(config, data, out)
@@ -155,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``neuralign evaluate``: the papers' protocols on a run, headline numbers printed."""
     from neuralign.offline.generative.runs import evaluate_generative, is_generative_run
 
-    if is_generative_run(Path(args.run)):  # FLIG / SMR+ICG: decoding report (issue 14)
+    if is_generative_run(Path(args.run)):  # FLIG / SMR+ICG: decoding report
         rep = evaluate_generative(Path(args.run), Path(args.json) if args.json else None)
         print(json.dumps({k: rep[k] for k in ("decoding", "encoding", "smr", "baselines") if k in rep}, indent=1))
         return 0

@@ -79,7 +79,7 @@ def print_engine_status(engine: Engine, final: bool = False,
           f"{st['gaps']}, reconnects {st['reconnects']}{health_text(st)}")
 
 
-#: health counters named in the status line when non-zero (issue 11: failures never look healthy)
+#: health counters named in the status line when non-zero (failures never look healthy)
 _HEALTH_WORDS = {"non_finite_samples": "non-finite samples", "railed_samples": "railed samples",
                  "flagged_epochs": "flagged epochs", "bad_epochs_dropped": "bad epochs dropped",
                  "gap_epochs_dropped": "epochs across gaps dropped",

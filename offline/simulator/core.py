@@ -198,7 +198,7 @@ def simulate(
     ``events_{training,test}.csv``, ``preprocessed_eeg_{training,test}.npy`` (THINGS-EEG2 layout,
     not noise-normalized; the same file names for MEG/MUA) and ``simulation.json``.
     """
-    if cfg.modality == "retina":  # still images -> spike counts, paired.npz (issue 14)
+    if cfg.modality == "retina":  # still images -> spike counts, paired.npz
         from neuralign.offline.simulator.retina import simulate_retina
 
         return simulate_retina(cfg.retina, out_dir, seed=cfg.seed)

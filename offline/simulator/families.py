@@ -1,4 +1,4 @@
-"""Data families for the fidelity bench (issue 13), written in the THINGS-EEG2 layout.
+"""Data families for the fidelity bench, written in the THINGS-EEG2 layout.
 
 Each family goes through the exact user path (``neuralign train --config things_eeg2 --data D
 --features F.npz``), so a model is judged on data it was not tuned to:
