@@ -261,6 +261,17 @@ class ClockConfig(_Section):
     drift_min_span_s: float = Field(20.0, gt=0)
 
 
+class SchedulingConfig(_Section):
+    """Priorities of the engine's threads (neuralign.realtime.scheduling): 'normal' changes
+    nothing; 'high' (nice -10) and 'realtime' (SCHED_FIFO) need CAP_SYS_NICE or an rtprio limit
+    and fall back to normal, with one warning, where the OS refuses them."""
+
+    priority: Literal["normal", "high", "realtime"] = "normal"
+    rt_priority: int = Field(10, ge=1, le=99)
+    cpus: list[int] | None = None  # pin the acquisition/processing/inference threads here
+    background_nice: int = Field(10, ge=0, le=19)  # the image generator's thread, always
+
+
 class RealtimeConfig(_Section):
     # defaults of 'neuralign run --source / --markers' (same spellings, e.g. lsl:EEG)
     source: str | None = None
@@ -305,6 +316,13 @@ class RealtimeConfig(_Section):
     # markers arriving this much later after their stamps than data samples do: the marker
     # stream's clock runs behind the data's (reported and warned)
     marker_max_lag_s: float = Field(0.25, gt=0)
+    # thread priorities and CPU pinning of the engine (see SchedulingConfig)
+    scheduling: SchedulingConfig = SchedulingConfig()
+    # after start-up, move every object alive into the collector's permanent generation
+    # (gc.freeze, microseconds): the engine's steady state allocates little, and the
+    # collections it still triggers no longer walk the model's, the bundle's and the
+    # libraries' objects (a full collection of them took ~130 ms)
+    gc_freeze: bool = True
 
 
 class Config(_Section):

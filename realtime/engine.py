@@ -17,6 +17,7 @@ viewer queue and the processed buffer, and asks for reconstructions through
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from neuralign.bundle import Bundle
 from neuralign.config import RealtimeConfig
 from neuralign.errors import UserError
+from neuralign.realtime import scheduling
 from neuralign.realtime.batcher import BatchPolicy
 from neuralign.realtime.decisions import Decider, Reconstruction, Result
 from neuralign.realtime.epocher import Epoch, Epocher, EpochWindow
@@ -41,6 +43,7 @@ from neuralign.realtime.lsl_io import local_clock
 from neuralign.realtime.outputs import ResultOutlet, ViewerQueue
 from neuralign.realtime.pipeline import Pipeline
 from neuralign.realtime.scale_check import ScaleCheck
+from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
 from neuralign.realtime.sources.base import Source
 
 if TYPE_CHECKING:
@@ -148,6 +151,7 @@ class Engine:
         self._masked: list[int] = []  # replaced (never mutated) by request_reconstruction
         self.last_reconstruction: Reconstruction | None = None
         self.error: BaseException | None = None
+        self._froze = False  # start() moved the live objects into gc's permanent generation
         # the bundle's generator (None without one): images of decoded epochs, in its own thread
         self.generation = GeneratorWorker.for_bundle(bundle, device)
 
@@ -170,8 +174,18 @@ class Engine:
             raise UserError("--fill-missing: the streams lack different channels; one engine "
                             "fills the same channels in every stream")
         self.decider = Decider(self.decoder, self.pipeline.missing)
+        policy = SchedulingPolicy.from_config(self.cfg.scheduling)
         for src in self.sources:
+            src.scheduling = policy
             src.start()
+        if self.generation is not None:
+            self.generation.scheduling = policy
+        if self.cfg.gc_freeze:  # everything alive now (model, bundle, libraries) is permanent
+            # no gc.collect() first: a full collection here takes ~130 ms with torch and mne
+            # loaded and holds the GIL, stalling every thread of the process (a replayer in it
+            # too) just as the stream starts; freezing alone takes microseconds
+            gc.freeze()
+            self._froze = True
         self._stop.clear()
         for target, name in ((self._process_loop, "process"), (self._inference_loop, "infer")):
             t = threading.Thread(target=self._guard(target), name=f"neuralign-{name}", daemon=True)
@@ -205,6 +219,8 @@ class Engine:
 
     def _guard(self, fn):
         def run():
+            apply_to_current_thread("critical",
+                                    SchedulingPolicy.from_config(self.cfg.scheduling))
             try:
                 fn()
             except BaseException as exc:  # surfaced by the CLI; never silently lost
@@ -217,15 +233,32 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        for t in self._threads:
+        threads, self._threads = self._threads, []
+        for t in threads:
             t.join(timeout=5)
-        self._threads = []
-        if self.generation is not None:
-            self.generation.stop()
         for src in self.sources:
             src.stop()
+        if threads and self.error is None and not any(t.is_alive() for t in threads):
+            self._flush()
+        if self.generation is not None:
+            self.generation.stop()
         if self.recorder is not None:
             self.recorder.close()
+        if self._froze:  # this engine's objects may be collected again once unreferenced
+            gc.unfreeze()
+            self._froze = False
+
+    def _flush(self) -> None:
+        """After the threads and sources stopped: process what arrived since the last pass
+        (the sources wake the engine every few milliseconds, not per sample), so the recording
+        and the results hold every sample and every complete epoch received."""
+        cut: list[Epoch] = []
+        for lane in self.lanes:
+            self._process_lane(lane, cut)
+        cap = self.policy.capacity
+        with self._infer_lock:
+            for i in range(0, len(cut), cap):
+                self._run_batch(cut[i:i + cap])
 
     def __enter__(self) -> Engine:
         self.start()
@@ -330,6 +363,7 @@ class Engine:
             ep.stream = lane.stream
             self._stamp_chunk(lane, ep)
             cut.append(ep)
+        src.wake_at = epocher.samples_needed()  # the source wakes us when these are in
         return epocher.seconds_until_next_ready()
 
     def _put_ready(self, ep: Epoch) -> None:
@@ -483,6 +517,7 @@ class Engine:
                "connected": all(h.healthy for h in hs),
                "data_connected": all(h.connected and not h.failing for h in hs),
                "lost_in_engine": self.n_lost_samples, "health": self.health_snapshot(),
+               "threads": scheduling.applied(),
                "error": None if self.error is None else repr(self.error)}
         out["markers_connected"] = out["health"]["markers_connected"]
         if len(self.lanes) > 1:

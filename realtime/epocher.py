@@ -299,6 +299,15 @@ class Epocher:
         self._pending = keep
         return out
 
+    def samples_needed(self) -> int | None:
+        """Input samples (a count from the first) that complete the next queued epoch: the
+        engine's source hands the samples over at the latest when this many are settled
+        (None: no epoch queued; a sliding window counts as queued from its start)."""
+        ends = [self.last_input_index(p.onset_index) + 1 for p in self._pending]
+        if self.sliding_hop and self._next_window is not None:
+            ends.append(self.last_input_index(self._next_window) + 1)
+        return min(ends) if ends else None
+
     def seconds_until_next_ready(self) -> float | None:
         """Stream time until the next queued epoch's window is complete (None: none queued).
 

@@ -23,6 +23,7 @@ import torch
 
 from neuralign.bundle import Bundle
 from neuralign.realtime.decisions import Generated, Result
+from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class GeneratorWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # start/stop only
+        #: the thread's niceness comes from here (background: never ahead of an epoch)
+        self.scheduling = SchedulingPolicy()
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, device: str | torch.device = "auto") -> GeneratorWorker | None:
@@ -104,6 +107,7 @@ class GeneratorWorker:
             t.join(timeout=timeout)
 
     def _loop(self) -> None:
+        apply_to_current_thread("background", self.scheduling)
         while True:
             try:
                 ids, z = self._pending.get(timeout=0.05)

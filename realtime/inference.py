@@ -14,6 +14,12 @@ Shapes: every call runs on one of a few preallocated batch shapes (``buckets``, 
 not depend on the load; on CPU the buckets are 1, 2, 4 ... ``batch_size`` and a batch runs on the
 smallest that holds it, so no compute is spent on zero padding. Padding rows never influence the
 real rows (eval-mode BatchNorm, per-sample convolutions), so the bucket does not change results.
+
+On CUDA the forward, the normalisation and the top-k of that one shape are captured once as a
+CUDA graph (``cuda_graph``): a call is then one host-to-device copy into the graph's static
+input, one replay and one copy back, with no per-kernel launch overhead or allocator work from
+Python, so its time does not depend on how busy the CPU is. Capture falls back to eager calls
+(logged) when the model cannot be captured.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ class Decoder:
     def __init__(self, bundle: Bundle, batch_size: int = 8, top_k: int = 5,
                  device: str | torch.device = "auto", torch_threads: int | None = 1,
                  compile: bool = False, fold: bool = True,
-                 buckets: Sequence[int] | None = None):
+                 buckets: Sequence[int] | None = None, cuda_graph: bool = True):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -79,6 +85,37 @@ class Decoder:
             self._hosts = {b: h.pin_memory() for b, h in self._hosts.items()}
         self.bucket_counts = dict.fromkeys(self.buckets, 0)  # calls per shape (instrumentation)
         self.warmup()
+        #: (graph, static input, static outputs) of the full batch shape on CUDA, else None
+        self._graph: tuple | None = None
+        if cuda_graph and self.device.type == "cuda" and not compile:
+            self._graph = self._capture()
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Calls replay a captured CUDA graph (CUDA only)."""
+        return self._graph is not None
+
+    def _capture(self) -> tuple | None:
+        """Capture the full-shape forward as a CUDA graph (None, logged, if it cannot be)."""
+        try:
+            with torch.inference_mode():
+                static_in = torch.zeros(self.shape, device=self.device)
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up on a side stream, as capture requires
+                    for _ in range(3):
+                        self._forward(static_in)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static_out = self._forward(static_in)
+            graph.replay()
+            torch.cuda.synchronize()
+        except Exception as exc:  # an op that cannot be captured: eager calls, same results
+            log.warning("CUDA graph capture failed (%r); running the model eagerly", exc)
+            return None
+        log.info("decoder: batch shape %s captured as a CUDA graph", self.shape)
+        return graph, static_in, static_out
 
     @property
     def _host(self) -> torch.Tensor:
@@ -91,13 +128,21 @@ class Decoder:
             for _ in range(n):
                 self._run(host)
 
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = torch.nn.functional.normalize(self.model.encode_brain(x), dim=-1)
+        scores, idx = (z @ self.bank.T).topk(self.top_k, dim=1)
+        return z, scores, idx
+
     @torch.inference_mode()
     def _run(self, host: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = host.to(self.device, non_blocking=True)
-        z = torch.nn.functional.normalize(self.model.encode_brain(x), dim=-1)
-        sim = z @ self.bank.T
-        scores, idx = sim.topk(self.top_k, dim=1)
-        return z.cpu(), scores.cpu(), idx.cpu()
+        graph = getattr(self, "_graph", None)
+        if graph is not None and host.shape == graph[1].shape:
+            g, static_in, out = graph
+            static_in.copy_(host, non_blocking=True)
+            g.replay()
+        else:
+            out = self._forward(host.to(self.device, non_blocking=True))
+        return tuple(t.cpu() for t in out)
 
     def decode(self, epochs: list[np.ndarray]) -> list[Decoded]:
         """Decode up to ``batch_size`` epochs (C, T) in one call on the smallest bucket."""

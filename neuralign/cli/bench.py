@@ -47,11 +47,13 @@ def cmd_latency(args: argparse.Namespace) -> int:
     else:
         bundle, raw = _bundle_and_recording(args)
     rt = RealtimeConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
-                        chunk_size=args.chunk_size, torch_threads=args.torch_threads)
+                        chunk_size=args.chunk_size, torch_threads=args.torch_threads,
+                        scheduling={"priority": args.priority, "cpus": args.cpus},
+                        gc_freeze=not args.no_gc_freeze)
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
                       chunk_size=args.chunk_size, warmup_s=args.warmup,
                       baseline=not (args.no_baseline or args.mua), realtime=rt,
-                      device=args.device, tail_fraction=args.tail_fraction)
+                      device=args.device, tail_fraction=args.tail_fraction, stamps=args.stamps)
     if not 0 < args.tail_fraction <= 1:
         raise UserError("--tail-fraction must be in (0, 1]")
     if args.sweep:
@@ -173,6 +175,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds to stream; a shorter recording loops (default %(default)s)")
     p.add_argument("--chunk-size", type=int, default=1,
                    help="samples per pushed chunk (default %(default)s)")
+    p.add_argument("--stamps", choices=["nominal", "push"], default="nominal",
+                   help="the producer's stamps: sample k at t0 + k/sfreq (a hardware-clocked "
+                   "sender), or 'push': stamped by liblsl when each chunk is pushed, as device "
+                   "apps do (default %(default)s)")
     p.add_argument("--streams", type=int, default=1,
                    help="concurrent streams decoded by one engine (default %(default)s)")
     p.add_argument("--warmup", type=float, default=3.0,
@@ -193,6 +199,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine torch threads (default %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="engine device (default %(default)s)")
+    p.add_argument("--priority", default="normal", choices=["normal", "high", "realtime"],
+                   help="the engine's acquisition, processing and inference threads: 'high' = "
+                   "nice -10, 'realtime' = SCHED_FIFO (both need CAP_SYS_NICE or an rtprio limit; "
+                   "refused: normal, reported; default %(default)s)")
+    p.add_argument("--cpus", type=lambda v: [int(c) for c in v.split(",")], default=None,
+                   help="pin those threads to these CPUs, e.g. 1 or 0,1 (default: any)")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="do not gc.freeze() the engine's start-up objects (to measure its effect)")
     p.add_argument("--tail-fraction", type=float, default=0.01,
                    help="the slowest share of epochs the tail breakdown explains (GC pauses, "
                    "stage over its median, waiting; default %(default)s)")

@@ -79,7 +79,7 @@ RUN_FLAGS = {"source": "realtime.source", "markers": "realtime.markers",
              "torch_threads": "realtime.torch_threads",
              "result_name": "realtime.result_stream_name",
              "result_source_id": "realtime.result_source_id", "units": "realtime.units",
-             "clock_sync": "realtime.clock_sync"}
+             "clock_sync": "realtime.clock_sync", "priority": "realtime.scheduling.priority"}
 
 
 def _stop_on_sigterm() -> None:
@@ -301,6 +301,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-missing", action="store_true", default=None,
                    help="reconstruct a few missing channels with the model instead of refusing "
                    "(realtime.fill_missing)")
+    p.add_argument("--priority", choices=("normal", "high", "realtime"),
+                   help="the engine's acquisition, processing and inference threads: high = "
+                   "nice -10, realtime = SCHED_FIFO; both need CAP_SYS_NICE or an rtprio limit "
+                   "and fall back to normal with a warning (realtime.scheduling.priority, "
+                   "default normal; docs/latency_tail.md has the measured effect)")
     p.add_argument("--clock-sync", choices=("auto", "lsl", "none"),
                    help="LSL clock synchronisation of the data and marker streams: auto = only "
                    "for streams from another host (default), lsl = always, none = never "

@@ -48,6 +48,11 @@ class ProducerSpec:
     labels: list[str] = field(default_factory=list)  # synthetic mode: marker values, cycled
     ch_names: list[str] = field(default_factory=list)  # synthetic mode
     ch_type: str = "eeg"
+    #: ``nominal``: sample k stamped t0 + k / sfreq (a hardware-clocked sender); ``push``: no
+    #: stamp given, so liblsl stamps each chunk's last sample with local_clock() at the push and
+    #: back-dates the others at the nominal rate (what device apps do: the jitter of every push
+    #: lands in the stamps)
+    stamps: str = "nominal"
 
 
 def _load_producer_data(spec: ProducerSpec) -> tuple[np.ndarray, float, list[str], list[str],
@@ -73,9 +78,10 @@ def _load_producer_data(spec: ProducerSpec) -> tuple[np.ndarray, float, list[str
 
 
 def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
-    """Push the data through real LSL at real time with honest stamps: sample k is stamped
-    t0 + k / sfreq and sent when its chunk's last sample is due (never early); each marker is
-    pushed with its onset sample's stamp before the chunk holding that sample."""
+    """Push the data through real LSL at real time: a chunk is sent when its last sample is due
+    (never early); sample k is stamped t0 + k / sfreq (``stamps='nominal'``) or by liblsl at the
+    push (``'push'``); each marker is pushed before the chunk holding its onset sample, stamped
+    with that sample's due time (a presenter stamps the stimulus, not the data's arrival)."""
     from neuralign.realtime.lsl_io import local_clock, make_outlet
 
     data, sfreq, names, types, events = _load_producer_data(spec)
@@ -95,6 +101,7 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
     n_markers = 0
     marker_samples: list[int] = []
     t0 = local_clock() + 0.05
+    at_push = spec.stamps == "push"
     k = 0
     while k < total and not stop.is_set():
         b = min(k + spec.chunk_size, total, (k // n_pass + 1) * n_pass)
@@ -111,12 +118,19 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
                 n_markers += 1
                 marker_samples.append(int(base + s))
         rows = data[k - base : b - base]
-        stamps = [t0 + i / sfreq for i in range(k, b)]
-        for o in outlets:
-            if b - k == 1:
-                o.push_sample(rows[0], stamps[0])
-            else:
-                o.push_chunk(rows, stamps)
+        if at_push:  # liblsl stamps it now (local_clock), like a device app
+            for o in outlets:
+                if b - k == 1:
+                    o.push_sample(rows[0])
+                else:
+                    o.push_chunk(rows)
+        else:
+            stamps = [t0 + i / sfreq for i in range(k, b)]
+            for o in outlets:
+                if b - k == 1:
+                    o.push_sample(rows[0], stamps[0])
+                else:
+                    o.push_chunk(rows, stamps)
         late.append(local_clock() - due)
         k = b
     summary = {"t0": t0, "sfreq": sfreq, "n_sent": k, "n_channels": data.shape[1],

@@ -30,6 +30,7 @@ import numpy as np
 
 from neuralign.bundle import Bundle, load_bundle
 from neuralign.config import RealtimeConfig
+from neuralign.realtime import scheduling
 from neuralign.realtime.bench.gcwatch import GcWatch
 from neuralign.realtime.bench.procs import (
     ConsumerSpec,
@@ -69,6 +70,7 @@ class BenchConfig:
     realtime: RealtimeConfig | None = None
     device: str = "auto"
     tail_fraction: float = 0.01  # the slowest share of epochs the tail breakdown explains
+    stamps: str = "nominal"  # the producer's stamps: 'nominal' (t0 + k/sfreq) or 'push'
 
 
 def machine_info() -> dict[str, Any]:
@@ -185,7 +187,8 @@ def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
                          raw_path=cfg.raw_path, soa_s=cfg.soa_s, sfreq=1000.0,
                          n_channels=cfg.n_channels or len(bundle.ch_names),
                          labels=bundle.template_ids, ch_names=bundle.ch_names,
-                         ch_type=(bundle.manifest.channels.types or ["eeg"])[0])
+                         ch_type=(bundle.manifest.channels.types or ["eeg"])[0],
+                         stamps=cfg.stamps)
     go = ctx.Event()
     procs: list[_Proc] = []
     engine = None
@@ -338,6 +341,7 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
         e2e = [1e3 * (recv - r.last_sample_timestamp) for r, recv in rs]
         keep = [(r, v) for (r, _), v in zip(rs, e2e) if r.last_sample_timestamp >= t_count]
         samples[label] = [v for _, v in keep]
+        by_minute = _per_minute([(r.last_sample_timestamp - t_count, v) for r, v in keep])
         n_exp = n_expected if label == "neuralign" else n_expected // cfg.streams
         ent: dict[str, Any] = {
             "n_decoded": len(rs), "n_counted": len(keep),
@@ -352,6 +356,9 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
                 [r for r, _ in rs]).summary(),
             "cpu_fraction_of_one_core": cpu.get("engine" if label == "neuralign" else label),
         }
+        if len(by_minute) >= 2:  # does the tail drift over a long run?
+            ent["end_to_end_by_minute_ms"] = by_minute
+            ent["p99_last_over_first_minute"] = by_minute[-1]["p99"] / by_minute[0]["p99"]
         if label == "naive":
             ent["stages_ms"] = {k: summarize([r.stages_ms[k] for r, _ in keep
                                               if k in r.stages_ms])
@@ -388,13 +395,16 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
         "config": {"bundle": str(cfg.bundle_dir), "raw": str(cfg.raw_path) if cfg.raw_path
                    else None, "duration_s": cfg.duration_s, "streams": cfg.streams,
                    "chunk_size": cfg.chunk_size, "warmup_s": cfg.warmup_s,
+                   "stamps": cfg.stamps,
                    "input_channels": prod["n_channels"], "input_sfreq": sfreq,
                    "model_sfreq": bundle.manifest.sfreq,
                    "model_n_times": bundle.manifest.epoch.n_times,
                    "epoch_window_s": [bundle.manifest.epoch.tmin, tmax],
                    "realtime": rt.model_dump(mode="json"),
                    "device": engine.decoder.device.type,
+                   "threads": scheduling.applied(),
                    "decoder": {"folded": engine.decoder.folded,
+                               "cuda_graph": engine.decoder.cuda_graph,
                                "buckets": engine.decoder.buckets}},
         "machine": machine, "versions": versions(),
         "pipelines": pipelines,
@@ -409,6 +419,20 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
     res["_samples"] = {**samples, "transport": transport, **{f"stage:{k}": v for k, v in
                                                             stage_rows.items() if v}}
     return res
+
+
+def _per_minute(rows: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Latency summaries per whole minute of counted stream time (an incomplete last minute
+    is left out: a few epochs would make its p99 noise)."""
+    if not rows:
+        return []
+    n_min = int(max(t for t, _ in rows) // 60.0)
+    out = []
+    for m in range(n_min):
+        vals = [v for t, v in rows if m * 60.0 <= t < (m + 1) * 60.0]
+        if vals:
+            out.append({"minute": m + 1, "n": len(vals), **summarize(vals)})
+    return out
 
 
 def plot_report(res: dict[str, Any], out: Path) -> Path:
@@ -453,11 +477,13 @@ def format_report(res: dict[str, Any]) -> str:
     """The human-readable table ``neuralign bench latency`` prints."""
     c = res["config"]
     lines = [f"{c['streams']} stream(s) x {c['input_channels']} ch @ {c['input_sfreq']:g} Hz in "
-             f"chunks of {c['chunk_size']}; model {c['model_sfreq']:g} Hz x "
+             f"chunks of {c['chunk_size']}, stamped {c.get('stamps', 'nominal')}; model {c['model_sfreq']:g} Hz x "
              f"{c['model_n_times']}; {c['duration_s']:g} s (first {c['warmup_s']:g} s not "
              f"counted); load average {res['machine']['load_average'][0]:.1f} -> "
              f"{res['machine'].get('load_average_end', [float('nan')])[0]:.1f} on "
-             f"{res['machine']['cpu_count']} cores",
+             f"{res['machine']['cpu_count']} cores; threads: "
+             f"{c['realtime']['scheduling']['priority']}, gc freeze "
+             f"{'on' if c['realtime']['gc_freeze'] else 'off'}",
              f"{'':34s} {'p50':>7s} {'p95':>7s} {'p99':>7s} {'max':>7s}  (ms)"]
 
     def row(name: str, s: dict) -> None:
@@ -477,6 +503,12 @@ def format_report(res: dict[str, Any]) -> str:
     for k in ("folded", "as_built"):
         if k in res["floor"].get("forward_ms", {}):
             row(f"floor: model forward, batch 1, {k}", res["floor"]["forward_ms"][k])
+    for label, p in res["pipelines"].items():
+        mins = p.get("end_to_end_by_minute_ms")
+        if mins:
+            lines.append(f"{label} p99 by minute (ms): "
+                         + " ".join(f"{m['p99']:.1f}" for m in mins)
+                         + f"  (last / first {p['p99_last_over_first_minute']:.2f})")
     if "ratio_naive_over_neuralign" in res:
         r = res["ratio_naive_over_neuralign"]
         lines.append(f"naive / neuralign: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x")

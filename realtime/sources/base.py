@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from neuralign.realtime.clock import (
 )
 from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.ringbuffer import RingBuffer
+from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -36,6 +38,10 @@ _rl = RateLimitedLog(log)
 MAX_EVENTS = 500
 #: markers waiting for the engine, at most (the oldest are dropped beyond)
 MAX_MARKERS = 100000
+#: Longest a listener waits for new samples when none of them completes an epoch: the viewer's
+#: display and the filters' state stay this fresh, and the catch-up work at an epoch's last
+#: sample stays a few samples long.
+NOTIFY_PERIOD_S = 0.02
 
 
 @dataclass
@@ -160,15 +166,41 @@ class Source(ABC):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._listeners: list[threading.Event] = []
+        #: the sample count a listener is waiting for (the engine: the last sample of the next
+        #: epoch, + 1); None: no epoch pending. Written by the listener, read here.
+        self.wake_at: int | None = None
+        #: listeners are woken at least this often while samples arrive (see NOTIFY_PERIOD_S)
+        self.notify_period_s = NOTIFY_PERIOD_S
+        self._last_notify = 0.0
+        self._notified_upto = 0  # samples written when the listeners were last woken
+        #: the acquisition thread's priority (the engine sets it; None: left as it is)
+        self.scheduling: SchedulingPolicy | None = None
 
     def add_listener(self, event: threading.Event) -> None:
-        """Set ``event`` whenever samples or markers arrive: consumers wake on data instead of
-        polling (the engine's processing thread waits on one event shared by its sources)."""
+        """Set ``event`` when markers arrive, when the sample a listener waits for
+        (:attr:`wake_at`) is settled, and every :attr:`notify_period_s` while samples arrive:
+        consumers wake on data instead of polling, but not once per sample (a 1 kHz stream in
+        1-sample chunks would wake the engine 1000 times a second for nothing)."""
         self._listeners.append(event)
 
     def _notify(self) -> None:
+        self._last_notify = time.monotonic()
+        self._notified_upto = self.buffer.n_written if self.buffer is not None else 0
         for ev in self._listeners:
             ev.set()
+
+    def _samples_due(self) -> bool:
+        """Do the samples written so far call for waking the listeners?"""
+        w = self.wake_at
+        if w is not None and self.timeline is not None and self.timeline.settled >= w:
+            return True
+        return time.monotonic() - self._last_notify >= self.notify_period_s
+
+    def samples_wanted(self) -> int | None:
+        """Samples still to arrive before the one a listener waits for (None: no such sample):
+        an acquisition step may wait for that many, and no more, before it returns."""
+        w = self.wake_at
+        return None if w is None or self.buffer is None else w - self.buffer.n_written
 
     # --- subclass API ------------------------------------------------------------------------
     @abstractmethod
@@ -248,12 +280,14 @@ class Source(ABC):
         self._thread.start()
 
     def _run(self) -> None:
+        if self.scheduling is not None:
+            apply_to_current_thread("critical", self.scheduling)
         while not self._stop.is_set():
             try:
-                n_before = self.buffer.n_written if self.buffer is not None else 0
                 self._acquire_once()
                 if self.markers or (self.buffer is not None
-                                    and self.buffer.n_written != n_before):
+                                    and self.buffer.n_written != self._notified_upto
+                                    and self._samples_due()):
                     self._notify()
             except Exception as exc:  # keep acquiring; report (never silently)
                 h = self.health

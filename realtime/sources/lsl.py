@@ -65,6 +65,10 @@ _rl = RateLimitedLog(log)
 
 #: Per-call wait of a pull: bounds the acquisition loop's latency and its reaction to stop().
 PULL_WAIT_S = 0.005
+#: While no epoch's last sample is among the next ones, a pull waits for this much signal
+#: (at most PULL_WAIT_S): the thread wakes ~200 times a second, not once per sample. The pull
+#: that brings an epoch's last sample waits for exactly that sample, so the epoch is not late.
+PULL_BATCH_S = 0.005
 #: Inlet transmission chunk (samples). Small so the sender's chunking cannot add lag (0 would
 #: inherit the sender's chunk size; a 1200-sample sender chunk once caused 20 s of lag).
 MAX_CHUNKLEN = 32
@@ -416,8 +420,8 @@ class LSLSource(Source):
             return
         try:
             samples, ts = self._inlet.pull_chunk(timeout=PULL_WAIT_S, max_samples=self.max_pull,
-                                                 dest_obj=self._pull_buf, min_samples=1,
-                                                 as_numpy=True)
+                                                 dest_obj=self._pull_buf,
+                                                 min_samples=self._pull_min(), as_numpy=True)
         except LostError:
             self._mark_lost("stream lost")
             return
@@ -437,6 +441,13 @@ class LSLSource(Source):
         data = samples.T if self._scale is None else samples.T * self._scale
         self._write(data, ts, arrival=local_clock())
         self.health.n_received += n
+
+    def _pull_min(self) -> int:
+        """Samples the next pull waits for: a batch of :data:`PULL_BATCH_S`, but never past the
+        sample the engine waits for (it is handed over the moment it arrives)."""
+        batch = max(1, min(self.max_pull, int(PULL_BATCH_S * self._sfreq)))
+        wanted = self.samples_wanted()
+        return batch if wanted is None else max(1, min(batch, wanted))
 
     def _check_stall(self) -> None:
         """No data for a while: find out whether the sender is gone (then reconnect) or paused."""

@@ -19,6 +19,12 @@ def test_bench_latency_json_has_every_field(bench_latency_run):
                 "ratio_naive_over_neuralign", "tail"):
         assert key in res, key
     assert res["config"]["streams"] == 2 and res["config"]["chunk_size"] == 2
+    assert res["config"]["stamps"] == "push"
+    assert res["config"]["realtime"]["scheduling"]["priority"] == "high"
+    threads = res["config"]["threads"]  # what the OS accepted for each engine thread
+    for name in ("neuralign-process", "neuralign-infer"):
+        assert threads[name] == "nice -10" or "refused" in threads[name], threads
+    assert res["config"]["decoder"]["cuda_graph"] is False  # CPU here
     assert res["versions"]["torch"] and res["machine"]["cpu_count"] >= 1
     assert len(res["machine"]["load_average"]) == 3
     neur, naive = res["pipelines"]["neuralign"], res["pipelines"]["naive"]
@@ -40,3 +46,13 @@ def test_bench_latency_json_has_every_field(bench_latency_run):
         _finite_summary(res["floor"]["forward_ms"][k])
     assert all(math.isfinite(v) and v > 0 for v in res["ratio_naive_over_neuralign"].values())
     assert png.stat().st_size > 1000
+
+
+def test_latency_by_minute_leaves_out_the_incomplete_last_minute():
+    from neuralign.realtime.bench.run import _per_minute
+
+    rows = [(t, 1.0 + (t >= 60)) for t in range(0, 150)]  # 2.5 minutes, slower from minute 2
+    mins = _per_minute(rows)
+    assert [m["minute"] for m in mins] == [1, 2]
+    assert mins[0]["n"] == 60 and mins[0]["p99"] == 1.0 and mins[1]["p99"] == 2.0
+    assert _per_minute([]) == []

@@ -101,6 +101,27 @@ def test_a_marker_becomes_an_epoch_once_its_window_is_filtered():
     assert s.epocher.ready_epochs() == []  # each epoch once
 
 
+def test_samples_needed_names_the_count_that_completes_the_next_epoch():
+    s = Stream()
+    assert s.epocher.samples_needed() is None  # nothing queued: the source wakes us anyway
+    s.epocher.add_markers([Marker(timestamp=float(ts_of(230)), value="late"),
+                           Marker(timestamp=float(ts_of(200)), value="early")])
+    s.advance_to(240)
+    assert s.epocher.ready_epochs() == []  # both placed, neither window complete
+    assert s.epocher.samples_needed() == 250  # the earlier onset's last sample is input 249
+    s.advance_to(260)
+    assert [e.label for e in s.epocher.ready_epochs()] == ["early"]
+    assert s.epocher.samples_needed() == 280
+
+
+def test_samples_needed_of_sliding_windows_is_the_next_window_end():
+    s = Stream(sliding_hop_s=0.2)
+    s.advance_to(100)
+    s.epocher.ready_epochs()
+    # windows start every 20 inputs (0, 20, ...) and end 50 later; 60's window needs 0..109
+    assert s.epocher.samples_needed() == 110
+
+
 def test_baseline_is_removed():
     s = Stream(baseline=(-0.1, 0.0))
     s.epocher.add_markers([Marker(timestamp=float(ts_of(100)), value="b")])

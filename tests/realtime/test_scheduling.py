@@ -1,0 +1,101 @@
+"""Thread priorities: what the OS accepts is applied to the calling thread and reported; what it
+refuses is reported too, and the thread runs on. Checked against the kernel's own view of each
+thread (``os.getpriority`` / ``os.sched_getscheduler`` on its native id)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+import pytest
+from pydantic import ValidationError
+
+from neuralign.config import RealtimeConfig
+from neuralign.realtime import scheduling
+from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
+
+linux = pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux scheduling")
+
+
+def _in_thread(fn, name: str):
+    """Run ``fn`` in a new thread named ``name``; return its result."""
+    out = {}
+
+    def run():
+        out["v"] = fn()
+
+    t = threading.Thread(target=run, name=name)
+    t.start()
+    t.join(10)
+    return out["v"]
+
+
+@linux
+def test_background_thread_gets_a_higher_niceness():
+    def work():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        what = apply_to_current_thread("background", SchedulingPolicy(background_nice=7))
+        return before, os.getpriority(os.PRIO_PROCESS, tid), what
+
+    before, after, what = _in_thread(work, "test-background")
+    assert after == min(19, before + 7) and what == "nice +7"
+    assert scheduling.applied()["test-background"] == "nice +7"
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # only it
+
+
+@linux
+def test_realtime_priority_is_applied_or_reported_as_refused():
+    def work():
+        what = apply_to_current_thread("critical", SchedulingPolicy(priority="realtime",
+                                                                    rt_priority=5))
+        return what, os.sched_getscheduler(threading.get_native_id())
+
+    what, policy = _in_thread(work, "test-critical")
+    if "refused" in what:  # no CAP_SYS_NICE / rtprio limit here: normal scheduling, said so
+        assert policy == os.SCHED_OTHER
+    else:
+        assert what == "SCHED_FIFO 5" and policy == os.SCHED_FIFO
+    assert scheduling.applied()["test-critical"] == what
+
+
+@linux
+def test_normal_priority_changes_nothing():
+    def work():
+        tid = threading.get_native_id()
+        before = (os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid))
+        what = apply_to_current_thread("critical", SchedulingPolicy())
+        return before, (os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)), what
+
+    before, after, what = _in_thread(work, "test-normal")
+    assert before == after and what == "normal"
+
+
+def test_scheduling_config_is_validated():
+    cfg = RealtimeConfig(scheduling={"priority": "high", "cpus": [0]})
+    assert SchedulingPolicy.from_config(cfg.scheduling) == SchedulingPolicy("high", 10, (0,), 10)
+    with pytest.raises(ValidationError, match="priority"):
+        RealtimeConfig(scheduling={"priority": "urgent"})
+    with pytest.raises(ValidationError, match="rt_priority"):
+        RealtimeConfig(scheduling={"rt_priority": 100})
+
+
+def test_engine_freezes_startup_objects_and_unfreezes_at_stop(tiny_bundle):
+    from neuralign.bundle import load_bundle
+    from neuralign.realtime.engine import Engine
+    from neuralign.realtime.sources.file import FileSource
+
+    bundle_dir, data = tiny_bundle
+    src = FileSource(data / "sim_test_raw.fif", speed=1.0, chunk_size=10)
+    engine = Engine(load_bundle(bundle_dir), src, RealtimeConfig(), publish_lsl=False)
+    assert gc.get_freeze_count() == 0
+    engine.start()
+    try:
+        assert gc.get_freeze_count() > 10000  # the model, the bundle, the libraries
+        names = {t.name for t in threading.enumerate()}
+        assert {"neuralign-process", "neuralign-infer"} <= names
+        assert scheduling.applied()["neuralign-process"] == "normal"
+    finally:
+        engine.stop()
+    assert gc.get_freeze_count() == 0

@@ -1,0 +1,149 @@
+"""When a source wakes its listener (the engine): at the sample an epoch waits for, when markers
+arrive, and every few milliseconds otherwise - never once per sample. Real pylsl outlets on
+loopback, 1-sample pushes as a 1 kHz device app makes them."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from neuralign.realtime.lsl_io import local_clock, make_outlet
+from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+
+SFREQ = 1000.0
+
+
+class _Pusher:
+    """Pushes 1-sample chunks at SFREQ, stamped by liblsl at the push (a device app)."""
+
+    def __init__(self, sid: str, n_ch: int = 4):
+        self.outlet = make_outlet(f"wake-{sid[:6]}", "EEG", [f"C{i}" for i in range(n_ch)],
+                                  SFREQ, sid)
+        self.n_ch, self.n_sent = n_ch, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0 = local_clock()
+        while not self._stop.is_set():
+            due = t0 + self.n_sent / SFREQ
+            delay = due - local_clock()
+            if delay > 0:
+                time.sleep(delay)
+            self.outlet.push_sample(np.full(self.n_ch, self.n_sent, np.float32))
+            self.n_sent += 1
+
+    def __enter__(self) -> _Pusher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _count_wakes(src: LSLSource, seconds: float) -> tuple[int, list[int]]:
+    """Wake-ups of a listener over ``seconds`` and the buffer's sample count at each."""
+    ev = threading.Event()
+    src.add_listener(ev)
+    counts = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if ev.wait(0.05):
+            ev.clear()
+            counts.append(src.buffer.n_written)
+    return len(counts), counts
+
+
+@pytest.fixture
+def sid():
+    return uuid.uuid4().hex
+
+
+def test_listener_is_woken_every_notify_period_not_every_sample(sid):
+    with _Pusher(sid):
+        src = LSLSource(source_id=sid, timeout=5.0, buffer_seconds=10.0)
+        src.open()
+        src.start()
+        try:
+            time.sleep(0.3)
+            n_before = src.buffer.n_written
+            n_wakes, _ = _count_wakes(src, 1.0)
+            received = src.buffer.n_written - n_before
+        finally:
+            src.stop()
+    assert received > 500  # the stream ran at about 1 kHz
+    # every 20 ms at most: ~50 in a second (a sample-by-sample wake-up would be ~1000)
+    assert 10 <= n_wakes <= 1.0 / src.notify_period_s * 1.5, (n_wakes, received)
+
+
+def test_listener_is_woken_at_the_sample_it_waits_for(sid):
+    with _Pusher(sid):
+        src = LSLSource(source_id=sid, timeout=5.0, buffer_seconds=10.0)
+        src.open()
+        src.notify_period_s = 60.0  # no periodic wake-ups: only the awaited sample wakes it
+        src.start()
+        try:
+            time.sleep(0.2)
+            ev = threading.Event()
+            src.add_listener(ev)
+            ev.clear()
+            got = []
+            for _ in range(3):
+                want = src.buffer.n_written + 137
+                src.wake_at = want
+                assert ev.wait(5.0), "never woken for the awaited sample"
+                ev.clear()
+                got.append((want, src.timeline.settled))
+                src.wake_at = None
+        finally:
+            src.stop()
+    for want, settled in got:
+        # woken once the awaited sample is in, and not long after (within a few pulls)
+        assert want <= settled <= want + 50, got
+
+
+def test_a_marker_wakes_the_listener_at_once(sid):
+    with _Pusher(sid):
+        mid = uuid.uuid4().hex
+        mout = make_outlet(f"wake-m-{mid[:6]}", "Markers", ["marker"], 0.0, mid, ["misc"],
+                           dtype="string")
+        src = LSLSource(source_id=sid, timeout=5.0, buffer_seconds=10.0,
+                        markers=LSLMarkerInlet(source_id=mid, timeout=5.0))
+        src.open()
+        src.notify_period_s = 60.0
+        src.start()
+        try:
+            time.sleep(0.5)  # the marker inlet is connected and probing
+            ev = threading.Event()
+            src.add_listener(ev)
+            ev.clear()
+            mout.push_sample(["img-1"], local_clock())
+            assert ev.wait(5.0)
+            deadline = time.monotonic() + 2
+            markers = []
+            while not markers and time.monotonic() < deadline:
+                markers = src.pop_markers()
+                time.sleep(0.01)
+            assert [m.value for m in markers] == ["img-1"]
+        finally:
+            src.stop()
+            del mout
+
+
+def test_pull_waits_for_a_batch_but_never_past_the_awaited_sample(sid):
+    src = LSLSource(source_id=sid, timeout=5.0, buffer_seconds=10.0)
+    with _Pusher(sid):
+        src.open()
+        try:
+            assert src._pull_min() == 5  # 5 ms of a 1 kHz stream
+            src.wake_at = src.buffer.n_written + 3
+            assert src._pull_min() == 3
+            src.wake_at = src.buffer.n_written - 10  # already in (not settled yet): no wait
+            assert src._pull_min() == 1
+        finally:
+            src.stop()
