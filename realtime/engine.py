@@ -180,6 +180,7 @@ class Engine:
             src.start()
         if self.generation is not None:
             self.generation.scheduling = policy
+            self.generation.busy = self._decoding
         if self.cfg.gc_freeze:  # everything alive now (model, bundle, libraries) is permanent
             # no gc.collect() first: a full collection here takes ~130 ms with torch and mne
             # loaded and holds the GIL, stalling every thread of the process (a replayer in it
@@ -467,6 +468,10 @@ class Engine:
                 with self._infer_lock:
                     self._run_batch(pending)
                 pending = []
+
+    def _decoding(self) -> bool:
+        """A batch is running or epochs wait for one (the generator lets these go first)."""
+        return self._infer_lock.locked() or self._infer_pending > 0 or not self._ready.empty()
 
     @staticmethod
     def _queued(ep: Epoch) -> Epoch:

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,11 @@ from neuralign.realtime.decisions import Generated, Result
 from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
 
 log = logging.getLogger(__name__)
+
+#: longest a generation waits for the engine to finish decoding (s)
+MAX_DEFER_S = 0.1
+#: how often it looks while waiting (s)
+DEFER_POLL_S = 0.001
 
 
 class GeneratorWorker:
@@ -51,6 +56,10 @@ class GeneratorWorker:
         self._lock = threading.Lock()  # start/stop only
         #: the thread's niceness comes from here (background: never ahead of an epoch)
         self.scheduling = SchedulingPolicy()
+        #: True while the engine decodes (a batch running or epochs waiting for one): a
+        #: generation waits for it to end, at most MAX_DEFER_S (see _wait_until_idle)
+        self.busy: Callable[[], bool] | None = None
+        self.n_deferred = 0  # generations that waited for the engine (instrumentation)
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, device: str | torch.device = "auto") -> GeneratorWorker | None:
@@ -115,6 +124,7 @@ class GeneratorWorker:
                 if self._stop.is_set():
                     return
                 continue
+            self._wait_until_idle()
             try:
                 images = self.model.generate(z)
             except Exception as exc:  # a generator bug must not take the engine down
@@ -126,6 +136,19 @@ class GeneratorWorker:
                 self.images.append(g)
                 self.latest = g
             self.n_generated += len(ids)
+
+    def _wait_until_idle(self) -> None:
+        """Let the engine finish what it decodes first: with several streams, epochs complete
+        at the same instant and run as consecutive batches; a generation started after the
+        first one would take CPU and the GIL from the next (a niceness does not help with the
+        GIL). Waits at most MAX_DEFER_S, so images keep coming under a constant load."""
+        busy = self.busy
+        if busy is None or not busy():
+            return
+        self.n_deferred += 1
+        deadline = time.monotonic() + MAX_DEFER_S
+        while busy() and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(DEFER_POLL_S)
 
     def wait_for(self, n: int, timeout: float) -> bool:
         """True once ``n`` images were generated (tests, the demo's final score)."""

@@ -99,3 +99,36 @@ def test_worker_is_bounded_and_never_blocks(tiny_generator_bundle, tiny_bundle):
     assert worker.n_generated + worker.n_dropped == 4 * n_batches
     assert len(worker.images) <= 8
     assert worker.latest is not None and worker.latest.epoch_id == 4 * n_batches - 1
+
+
+def test_generation_waits_while_the_engine_decodes_but_not_forever(tiny_generator_bundle):
+    """With several streams, epochs complete together and run as consecutive batches: a
+    generation waits until the engine stops decoding (it would take CPU and the GIL from the
+    next batch), and under a load that never ends it still runs after MAX_DEFER_S."""
+    import threading
+    import time
+
+    from neuralign.realtime import generation
+
+    bundle = load_bundle(tiny_generator_bundle[0])
+    worker = GeneratorWorker(bundle.build_generator())
+    d = bundle.template_embeddings.shape[1]
+    z = np.ones((1, d), np.float32) / np.sqrt(d)
+    busy = threading.Event()
+    busy.set()
+    worker.busy = busy.is_set
+    result = [Result(epoch_id=0, marker=None, marker_timestamp=0.0, last_sample_timestamp=0.0,
+                     n_repetitions=1, topk_ids=[], topk_scores=[])]
+    worker.submit(result, list(z))
+    time.sleep(generation.MAX_DEFER_S / 3)
+    assert worker.n_generated == 0  # still decoding: the image waits
+    busy.clear()
+    assert worker.wait_for(1, 10) and worker.n_deferred == 1
+    busy.set()  # a decoder that never stops: the image comes anyway, after the longest wait
+    t0 = time.monotonic()
+    worker.submit([Result(epoch_id=1, marker=None, marker_timestamp=0.0,
+                          last_sample_timestamp=0.0, n_repetitions=1, topk_ids=[],
+                          topk_scores=[])], list(z))
+    assert worker.wait_for(2, 10)
+    assert time.monotonic() - t0 >= generation.MAX_DEFER_S * 0.9
+    worker.stop()
