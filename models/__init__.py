@@ -22,6 +22,7 @@ from .registry import (
     get_model_class,
     model_names,
 )
+from .spatial_projection import ProjectedEncoder
 from .tsconv import TSConvDecoder, TSConvEncoder, tsconv_n_pooled_times
 from .vna import (
     VNA,
@@ -39,6 +40,7 @@ __all__ = [
     "DirectDecoding",
     "TSConvEncoder",
     "TSConvDecoder",
+    "ProjectedEncoder",
     "EEGNetBackbone",
     "ShallowNetBackbone",
     "DeepNetBackbone",

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from neuralign.config import ModelConfig
 
+from .spatial_projection import ProjectedEncoder, check_n_virtual
 from .tsconv import DecoderActivation, TSConvDecoder, TSConvEncoder
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,12 @@ class BrainAE(nn.Module):
     The decoder runs once on ``cat([zb, zi])`` so its BatchNorm statistics are the same mixture in
     training and evaluation (two separate calls would normalise each half by its own statistics
     in training, but by a blend of both at evaluation).
+
+    Two options make the encoder cheap on many channels (docs/mua_encoder.md); the decoder always
+    outputs all ``n_chans`` channels, and ``None`` for both builds today's encoder.
+    ``spatial_projection=P``: a learned (P, n_chans) channel mixing in front of the encoder, which
+    then runs on P virtual channels (:class:`.ProjectedEncoder`). ``temporal_filters`` (TSConv
+    only): how many temporal filters run on every channel (:class:`.TSConvEncoder`).
     """
 
     registry_name = "brainae"
@@ -76,6 +83,8 @@ class BrainAE(nn.Module):
         tau: float = 0.07,
         learn_tau: bool = False,
         sfreq: float | None = None,
+        spatial_projection: int | None = None,
+        temporal_filters: int | None = None,
     ) -> None:
         super().__init__()
         embed_dim = feature_dim if embed_dim is None else embed_dim
@@ -89,19 +98,25 @@ class BrainAE(nn.Module):
         self.n_chans, self.n_times = n_chans, n_times
         self.feature_dim, self.embed_dim = feature_dim, embed_dim
         self.image_projection_kind = image_projection
+        if spatial_projection is not None:
+            check_n_virtual(n_chans, spatial_projection)
+        encoder_chans = n_chans if spatial_projection is None else spatial_projection
         if isinstance(backbone, nn.Module):
-            self.brain_encoder = backbone
+            encoder = backbone
         elif backbone == "tsconv":
-            self.brain_encoder = TSConvEncoder(
-                n_chans, n_times, embed_dim, k=k, m1=m1, m2=m2, s=s, dropout=dropout
+            encoder = TSConvEncoder(
+                encoder_chans, n_times, embed_dim, k=k, m1=m1, m2=m2, s=s, dropout=dropout,
+                temporal_filters=temporal_filters,
             )
         else:
             from .registry import build_backbone
 
-            self.brain_encoder = build_backbone(
-                backbone, n_chans=n_chans, n_times=n_times, embed_dim=embed_dim,
+            encoder = build_backbone(
+                backbone, n_chans=encoder_chans, n_times=n_times, embed_dim=embed_dim,
                 dropout=dropout, sfreq=sfreq,
             )
+        self.brain_encoder = (encoder if spatial_projection is None
+                              else ProjectedEncoder(n_chans, spatial_projection, encoder))
         self.brain_decoder = TSConvDecoder(
             n_chans, n_times, embed_dim, k=k, m1=m1, m2=m2, s=s, activation=decoder_activation
         )
@@ -148,6 +163,8 @@ class BrainAE(nn.Module):
             decoder_activation=model_cfg.decoder_activation,
             tau=model_cfg.tau,
             learn_tau=model_cfg.learn_tau,
+            spatial_projection=model_cfg.spatial_projection,
+            temporal_filters=model_cfg.temporal_filters,
             **kwargs,
         )
 

@@ -11,6 +11,13 @@ and BatchNorm (eval) scales each filter and shifts its bias. The folded encoder 
 same function with s times fewer temporal-convolution outputs and no pooling pass. The spatial
 convolution's BatchNorm folds into it the same way. Folding is a change of parametrisation, not
 an approximation: tests check the folded model against the original to float tolerance.
+
+A learned spatial projection in front of TSConv (:class:`ProjectedEncoder`, ``model.
+spatial_projection``) mixes channels before any of this: channel mixing and temporal filtering
+are both linear and act on different axes, so they commute, and the backbone behind the
+projection folds exactly as it does on its own. The projection itself stays one (P, C) matrix
+product, run first: the cheap order, since P < C. Fewer temporal filters than ``k``
+(``model.temporal_filters``) change only the folded temporal conv's number of output maps.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuralign.models.spatial_projection import ProjectedEncoder
 from neuralign.models.tsconv import TSConvEncoder, fold_pool_into_kernel
 
 __all__ = ["FoldedTSConvEncoder", "fold_for_inference", "fold_pool_into_kernel"]
@@ -43,16 +51,16 @@ class FoldedTSConvEncoder(nn.Module):
         if enc.training:
             raise ValueError("fold an encoder in eval mode (BatchNorm must use its running stats)")
         self.n_chans, self.n_times, self.embed_dim = enc.n_chans, enc.n_times, enc.embed_dim
-        k, m1, m2, s = enc.k, enc.m1, enc.m2, enc.s
+        k, kt, m1, m2, s = enc.k, enc.k_temporal, enc.m1, enc.m2, enc.s
         with torch.no_grad():
             w = fold_pool_into_kernel(enc.temporal.weight, m2)
             w, b = _fold_bn(w, enc.temporal.bias, enc.pool[1])
-            self.temporal = nn.Conv2d(1, k, (1, m1 + m2 - 1), stride=(1, s))
+            self.temporal = nn.Conv2d(1, kt, (1, m1 + m2 - 1), stride=(1, s))
             self.temporal.weight.copy_(w)
             self.temporal.bias.copy_(b)
             conv, bn = enc.spatial[0], enc.spatial[1]
             w, b = _fold_bn(conv.weight, conv.bias, bn)
-            self.spatial = nn.Conv2d(k, k, (enc.n_chans, 1))
+            self.spatial = nn.Conv2d(kt, k, (enc.n_chans, 1))
             self.spatial.weight.copy_(w)
             self.spatial.bias.copy_(b)
         self.head = copy.deepcopy(enc.head)
@@ -67,11 +75,14 @@ class FoldedTSConvEncoder(nn.Module):
 
 
 def fold_for_inference(model: nn.Module) -> nn.Module:
-    """Replace a TSConv ``brain_encoder`` by its folded equivalent (other backbones unchanged).
+    """Replace a TSConv ``brain_encoder`` by its folded equivalent (other backbones unchanged);
+    behind a spatial projection, the TSConv backbone is folded and the projection kept.
 
     The model must be in eval mode; the returned model shares every other submodule.
     """
     enc = getattr(model, "brain_encoder", None)
     if isinstance(enc, TSConvEncoder):
         model.brain_encoder = FoldedTSConvEncoder(enc)
+    elif isinstance(enc, ProjectedEncoder) and isinstance(enc.backbone, TSConvEncoder):
+        model.brain_encoder = enc.with_backbone(FoldedTSConvEncoder(enc.backbone))
     return model

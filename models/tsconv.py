@@ -103,6 +103,11 @@ class TSConvEncoder(nn.Module):
 
     The spatial kernel spans all ``n_chans`` channels; that is the only thing that changes between
     EEG (63 x 250), MEG (271 x 200) and MUA (1024 x 200).
+
+    ``temporal_filters`` (default ``k``): how many temporal filters run on every channel; the
+    spatial conv maps them to ``k`` feature maps. Fewer than ``k`` makes the stages that touch
+    every channel (temporal conv, its BatchNorm + ELU, the spatial conv) that much cheaper, which
+    is what a 1024-channel input needs (docs/mua_encoder.md).
     """
 
     registry_name = "tsconv"
@@ -118,16 +123,20 @@ class TSConvEncoder(nn.Module):
         m2: int = 5,
         s: int = 5,
         dropout: float = 0.0,
+        temporal_filters: int | None = None,
     ) -> None:
         super().__init__()
-        _check_positive(n_chans=n_chans, n_times=n_times, embed_dim=embed_dim, k=k, m1=m1, m2=m2, s=s)
+        kt = k if temporal_filters is None else temporal_filters
+        _check_positive(n_chans=n_chans, n_times=n_times, embed_dim=embed_dim, k=k, m1=m1, m2=m2, s=s,
+                        temporal_filters=kt)
         self.n_chans, self.n_times, self.embed_dim = n_chans, n_times, embed_dim
         self.k, self.m1, self.m2, self.s = k, m1, m2, s
+        self.k_temporal = kt
         self.n_pooled_times = tsconv_n_pooled_times(n_times, m1, m2, s)
-        self.temporal = nn.Conv2d(1, k, (1, m1), stride=(1, 1))
-        self.pool = nn.Sequential(nn.AvgPool2d((1, m2), stride=(1, s)), nn.BatchNorm2d(k), nn.ELU())
+        self.temporal = nn.Conv2d(1, kt, (1, m1), stride=(1, 1))
+        self.pool = nn.Sequential(nn.AvgPool2d((1, m2), stride=(1, s)), nn.BatchNorm2d(kt), nn.ELU())
         self.spatial = nn.Sequential(
-            nn.Conv2d(k, k, (n_chans, 1), stride=(1, 1)), nn.BatchNorm2d(k), nn.ELU()
+            nn.Conv2d(kt, k, (n_chans, 1), stride=(1, 1)), nn.BatchNorm2d(k), nn.ELU()
         )
         self.dropout = nn.Dropout(dropout)
         self.flatten = nn.Flatten()

@@ -199,6 +199,27 @@ class ModelConfig(_Section):
     # element-wise MSE between zb and zi (which also aligns their magnitudes).
     fea_normalize: bool = True
     hidden: int = Field(512, ge=1, description="VNA MLP width")
+    # BrainAE: a learned linear map of the input channels to this many virtual channels in front
+    # of the brain encoder (models/spatial_projection.py); what makes a 1024-channel encoder fast
+    # (docs/mua_encoder.md). None: the encoder runs on the input channels. At most n_chans.
+    spatial_projection: int | None = Field(
+        None, ge=1, description="virtual channels the brain encoder sees; None = the input channels")
+    # TSConv: temporal filters run on every (virtual) channel, mapped to k by the spatial conv;
+    # fewer than k makes the per-channel stages cheaper (docs/mua_encoder.md). None: k.
+    temporal_filters: int | None = Field(
+        None, ge=1, description="TSConv's per-channel temporal filters; None = k")
+
+    @model_validator(mode="after")
+    def _front_end_options_fit_the_model(self) -> ModelConfig:
+        if self.spatial_projection is not None and self.name != "brainae":
+            raise ValueError(f"spatial_projection is a BrainAE option; model {self.name!r} has "
+                             "no brain encoder to project for (leave it unset)")
+        if self.temporal_filters is not None and (self.name != "brainae"
+                                                  or self.backbone != "tsconv"):
+            raise ValueError("temporal_filters is an option of BrainAE's TSConv encoder; model "
+                             f"{self.name!r} with backbone {self.backbone!r} has none (leave it "
+                             "unset)")
+        return self
 
 
 class TrainingConfig(_Section):

@@ -117,6 +117,15 @@ def cmd_field(args: argparse.Namespace) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
+def cmd_mua_encoder(args: argparse.Namespace) -> int:
+    """``neuralign bench mua-encoder``: the 1024-channel encoder with and without its spatial
+    projection, forward time and retrieval on TVSD-like simulated data."""
+    from neuralign.offline.mua_encoder_bench import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
 def cmd_training(args: argparse.Namespace) -> int:
     """``neuralign bench training``: BrainAE training throughput for one input shape."""
     from neuralign.offline.benchmarks import format_throughput, training_throughput
@@ -256,6 +265,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="timing profiles' seed")
     p.add_argument("--json", help="also write the outcomes to this JSON file")
     p.set_defaults(func=cmd_field)
+
+    p = what.add_parser(
+        "mua-encoder", help="1024-channel MUA encoder: spatial projection vs none, time and "
+        "retrieval",
+        description="BrainAE's brain encoder on 1024-channel MUA with and without the learned "
+        "spatial projection (model.spatial_projection): the engine's forward time at batch 1 "
+        "and 4 on one thread (both models interleaved in one run) and per encoder stage; the "
+        "projection size chosen on one simulator seed's zero-shot test concepts; today's model "
+        "and the chosen one trained alike and scored (retrieval top-1 / top-5, paired "
+        "bootstrap) on another seed's. Prints a summary; writes OUT/mua_encoder_bench.json.",
+    )
+    from neuralign.offline.mua_encoder_bench import add_arguments as add_mua_arguments
+
+    add_mua_arguments(p)
+    p.set_defaults(func=cmd_mua_encoder)
 
     p = what.add_parser(
         "fidelity", help="BrainAE vs ridge on the robustness matrix",

@@ -29,6 +29,7 @@ from neuralign.offline.simulator.evoked import (
     SNR_WINDOW_S,
     make_visual_sources,
     mua_channel_names,
+    mua_tuning,
     synthesize_evoked,
     synthesize_mua,
 )
@@ -131,7 +132,7 @@ def _simulate_session(
     if cfg.modality == "mua":
         data = synthesize_mua(
             paradigm, n_channels, timeline.image_index, timeline.onset_sample, n, cfg.sfreq,
-            cfg.snr, rng,
+            cfg.snr, rng, tuning=sources,
         )
         return data, {"signal_rms": float("nan"), "noise_rms": float("nan"), "snr": cfg.snr,
                       "snr_image_specific": float("nan"), "n_blinks": 0, "trials": None}
@@ -217,7 +218,10 @@ def simulate(
 
     info, model, visual, occ = _sensor_setup(cfg)
     ch_names = list(info["ch_names"])
-    sources = make_visual_sources(model, paradigm, rng_src) if model is not None else None
+    # What the recorded units are (dipoles for EEG/MEG, tuned units for MUA): drawn once, shared
+    # by the training and the test session.
+    sources = (make_visual_sources(model, paradigm, rng_src) if model is not None
+               else mua_tuning(paradigm, len(ch_names), cfg.sfreq, rng_src))
     train_idx, test_idx = paradigm.indices("train"), paradigm.indices("test")
     row_of = np.full(len(paradigm.image_ids), -1)
     row_of[train_idx] = np.arange(len(train_idx))

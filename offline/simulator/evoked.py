@@ -192,16 +192,25 @@ def mua_channel_names(n_channels: int) -> tuple[list[str], np.ndarray]:
     return names, area
 
 
-def synthesize_mua(
-    paradigm: Paradigm, n_channels: int, image_index: np.ndarray, onsets: np.ndarray,
-    n_samples: int, sfreq: float, snr: float, rng: np.random.Generator,
-) -> np.ndarray:
-    """Poisson spike counts per sample, smoothed to a rate (spikes/s), float32 (channels, samples).
+@dataclass
+class MuaTuning:
+    """What each simulated unit is: its image tuning, response kernel and baseline rate.
 
-    Each channel's driven rate is ``softplus(shared + u . f_i)``; ``snr`` scales the stimulus
-    drive relative to the baseline rate, so Poisson variability and background fluctuations set
-    the difficulty.
+    Drawn once per dataset and shared by its sessions, as the same electrodes record the
+    training and the test session (a unit tuned anew per session would make the test session's
+    responses unrelated to what a model learned on the training session).
     """
+
+    drive: np.ndarray  # (channels, images) stimulus drive, spikes/s at snr 1
+    kernels: np.ndarray  # (channels, response window samples), peak 1
+    base: np.ndarray  # (channels,) baseline rate, spikes/s
+
+
+def mua_tuning(paradigm: Paradigm, n_channels: int, sfreq: float,
+               rng: np.random.Generator) -> MuaTuning:
+    """Each channel's driven rate is ``softplus(shared + u . f_i)`` with ``f_i`` the features its
+    area is tuned to (V1 low-level, V4 mixed, IT concept), with the area's latency and time
+    course."""
     _, area = mua_channel_names(n_channels)
     conc = paradigm.concept_z
     conc = (conc - conc.mean(0)) / (conc.std(0) + 1e-12)
@@ -224,12 +233,30 @@ def synthesize_mua(
         tt = np.clip(t[None, :] - lat[:, None], 0.0, None)
         k = (1.0 - np.exp(-tt / rise)) * np.exp(-tt / decay)
         kernels[chans] = k / k.max(axis=1, keepdims=True)
-    drive *= MUA_PEAK_RATE * snr / drive.mean()
+    drive *= MUA_PEAK_RATE / drive.mean()
+    base = MUA_BASE_RATE * rng.uniform(0.5, 1.5, n_channels)
+    return MuaTuning(drive, kernels, base)
+
+
+def synthesize_mua(
+    paradigm: Paradigm, n_channels: int, image_index: np.ndarray, onsets: np.ndarray,
+    n_samples: int, sfreq: float, snr: float, rng: np.random.Generator,
+    tuning: MuaTuning | None = None,
+) -> np.ndarray:
+    """Poisson spike counts per sample, smoothed to a rate (spikes/s), float32 (channels, samples).
+
+    ``tuning`` (:func:`mua_tuning`, shared by a dataset's sessions; drawn from ``rng`` when
+    None) sets each channel's rates; ``snr`` scales the stimulus drive relative to the baseline
+    rate, so Poisson variability and background fluctuations set the difficulty. ``rng`` draws
+    this session's background state, trial gains and spikes.
+    """
+    if tuning is None:
+        tuning = mua_tuning(paradigm, n_channels, sfreq, rng)
+    drive, kernels, n_win = tuning.drive * snr, tuning.kernels, tuning.kernels.shape[1]
     # Slow shared fluctuation of excitability (a background state), then Poisson counts.
     state = np.cumsum(rng.standard_normal(n_samples)) / np.sqrt(sfreq * 20.0)
     state -= np.linspace(state[0], state[-1], n_samples)
-    base = MUA_BASE_RATE * rng.uniform(0.5, 1.5, n_channels)
-    rate = np.repeat((base * 1.0)[:, None], n_samples, axis=1) * np.exp(0.2 * state)[None, :]
+    rate = np.repeat(tuning.base[:, None], n_samples, axis=1) * np.exp(0.2 * state)[None, :]
     gains = np.exp(0.2 * rng.standard_normal(len(onsets)))
     for k, (img, onset) in enumerate(zip(image_index, onsets)):
         stop = min(n_samples, int(onset) + n_win)

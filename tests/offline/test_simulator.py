@@ -236,3 +236,14 @@ def test_things_layout_epochs_are_the_causal_chain_epochs_of_the_fif(small):
         # the layout keeps -0.2..0 s; its baseline is the same window, so the 0..1 s part is equal
         np.testing.assert_allclose(layout["preprocessed_eeg_data"][row, rep][:, sl], live[k],
                                    atol=1e-4 * scale)
+
+
+def test_mua_sessions_record_the_same_units(tmp_path):
+    """An MUA dataset's training and test sessions share each unit's tuning and baseline rate
+    (units drawn anew per session left nothing a model learned to carry to the test session)."""
+    cfg = SimulationConfig(modality="mua", n_mua_channels=48, seed=4,
+                           **dict(SMALL, test_repetitions=4))
+    simulate(cfg, tmp_path)
+    rates = [mne.io.read_raw_fif(tmp_path / f"sim_{s}_raw.fif", verbose="error").get_data().mean(1)
+             for s in ("training", "test")]
+    assert np.corrcoef(*rates)[0, 1] > 0.7
