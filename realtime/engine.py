@@ -152,6 +152,8 @@ class Engine:
         self.last_reconstruction: Reconstruction | None = None
         self.error: BaseException | None = None
         self._froze = False  # start() moved the live objects into gc's permanent generation
+        #: what every engine thread (and each source's, the generator's) asks of the OS
+        self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
         # the bundle's generator (None without one): images of decoded epochs, in its own thread
         self.generation = GeneratorWorker.for_bundle(bundle, device)
 
@@ -174,7 +176,7 @@ class Engine:
             raise UserError("--fill-missing: the streams lack different channels; one engine "
                             "fills the same channels in every stream")
         self.decider = Decider(self.decoder, self.pipeline.missing)
-        policy = SchedulingPolicy.from_config(self.cfg.scheduling)
+        policy = self._scheduling
         for src in self.sources:
             src.scheduling = policy
             src.start()
@@ -220,8 +222,7 @@ class Engine:
 
     def _guard(self, fn):
         def run():
-            apply_to_current_thread("critical",
-                                    SchedulingPolicy.from_config(self.cfg.scheduling))
+            apply_to_current_thread("critical", self._scheduling)
             try:
                 fn()
             except BaseException as exc:  # surfaced by the CLI; never silently lost

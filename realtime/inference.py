@@ -84,9 +84,9 @@ class Decoder:
         if self.device.type == "cuda":
             self._hosts = {b: h.pin_memory() for b, h in self._hosts.items()}
         self.bucket_counts = dict.fromkeys(self.buckets, 0)  # calls per shape (instrumentation)
-        self.warmup()
         #: (graph, static input, static outputs) of the full batch shape on CUDA, else None
         self._graph: tuple | None = None
+        self.warmup()
         if cuda_graph and self.device.type == "cuda" and not compile:
             self._graph = self._capture()
 
@@ -135,7 +135,7 @@ class Decoder:
 
     @torch.inference_mode()
     def _run(self, host: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        graph = getattr(self, "_graph", None)
+        graph = self._graph
         if graph is not None and host.shape == graph[1].shape:
             g, static_in, out = graph
             static_in.copy_(host, non_blocking=True)

@@ -69,13 +69,14 @@ def applied() -> dict[str, str]:
 
 
 def _note(name: str, what: str, refused: str | None = None) -> str:
+    said = what if refused is None else f"{what} refused ({refused})"
     with _lock:
-        _applied[name] = what if refused is None else f"{what} refused ({refused})"
+        _applied[name] = said
     if refused is not None and what not in _warned:
         _warned.add(what)
         log.warning("thread scheduling: %s refused by the OS (%s); the thread runs at normal "
                     "priority (grant CAP_SYS_NICE or an rtprio limit to allow it)", what, refused)
-    return _applied[name]
+    return said
 
 
 def apply_to_current_thread(role: Role, policy: SchedulingPolicy) -> str:
