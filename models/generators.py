@@ -1,4 +1,4 @@
-"""Build a generative decoder (FLIG, SMR + ICG) from its kind, config and data shape.
+"""Build a generative decoder (FLIG, SMR + ICG, MAP with a denoiser prior) from its kind, config and data shape.
 
 One builder for the two places a generator is rebuilt from saved weights: a generative run
 directory (offline) and a bundle's ``generator`` section (:meth:`neuralign.bundle.Bundle.build_generator`),
@@ -11,7 +11,7 @@ from torch import nn
 
 from neuralign.generative_config import GenerativeConfig
 
-GENERATOR_KINDS = ("flig", "smr_icg")
+GENERATOR_KINDS = ("flig", "smr_icg", "prior_map")
 
 
 def build_generator(kind: str, gen: GenerativeConfig, n_units: int, image_size: int, channels: int,
@@ -27,6 +27,10 @@ def build_generator(kind: str, gen: GenerativeConfig, n_units: int, image_size: 
         from neuralign.models.icg import SmrIcgDecoder
 
         model = SmrIcgDecoder.from_state(gen, n_units, image_size, channels, state)
+    elif kind == "prior_map":
+        from neuralign.models.prior_map import PriorMapDecoder
+
+        model = PriorMapDecoder(n_units, image_size, channels, gen.prior_map)
     else:
         raise ValueError(f"unknown generator kind {kind!r}; known: {', '.join(GENERATOR_KINDS)}")
     if state is not None:

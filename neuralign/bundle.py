@@ -103,6 +103,30 @@ class TemplateBankSection(_Part):
     normalised: bool = True
 
 
+class GeneratorValidation(_Part):
+    """How the generator scored on images it was not trained on, against showing the mean
+    training image instead: the engine shows generated images only when they beat it."""
+
+    split: str  # which held-out images: "held-out training images" or "test images"
+    n_images: int
+    ssim: float
+    ssim_mean_image: float
+    two_way_pixel: float | None = None  # 2-way identification in pixel correlation (0.5 = chance)
+
+    @property
+    def beats_mean_image(self) -> bool:
+        return self.ssim > self.ssim_mean_image and (self.two_way_pixel is None or self.two_way_pixel > 0.5)
+
+    def reason(self) -> str:
+        """Why the engine does not show generated images ("" when it does)."""
+        if self.beats_mean_image:
+            return ""
+        return (f"the generator did not beat the mean training image on {self.n_images} "
+                f"{self.split} (SSIM {self.ssim:.3f} vs {self.ssim_mean_image:.3f}"
+                + (f", 2-way identification {self.two_way_pixel:.2f}" if self.two_way_pixel is not None else "")
+                + "): showing the retrieved image instead")
+
+
 class GeneratorSection(_Part):
     """A generative decoder carried beside the retrieval model (kind names the model family).
 
@@ -117,6 +141,8 @@ class GeneratorSection(_Part):
     n_inputs: int | None = None  # None: the retrieval model's embedding size
     image_size: int = 64
     channels: int = 1
+    # None (older bundles): shown without a check
+    validation: GeneratorValidation | None = None
 
 
 class ScaleSection(_Part):

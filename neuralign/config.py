@@ -182,7 +182,8 @@ class LossWeights(_Section):
 class ModelConfig(_Section):
     # direct_encoding / direct_decoding: VNA's baselines (image -> response / response -> pixels, MSE)
     # flig / smr_icg: generative decoders (settings in the top-level ``generative`` section).
-    name: Literal["brainae", "vna", "direct_encoding", "direct_decoding", "flig", "smr_icg"] = "brainae"
+    name: Literal["brainae", "vna", "direct_encoding", "direct_decoding", "flig", "smr_icg",
+                  "prior_map"] = "brainae"
     backbone: str = Field("tsconv", description="'tsconv' or a braindecode model name")
     k: int = Field(40, ge=1)
     m1: int = Field(26, ge=1)
@@ -344,6 +345,10 @@ class RealtimeConfig(_Section):
     # collections it still triggers no longer walk the model's, the bundle's and the
     # libraries' objects (a full collection of them took ~130 ms)
     gc_freeze: bool = True
+    # A bundle generator's images: "validated" shows them only when the generator beat the mean
+    # training image on held-out images (its validation in the bundle; otherwise the viewer shows
+    # the retrieved image and says why), "always" shows them regardless, "off" never generates.
+    generated_images: Literal["validated", "always", "off"] = "validated"
 
 
 class Config(_Section):
@@ -358,7 +363,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _generative_defaults(self) -> Config:
-        if self.model.name in ("flig", "smr_icg") and self.generative is None:
+        if self.model.name in ("flig", "smr_icg", "prior_map") and self.generative is None:
             self.generative = GenerativeConfig()
         return self
 

@@ -149,6 +149,39 @@ class IcgConfig(_Section):
     val_fraction: float = Field(0.0, ge=0, lt=0.5)
 
 
+class PriorMapConfig(_Section):
+    """MAP decoding with a learned denoiser prior (plug-and-play): the reference generative
+    decoder. Defaults measured on development seeds of the retina simulator, never on a
+    reported split (docs/generative_protocol.md)."""
+
+    # The denoiser (the image prior): trained on images alone, on random crops.
+    denoiser_width: int = Field(32, ge=4)
+    denoiser_depth: int = Field(6, ge=3)
+    denoiser_steps: int = Field(1500, ge=1, description="Adam steps of batch_size crops")
+    denoiser_batch_size: int = Field(32, ge=1)
+    denoiser_crop: int = Field(32, ge=8, description="crop side; the network is convolutional")
+    denoiser_lr: float = Field(2e-3, gt=0)
+    denoiser_sigma_max: float = Field(0.2, gt=0, description="noise SDs trained: U(0, max)")
+    use_extra_images: bool = True  # unpaired images train the prior (they need no responses)
+    # The likelihood: "poisson" (exp GLM, spike counts), "gaussian" (linear, signed responses);
+    # "auto" picks poisson when every training response is >= 0.
+    likelihood: Literal["auto", "poisson", "gaussian"] = "auto"
+    encoder_components: int = Field(100, ge=1, description="PCA components the encoder sees")
+    encoder_alpha: float = Field(1e-2, ge=0, description="L2 of the Poisson GLM")
+    # Half-quadratic splitting: the noise level anneals sigma_start -> sigma_end over n_outer
+    # steps, each with n_inner Adam steps on the likelihood + coupling term.
+    sigma_start: float = Field(0.1, gt=0)
+    sigma_end: float = Field(0.01, gt=0)
+    n_outer: int = Field(12, ge=1)
+    n_inner: int = Field(20, ge=1)
+    inner_lr: float = Field(0.01, gt=0)
+    # The prior's weight: chosen from mu_grid by SSIM on held-out training rows (val_fraction);
+    # ``mu`` is the value used when the grid is empty.
+    mu: float = Field(0.03, gt=0)
+    mu_grid: list[float] = Field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+
 class GenerativeConfig(_Section):
     """What ``model.name: flig`` / ``smr_icg`` train on top of the shared training section."""
 
@@ -156,6 +189,7 @@ class GenerativeConfig(_Section):
     smr: SmrConfig = SmrConfig()
     feature_cnn: FeatureCnnConfig = FeatureCnnConfig()
     icg: IcgConfig = IcgConfig()
+    prior_map: PriorMapConfig = PriorMapConfig()
     # Paired data: responses (N, R, M) are averaged over repetitions (Sec. IV-A, RGC data).
     image_size: int = Field(64, ge=16, description="FLIG: a multiple of 16 (Table V halves it 4 times)")
     grayscale: bool = True
@@ -177,3 +211,85 @@ class RetinaSimConfig(_Section):
     # 1976, Turner & Rieke 2016), the nonlinear spatial integration that makes LNP fail on real
     # ganglion cells under natural stimuli (FLIG's Table III: LNP PCC 0.011).
     cell_model: Literal["lnp", "subunit"] = "lnp"
+
+
+class VoxelResponseConfig(_Section):
+    """The voxel response model shared by the fMRI-like simulators (``voxels``, ``digits``).
+
+    Each voxel is a Gaussian population receptive field (pRF) on a retinotopic map pooling the
+    local energy of oriented Gabor channels and a local-contrast channel (compressively) plus a
+    little signed luminance; the trial's drive is blurred over trial lags by a canonical HRF and
+    carries spatially smooth, low-rank and independent noise; betas are z-scored per voxel.
+    """
+
+    # pRF size grows linearly with eccentricity as in human V1-V3 (Dumoulin & Wandell 2008).
+    prf_sigma_fovea: float = Field(1.5, gt=0, description="pRF Gaussian SD at the image centre (px)")
+    prf_sigma_slope: float = Field(0.12, ge=0, description="pRF SD increase per px of eccentricity")
+    cortical_magnification: float = Field(1.4, ge=1, description="radial warp exponent: >1 packs "
+                                          "more voxels near the centre (1 = uniform grid)")
+    # Compressive spatial summation (Kay et al. 2013): pooled energy ** exponent.
+    compressive_exponent: float = Field(0.5, gt=0, le=1)
+    luminance_weight: float = Field(0.6, ge=0, description="SD of the signed luminance weight "
+                                    "(energy channel weights sum to 1)")
+    channel_selectivity: float = Field(1.5, ge=0, description="softmax gain of the channel-mix "
+                                       "maps (0 = every voxel mixes channels equally)")
+    map_smoothness_px: float = Field(8.0, gt=0, description="length scale over the visual field of "
+                                     "the channel-mix and luminance-weight maps")
+    gain_min: float = Field(0.2, ge=0, le=1, description="voxel signal gain ~ U(gain_min, 1)")
+    # Noise SD of one trial relative to the signal SD of a gain-1 voxel; split by variance into
+    # a spatially smooth part, a low-rank (global) part and independent noise.
+    # With the other defaults, a ridge pixel decoder's test pixel correlation on the default voxels
+    # regime is ~0.3 (SSIM ~0.3): meaningful but far from perfect, as on Vim-1.
+    noise_sd: float = Field(0.7, ge=0)
+    noise_smooth_fraction: float = Field(0.3, ge=0, le=1)
+    noise_shared_fraction: float = Field(0.2, ge=0, le=1)
+    noise_factors: int = Field(5, ge=1, description="rank of the shared noise")
+    noise_length_px: float = Field(4.0, gt=0, description="spatial SD of the smooth noise (px of the map)")
+    # The beta of a trial is the BOLD at the HRF peak (5 s) after its onset, so trials spaced by
+    # trial_interval_s leak into each other: kernel h(5 + k * ITI) / h(5), k = 0..hrf_lags - 1,
+    # with SPM's double-gamma h. At 4 s (Vim-1's trial length): 1, 0.33, -0.04, -0.08, -0.04.
+    trial_interval_s: float = Field(4.0, gt=0)
+    hrf_lags: int = Field(6, ge=1, description="trial lags of the HRF kernel (1 = no carry-over)")
+
+    @model_validator(mode="after")
+    def _check_noise(self) -> VoxelResponseConfig:
+        if self.noise_smooth_fraction + self.noise_shared_fraction > 1:
+            raise ValueError("noise_smooth_fraction + noise_shared_fraction must not exceed 1")
+        return self
+
+
+class VoxelSimConfig(_Section):
+    """``voxels`` simulator: a Vim-1-like fMRI regime, more voxels than training images."""
+
+    n_voxels: int = Field(1200, ge=4)
+    n_train: int = Field(600, ge=2)
+    n_test: int = Field(60, ge=1)
+    train_repetitions: int = Field(2, ge=1, description="Vim-1: 2")
+    test_repetitions: int = Field(10, ge=1, description="Vim-1: 13")
+    n_extra_images: int = Field(2000, ge=0, description="unpaired images (ICG augmentation)")
+    response: VoxelResponseConfig = VoxelResponseConfig()
+
+
+class DigitsSimConfig(_Section):
+    """``digits`` simulator: small-n handwritten 6s and 9s (the '69' fMRI set: 100 digits)."""
+
+    n_voxels: int = Field(2000, ge=4, description="the public file has 3092 voxels")
+    n_train: int = Field(90, ge=2)
+    n_test: int = Field(10, ge=1)
+    train_repetitions: int = Field(1, ge=1)
+    test_repetitions: int = Field(5, ge=1)
+    n_extra_images: int = Field(1000, ge=0, description="unpaired synthetic digits")
+    stroke_width: tuple[float, float] = Field((3.0, 7.0), description="pen width range (px at 64 x 64)")
+    max_slant: float = Field(0.35, ge=0, description="largest horizontal shear (px per px)")
+    max_shift: float = Field(4.0, ge=0, description="largest position jitter (px)")
+    scale: tuple[float, float] = Field((0.75, 1.0), description="glyph height range (x 44 px)")
+    elastic_px: float = Field(1.5, ge=0, description="SD of the smooth displacement field (px)")
+    response: VoxelResponseConfig = VoxelResponseConfig()
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> DigitsSimConfig:
+        for name in ("stroke_width", "scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high")
+        return self

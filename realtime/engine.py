@@ -155,7 +155,9 @@ class Engine:
         #: what every engine thread (and each source's, the generator's) asks of the OS
         self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
         # the bundle's generator (None without one): images of decoded epochs, in its own thread
-        self.generation = GeneratorWorker.for_bundle(bundle, device)
+        self.generation = GeneratorWorker.for_bundle(bundle, device, self.cfg.generated_images)
+        #: why there is no generation ("" when there is): no generator, or it failed validation
+        self.generation_off = GeneratorWorker.off_reason(bundle, self.cfg.generated_images)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -524,6 +526,9 @@ class Engine:
                "data_connected": all(h.connected and not h.failing for h in hs),
                "lost_in_engine": self.n_lost_samples, "health": self.health_snapshot(),
                "threads": scheduling.applied(),
+               "generation": ({"generated": self.generation.n_generated,
+                               "dropped": self.generation.n_dropped}
+                              if self.generation is not None else {"off": self.generation_off}),
                "error": None if self.error is None else repr(self.error)}
         out["markers_connected"] = out["health"]["markers_connected"]
         if len(self.lanes) > 1:

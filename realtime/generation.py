@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 MAX_DEFER_S = 0.1
 #: how often it looks while waiting (s)
 DEFER_POLL_S = 0.001
+#: how long stop() waits beyond its timeout for the generation in progress (s)
+STOP_GRACE_S = 30.0
 
 
 class GeneratorWorker:
@@ -52,6 +54,7 @@ class GeneratorWorker:
         self._pending: queue.Queue[tuple[list[tuple[int, str | None]], np.ndarray]] = queue.Queue(
             maxsize=max_pending)
         self._stop = threading.Event()
+        self._stop_by = float("inf")  # stop(): pending epochs after this time are dropped
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # start/stop only
         #: the thread's niceness comes from here (background: never ahead of an epoch)
@@ -61,9 +64,30 @@ class GeneratorWorker:
         self.busy: Callable[[], bool] | None = None
         self.n_deferred = 0  # generations that waited for the engine (instrumentation)
 
+    @staticmethod
+    def off_reason(bundle: Bundle, policy: str = "validated") -> str:
+        """Why the engine shows no generated image for ``bundle`` ("" when it does): no
+        generator, or one that did not beat the mean training image on held-out images (an
+        image that ignores the brain would then be the better picture of what was seen)."""
+        g = bundle.manifest.generator
+        if g is None:
+            return "no generator"
+        if policy == "off":
+            return "generated images turned off (realtime.generated_images: off)"
+        if policy == "always" or g.validation is None:
+            return ""
+        return g.validation.reason()
+
     @classmethod
-    def for_bundle(cls, bundle: Bundle, device: str | torch.device = "auto") -> GeneratorWorker | None:
-        """The worker of ``bundle``'s generator, None for a retrieval-only bundle."""
+    def for_bundle(cls, bundle: Bundle, device: str | torch.device = "auto",
+                   policy: str = "validated") -> GeneratorWorker | None:
+        """The worker of ``bundle``'s generator; None for a retrieval-only bundle or a generator
+        that failed its validation or is turned off (:meth:`off_reason`, logged)."""
+        reason = cls.off_reason(bundle, policy)
+        if reason and reason != "no generator":
+            log.warning("generated images off: %s", reason)
+        if reason:
+            return None
         model = bundle.build_generator()
         if model is None:
             return None
@@ -103,17 +127,23 @@ class GeneratorWorker:
             if self._thread is not None:
                 return
             self._stop.clear()
+            self._stop_by = float("inf")
             self._thread = threading.Thread(target=self._loop, name="neuralign-generate",
                                             daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Generate what is pending (within ``timeout``), then stop the thread."""
+        """Generate what is pending for at most ``timeout`` s, drop the rest (counted in
+        ``n_dropped``), then stop the thread. It is joined: a thread left running torch code
+        at interpreter exit aborts the process."""
         with self._lock:
             t, self._thread = self._thread, None
         if t is not None:
+            self._stop_by = time.monotonic() + timeout
             self._stop.set()
-            t.join(timeout=timeout)
+            t.join(timeout=timeout + STOP_GRACE_S)  # the batch in progress cannot be cut short
+            if t.is_alive():
+                log.error("generator thread still running %.0f s after stop", timeout + STOP_GRACE_S)
 
     def _loop(self) -> None:
         apply_to_current_thread("background", self.scheduling)
@@ -123,6 +153,9 @@ class GeneratorWorker:
             except queue.Empty:
                 if self._stop.is_set():
                     return
+                continue
+            if self._stop.is_set() and time.monotonic() > self._stop_by:
+                self.n_dropped += len(ids)  # stopping: what is still pending is not generated
                 continue
             self._wait_until_idle()
             try:

@@ -248,7 +248,9 @@ class EngineFeed(Feed):
         return None if gen is None else gen.latest
 
     def generated_unavailable(self) -> str:
-        return "" if getattr(self.engine, "generation", None) is not None else "no generator"
+        if getattr(self.engine, "generation", None) is not None:
+            return ""
+        return getattr(self.engine, "generation_off", "") or "no generator"
 
     def describe(self) -> str:
         return "in-process engine"

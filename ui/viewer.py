@@ -176,7 +176,11 @@ class ViewerWindow(QMainWindow):
         self.mask = MaskPanel(self.bundle.ch_names, man.channels.types,
                               feed.supports_masking, sfreq, float(man.epoch.tmin),
                               reconstruction_amplitude_label(man))
-        self.generated = GeneratedPanel(unavailable_text(feed.generated_unavailable()))
+        off = feed.generated_unavailable()
+        # a generator that failed its validation: the panel shows the retrieved image instead
+        gated = off not in ("", "attach", "no generator")
+        self.generated = GeneratedPanel(unavailable_text(off),
+                                        fallback=self.stimulus.stim_pixmaps if gated else None)
         self.traces.channelsRequested.connect(self.choose_channels)
         self.mask.maskChanged.connect(self.feed.set_masked)
 
@@ -302,6 +306,7 @@ class ViewerWindow(QMainWindow):
             self.stimulus.show_result(self._result_form(self.state.latest))
             self.mask.show_reconstruction(self._reconstruction_form(self.feed.reconstruction()))
             self.generated.show_generated(self.feed.generated())
+            self.generated.show_retrieved(self._result_form(self.state.latest))
             self.n_frames += 1
             self._frame_times.append(t0)
         self._update_status()

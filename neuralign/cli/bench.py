@@ -126,6 +126,14 @@ def cmd_mua_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generative(args: argparse.Namespace) -> int:
+    """``neuralign bench generative``: generative decoders vs tuned baselines on fresh seeds."""
+    from neuralign.offline.generative.bench import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
 def cmd_training(args: argparse.Namespace) -> int:
     """``neuralign bench training``: BrainAE training throughput for one input shape."""
     from neuralign.offline.benchmarks import format_throughput, training_throughput
@@ -280,6 +288,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_mua_arguments(p)
     p.set_defaults(func=cmd_mua_encoder)
+
+    p = what.add_parser(
+        "generative", help="generative decoders vs equally tuned baselines, fresh seeds, CIs",
+        description="FLIG, SMR+ICG and the MAP decoder with a learned denoiser prior against "
+        "tuned ridge decoders and the floors (mean training image, retrieved training image) on "
+        "fresh simulator seeds (development seeds are refused): SSIM, pixel correlation, 2-way "
+        "identification in pixels and features, sharpness, diversity; means over seeds with "
+        "95 %% CIs and paired bootstrap differences. Writes OUT/bench_generative.json and .md.",
+    )
+    from neuralign.offline.generative.bench import add_arguments as add_generative_arguments
+
+    add_generative_arguments(p)
+    p.set_defaults(func=cmd_generative)
 
     p = what.add_parser(
         "fidelity", help="BrainAE vs ridge on the robustness matrix",

@@ -92,9 +92,11 @@ def ensure_generator(run_dir: Path, run_key: str, gen_dir: Path, force: bool) ->
         print(reason)
     h = train_run_generator(run_dir, gen_config, gen_dir)
     mark_cached(gen_dir, key, "model.safetensors")
+    v = h["validation"]
     print(f"  generator: {gen_config.model.name} trained on {h['n_train']} single-trial brain "
-          f"embeddings in {h['seconds_total']:.0f} s; held-out single-trial SSIM "
-          f"{h['test']['ssim']:.3f} ({gen_dir})")
+          f"embeddings in {h['seconds_total']:.0f} s; on {v['n_images']} held-out single trials: "
+          f"SSIM {v['ssim']:.3f} (mean training image {v['ssim_mean_image']:.3f}), 2-way "
+          f"identification {v['two_way_pixel']:.2f} ({gen_dir})")
     return gen_dir
 
 
@@ -116,7 +118,9 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
     if not headless:
         show_in_viewer(session.engine, bundle, session.stop)
         return 0
-    ssim = _generated_ssim(bundle, truth_run)
+    ssim = _generated_ssim(bundle, truth_run) if session.engine.generation is not None else None
+    if bundle.manifest.generator is not None and session.engine.generation is None:
+        print(f"  generated images off: {session.engine.generation_off}")
     t0 = time.monotonic()
     shown = 0
     try:
@@ -126,7 +130,7 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
                 shown = session.engine.n_decoded
                 print_live_accuracy(session)
                 if ssim is not None:
-                    ssim.update(session.engine.generation.images)
+                    ssim.update(session.engine.generation.images, session.engine.results)
                     print(ssim.line())
             if time.monotonic() - t0 > session.n_trials * 0.5 / speed + 60:
                 print("  timed out waiting for results")
@@ -137,7 +141,7 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
         session.stop()
     print_live_accuracy(session, final=True)
     if ssim is not None:  # stop() generated what was pending
-        ssim.update(session.engine.generation.images)
+        ssim.update(session.engine.generation.images, session.engine.results)
         print(ssim.line())
     online = session.results_in_stimulus_order()
     parity = live_offline_parity(bundle, raw_path, online, session.n_trials)
@@ -158,9 +162,13 @@ def _generated_ssim(bundle: Bundle, truth_run: Path | None):
     """The running SSIM of the engine's generated images (None without a generator or run)."""
     if truth_run is None or bundle.manifest.generator is None:
         return None
-    from neuralign.offline.generative.from_run import LiveSSIM, stimulus_truth_for_bundle
+    from neuralign.offline.generative.from_run import (
+        LiveSSIM,
+        mean_training_image,
+        stimulus_truth_for_bundle,
+    )
 
-    return LiveSSIM(stimulus_truth_for_bundle(truth_run, bundle))
+    return LiveSSIM(stimulus_truth_for_bundle(truth_run, bundle), mean_training_image(truth_run, bundle))
 
 
 def live_offline_parity(bundle: Bundle, raw_path: Path, online: list[Result], n_trials: int) -> dict:

@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ensure_simulated(config, data, force=False)
     features = Path(args.features) if args.features else config.features.path
     out = Path(args.out) if args.out else DEFAULT_DATA_DIR / "runs" / config.name
-    if config.model.name in ("flig", "smr_icg"):  # generative decoders
+    if config.model.name in ("flig", "smr_icg", "prior_map"):  # generative decoders
         from neuralign.offline.generative.runs import train_generative
 
         summary = train_generative(config, data, out)

@@ -165,6 +165,23 @@ def check_embedding_source(brain_run: Path, paired, n_check: int = 4, atol: floa
                     "training rows differ): retrain it on paired_from_run of that run")
 
 
+def validate_generator(model, paired):
+    """:class:`~neuralign.bundle.GeneratorValidation` of a generator on its run's test rows
+    (held out of its training), against the mean of its training images."""
+    from neuralign.bundle import GeneratorValidation
+    from neuralign.offline.generative.baselines import mean_image
+    from neuralign.offline.generative.metrics import decoding_metrics
+    from neuralign.offline.generative.scores import two_way_identification
+
+    decoded = model.generate(paired.test_responses)
+    mean = mean_image(paired.train_images, len(paired.test_images))
+    return GeneratorValidation(
+        split="test images", n_images=len(paired.test_images),
+        ssim=decoding_metrics(decoded, paired.test_images)["ssim"],
+        ssim_mean_image=decoding_metrics(mean, paired.test_images)["ssim"],
+        two_way_pixel=float(two_way_identification(decoded, paired.test_images).mean()))
+
+
 def generator_for_bundle(brain_run: Path, generator_run: Path):
     """(GeneratorSection, state dict) of a generator run for the bundle of ``brain_run``, after
     checking the generator was trained on that run's brain embeddings."""
@@ -177,10 +194,21 @@ def generator_for_bundle(brain_run: Path, generator_run: Path):
                         "(its config.yaml names no generative model)")
     config, paired, model = load_generative(generator_run)
     check_embedding_source(brain_run, paired)
+    import json
+
+    from neuralign.bundle import GeneratorValidation
+
+    history = generator_run / "history.json"
+    saved = json.loads(history.read_text()).get("validation") if history.is_file() else None
+    validation = (GeneratorValidation.model_validate(saved) if saved
+                  else validate_generator(model, paired))
+    if not validation.beats_mean_image:
+        log.warning("%s: %s", generator_run, validation.reason())
     section = GeneratorSection(kind=config.model.name,
                                config=config.generative.model_dump(mode="json"),
                                input="brain_embedding", n_inputs=paired.n_units,
-                               image_size=int(paired.image_shape[0]), channels=paired.n_channels)
+                               image_size=int(paired.image_shape[0]), channels=paired.n_channels,
+                               validation=validation)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return section, state
 
@@ -188,11 +216,12 @@ def generator_for_bundle(brain_run: Path, generator_run: Path):
 def train_run_generator(brain_run: Path, config, out: Path,
                         trials: Literal["single", "average"] = "single") -> dict:
     """Paired data from ``brain_run``'s brain embeddings, then the generator of ``config``
-    (flig | smr_icg) on it, written as a generative run in ``out``; returns its history plus
-    ``test`` (decoding metrics of the held-out rows) and ``seconds_total``."""
+    (flig | smr_icg | prior_map) on it, written as a generative run in ``out``; returns its
+    history plus ``validation`` (scores on the held-out test rows against the mean training
+    image, also saved in history.json for the bundle's gate) and ``seconds_total``."""
+    import json
     import time
 
-    from neuralign.offline.generative.metrics import decoding_metrics
     from neuralign.offline.generative.runs import load_generative, train_generative
 
     out = Path(out)
@@ -201,7 +230,8 @@ def train_run_generator(brain_run: Path, config, out: Path,
                              image_size=config.generative.image_size, trials=trials)
     history = train_generative(config, paired, out)
     _, data, model = load_generative(out)
-    history["test"] = decoding_metrics(model.generate(data.test_responses), data.test_images)
+    history["validation"] = validate_generator(model, data).model_dump(mode="json")
+    (out / "history.json").write_text(json.dumps(history, indent=1))
     history["seconds_total"] = time.perf_counter() - t0
     return history
 
@@ -215,42 +245,82 @@ def stimulus_truth_for_bundle(brain_run: Path, bundle) -> dict[str, np.ndarray] 
     return stimulus_truth(brain_run, bundle.template_ids, g.image_size, g.channels == 1)
 
 
-class LiveSSIM:
-    """Running SSIM of generated images against the true stimulus of their epoch (the demo's
-    live line); ``other`` is the same against another test image's truth, the level a generator
-    that ignores the brain would reach."""
+def mean_training_image(brain_run: Path, bundle) -> np.ndarray:
+    """The mean of ``brain_run``'s training stimuli at the bundle generator's size: the image a
+    generator that ignores the brain would show (the live line's floor)."""
+    from neuralign.offline.prepare import Prepared
 
-    def __init__(self, truth: dict[str, np.ndarray]):
+    g = bundle.manifest.generator
+    prep = Prepared.load(Path(brain_run) / "prepared.npz")
+    imgs = stimulus_truth(brain_run, list(prep.train_ids), g.image_size, g.channels == 1)
+    return np.mean(np.stack(list(imgs.values())), axis=0).astype(np.float32)
+
+
+class LiveSSIM:
+    """Running scores of live generated images against the true stimulus of their epoch (the
+    demo's live line), beside the two images a viewer could be shown instead: the mean training
+    image (``mean_image``; ignores the brain) and the retrieved top-1 template of the same epoch.
+    Each is scored by SSIM and by 2-way identification (is the image more correlated with its
+    own stimulus than with another test image's? 0.5 = chance; averaged over all others)."""
+
+    def __init__(self, truth: dict[str, np.ndarray], mean_image: np.ndarray | None = None):
         self.truth = truth
         self._ids = sorted(truth)
+        self._truth_rows = np.stack([truth[i].reshape(-1) for i in self._ids]).astype(np.float64)
+        self.mean_image = mean_image
         self._seen: set[int] = set()
-        self.ssim: list[float] = []
-        self.other: list[float] = []
+        self.scores: dict[str, dict[str, list[float]]] = {
+            k: {"ssim": [], "two_way": []} for k in ("generated", "mean_image", "retrieved")}
 
-    def update(self, generated) -> None:
-        """Score every not yet scored ``Generated`` (epoch_id, marker, image) with a known truth."""
+    def _two_way(self, image: np.ndarray, marker: str) -> float:
+        x = image.reshape(-1).astype(np.float64)
+        x = x - x.mean()
+        t = self._truth_rows - self._truth_rows.mean(axis=1, keepdims=True)
+        den = np.sqrt((t * t).sum(1) * (x * x).sum())
+        r = np.where(den > 0, t @ x / np.where(den > 0, den, 1), 0.0)
+        i = self._ids.index(marker)
+        others = np.delete(r, i)
+        return float(((r[i] > others) + 0.5 * (r[i] == others)).mean()) if len(others) else 0.5
+
+    def _add(self, kind: str, image: np.ndarray, marker: str) -> None:
         from skimage.metrics import structural_similarity
 
+        true = self.truth[marker]
+        kw = {"data_range": 1.0, "channel_axis": -1 if true.ndim == 3 else None}
+        self.scores[kind]["ssim"].append(float(structural_similarity(true, image, **kw)))
+        self.scores[kind]["two_way"].append(self._two_way(image, marker))
+
+    def update(self, generated, results=()) -> None:
+        """Score every not yet scored ``Generated`` (epoch_id, marker, image) with a known
+        truth; ``results`` (the engine's :class:`Result` list) give each epoch's top-1."""
+        top1 = {r.epoch_id: r.topk_ids[0] for r in list(results) if r.topk_ids}
         for g in list(generated):
             if g.epoch_id in self._seen or g.marker not in self.truth:
                 continue
             self._seen.add(g.epoch_id)
-            true = self.truth[g.marker]
-            other = self.truth[self._ids[(self._ids.index(g.marker) + 1) % len(self._ids)]]
-            kw = {"data_range": 1.0, "channel_axis": -1 if true.ndim == 3 else None}
-            self.ssim.append(float(structural_similarity(true, g.image, **kw)))
-            self.other.append(float(structural_similarity(other, g.image, **kw)))
+            self._add("generated", np.asarray(g.image, np.float32), g.marker)
+            if self.mean_image is not None:
+                self._add("mean_image", self.mean_image, g.marker)
+            if top1.get(g.epoch_id) in self.truth:
+                self._add("retrieved", self.truth[top1[g.epoch_id]], g.marker)
 
-    def summary(self) -> dict[str, float]:
-        """``{"n"}`` alone before any scored image, else ``n, ssim, ssim_other_image``."""
-        if not self.ssim:
-            return {"n": 0}
-        return {"n": len(self.ssim), "ssim": float(np.mean(self.ssim)),
-                "ssim_other_image": float(np.mean(self.other))}
+    def summary(self) -> dict:
+        """``{"n": 0}`` before any scored image; else ``n`` and, per image kind with scores,
+        its mean ``ssim`` and ``two_way``."""
+        n = len(self.scores["generated"]["ssim"])
+        out: dict = {"n": n}
+        if n:
+            for kind, sc in self.scores.items():
+                if sc["ssim"]:
+                    out[kind] = {"ssim": float(np.mean(sc["ssim"])),
+                                 "two_way": float(np.mean(sc["two_way"])), "n": len(sc["ssim"])}
+        return out
 
     def line(self) -> str:
         s = self.summary()
         if not s["n"]:
-            return "  generated SSIM so far: no generated image yet"
-        return (f"  generated SSIM so far {s['ssim']:.3f} over {s['n']} images "
-                f"(vs another test image: {s['ssim_other_image']:.3f})")
+            return "  generated images: none scored yet"
+        parts = [f"{name} SSIM {s[k]['ssim']:.3f} / 2-way {s[k]['two_way']:.2f}"
+                 for k, name in (("generated", "generated"), ("mean_image", "mean image"),
+                                 ("retrieved", "retrieved top-1")) if k in s]
+        return f"  over {s['n']} generated images: " + "; ".join(parts)

@@ -5,8 +5,11 @@ data range 1, Gaussian-free 7x7 window as in its default), averaged over test im
 Encoding (FLIG Eq. 19-21): MSE on responses scaled to [-1, 1] (the space the paper reports),
 Poisson NLL (Eq. 20) on the response units, per-neuron PCC across test images.
 Feature decoding (SMR+ICG Table 2 / Fig. 4): NMSE and per-unit PCC per layer.
-Baselines: a ridge pixel decoder (responses -> pixels) and an LNP encoder (pixels -> rates,
-exponential nonlinearity, Poisson likelihood).
+Baselines: a ridge pixel decoder (standardized responses -> pixels, alpha by efficient
+leave-one-out CV over ``baselines.RIDGE_ALPHAS_FINE``, a quarter-decade grid 1e-2..1e6; it
+delegates to ``baselines.tuned_ridge``) and an LNP encoder (pixels -> rates, exponential
+nonlinearity, Poisson likelihood; ``baselines.lnp_encoder_cv`` cross-validates its settings).
+``RIDGE_ALPHAS`` (decades) remains the grid of the feature-decoding ridges in ``smr_icg_train``.
 """
 
 from __future__ import annotations
@@ -72,16 +75,11 @@ def nmse(pred: np.ndarray, true: np.ndarray) -> float:
 
 def ridge_pixel_decoder(train_resp: np.ndarray, train_images: np.ndarray,
                         test_resp: np.ndarray) -> np.ndarray:
-    """Linear baseline: standardized responses -> pixels, ridge with efficient LOO-CV alpha."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """Linear baseline: standardized responses -> pixels, ridge with efficient LOO-CV alpha over
+    the quarter-decade grid (``baselines.tuned_ridge``); images clipped to [0, 1]."""
+    from neuralign.offline.generative.baselines import tuned_ridge
 
-    n = len(train_images)
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-    model.fit(train_resp, train_images.reshape(n, -1))
-    out = model.predict(test_resp).reshape((len(test_resp),) + train_images.shape[1:])
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    return tuned_ridge(train_resp, train_images, test_resp).images
 
 
 def lnp_encoder(train_images: np.ndarray, train_resp: np.ndarray, test_images: np.ndarray,

@@ -26,7 +26,7 @@ from neuralign.errors import DataError
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
-GENERATIVE_MODELS = ("flig", "smr_icg")
+GENERATIVE_MODELS = ("flig", "smr_icg", "prior_map")
 
 
 def is_generative_run(run_dir: Path) -> bool:
@@ -76,6 +76,13 @@ def train_generative(config: Config, data: Path | None, out: Path) -> dict:
         from neuralign.offline.generative.smr_icg_train import train_smr_icg
 
         model, history = train_smr_icg(paired, config.generative, device, seed=config.training.seed)
+    elif config.model.name == "prior_map":
+        from neuralign.offline.generative.prior_map_train import train_prior_map
+
+        model, hist = train_prior_map(paired.train_images, paired.train_responses,
+                                      config.generative.prior_map, device, seed=config.training.seed,
+                                      extra_images=paired.extra_images)
+        history = hist.to_dict()
     else:
         raise DataError(f"model.name {config.model.name!r} is not a generative model")
     history["seconds"] = time.perf_counter() - t0
@@ -147,6 +154,9 @@ def evaluate_generative(run_dir: Path, json_path: Path | None = None) -> dict:
             lnp = M.lnp_encoder(paired.train_images, paired.train_responses, paired.test_images)
             report["baselines"]["lnp"] = M.encoding_metrics(lnp, paired.test_responses, (hi + lo) / 2,
                                                             scale, counts)
+    elif config.model.name == "prior_map":  # the same decoder without its prior: the ablation
+        linear = model.linear(paired.test_responses)
+        report["baselines"]["prior_map_linear_start"] = M.decoding_metrics(linear, paired.test_images)
     else:
         from neuralign.offline.generative.smr_icg_train import evaluate_smr_icg
 

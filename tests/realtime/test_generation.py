@@ -6,6 +6,7 @@ import uuid
 import mne
 import numpy as np
 import pylsl
+import pytest
 import torch
 
 from neuralign.bundle import load_bundle
@@ -42,7 +43,9 @@ def test_engine_generates_one_image_per_decoded_epoch(tiny_generator_bundle):
                                wait_for_consumers=20.0)
     src = replay_source(rep, timeout=10)
     result_sid = uuid.uuid4().hex
-    engine = Engine(bundle, src, RealtimeConfig(batch_size=4, max_wait_ms=20, top_k=5),
+    # "always": the tiny generator is far too small to pass its validation; the gate is tested below
+    engine = Engine(bundle, src, RealtimeConfig(batch_size=4, max_wait_ms=20, top_k=5,
+                                                generated_images="always"),
                     result_source_id=result_sid)
     assert engine.generation is not None
     rep.start()
@@ -132,3 +135,28 @@ def test_generation_waits_while_the_engine_decodes_but_not_forever(tiny_generato
     assert worker.wait_for(2, 10)
     assert time.monotonic() - t0 >= generation.MAX_DEFER_S * 0.9
     worker.stop()
+
+
+def _with_validation(bundle, ssim: float, ssim_mean: float, two_way: float):
+    from neuralign.bundle import GeneratorValidation
+
+    bundle.manifest.generator.validation = GeneratorValidation(
+        split="test images", n_images=40, ssim=ssim, ssim_mean_image=ssim_mean, two_way_pixel=two_way)
+    return bundle
+
+
+@pytest.mark.parametrize(("ssim", "two_way", "shown"), [(0.60, 0.62, True), (0.50, 0.62, False),
+                                                         (0.60, 0.48, False)])
+def test_generated_images_only_when_the_generator_beat_the_mean_image(tiny_generator_bundle, ssim,
+                                                                       two_way, shown):
+    """The gate: a generator that lost to the mean training image on held-out images (SSIM or
+    2-way identification) makes no images, and the engine says why; "always" / "off" override."""
+    bundle = _with_validation(load_bundle(tiny_generator_bundle[0]), ssim, 0.55, two_way)
+    assert (GeneratorWorker.for_bundle(bundle, "cpu") is not None) is shown
+    reason = GeneratorWorker.off_reason(bundle)
+    assert (reason == "") is shown
+    if not shown:
+        assert "mean training image" in reason and "retrieved image" in reason
+    assert GeneratorWorker.for_bundle(bundle, "cpu", policy="always") is not None
+    assert GeneratorWorker.for_bundle(bundle, "cpu", policy="off") is None
+    assert "off" in GeneratorWorker.off_reason(bundle, "off")

@@ -27,7 +27,7 @@ def generator_engine(tiny_generator_bundle):
     rep = LSLReplayer.from_raw(raw, name=f"test-eeg-{sid[:6]}", source_id=sid, chunk_size=10,
                                wait_for_consumers=20.0, loop=True)
     src = replay_source(rep, timeout=10)
-    cfg = RealtimeConfig(batch_size=4, max_wait_ms=20, top_k=5,
+    cfg = RealtimeConfig(batch_size=4, max_wait_ms=20, top_k=5, generated_images="always",
                          result_stream_name=f"test-results-{sid[:8]}")
     engine = Engine(bundle, src, cfg, result_source_id=uuid.uuid4().hex)
     rep.start()
@@ -81,3 +81,38 @@ def test_attached_viewer_says_the_generator_is_unavailable(qtbot, generator_engi
     assert panel.stack.widget(1).text() == ATTACH_MODE and "attach mode" in ATTACH_MODE
     assert panel.shown is None and panel.n_changes == 0
     win.close()
+
+
+def test_a_generator_that_lost_to_the_mean_image_shows_the_retrieved_image(qtbot, tiny_generator_bundle):
+    """Default policy with a generator whose validation lost to the mean training image: the
+    engine makes no images and the panel shows each epoch's retrieved top-1 and says why."""
+    from neuralign.bundle import GeneratorValidation
+
+    bundle_dir, data = tiny_generator_bundle[:2]
+    bundle = load_bundle(bundle_dir)
+    bundle.manifest.generator.validation = GeneratorValidation(
+        split="test images", n_images=40, ssim=0.50, ssim_mean_image=0.55, two_way_pixel=0.6)
+    raw = mne.io.read_raw_fif(data / "sim_test_raw.fif", preload=True, verbose="error")
+    sid = uuid.uuid4().hex
+    rep = LSLReplayer.from_raw(raw, name=f"test-eeg-{sid[:6]}", source_id=sid, chunk_size=10,
+                               wait_for_consumers=20.0, loop=True)
+    engine = Engine(bundle, replay_source(rep, timeout=10), RealtimeConfig(batch_size=4, top_k=5),
+                    result_source_id=uuid.uuid4().hex)
+    assert engine.generation is None and "mean training image" in engine.generation_off
+    assert engine.status()["generation"]["off"] == engine.generation_off
+    rep.start()
+    engine.start()
+    try:
+        win = ViewerWindow(EngineFeed(engine, bundle))
+        qtbot.addWidget(win)
+        win.show()
+        panel = win.generated
+        assert panel.fallback is not None and "mean training image" in panel.info.text()
+        qtbot.waitUntil(lambda: panel.n_changes >= 2, timeout=40_000)
+        shown = panel.shown
+        assert panel.tile.image_id == shown["topk_ids"][0]  # the retrieved top-1 of that epoch
+        assert shown["epoch_id"] in {r.epoch_id for r in list(engine.results)}
+        win.close()
+    finally:
+        engine.stop()
+        rep.stop()

@@ -31,9 +31,13 @@ class GeneratedPanel(QWidget):
     ``show_generated`` is a no-op for the image already on screen (30 fps timer, cheap).
     """
 
-    def __init__(self, unavailable: str | None = None, parent: QWidget | None = None):
+    def __init__(self, unavailable: str | None = None, parent: QWidget | None = None,
+                 fallback: dict | None = None):
         super().__init__(parent)
-        self.available = unavailable is None
+        #: retrieved-image pixmaps by image id: with a generator that failed its validation the
+        #: panel shows the retrieved top-1 image and says why (see show_retrieved)
+        self.fallback = fallback if unavailable and fallback else None
+        self.available = unavailable is None or self.fallback is not None
         self.shown: Generated | None = None
         self.n_changes = 0
         outer = QVBoxLayout(self)
@@ -46,7 +50,8 @@ class GeneratedPanel(QWidget):
         self.tile = ThumbTile(STIM_PX)
         self.tile.pic.setText("waiting…")
         lay.addWidget(self.tile, 0, Qt.AlignmentFlag.AlignHCenter)
-        self.info = QLabel("from the decoded brain embedding")
+        self.info = QLabel(f"retrieved top-1 shown instead: {unavailable}" if self.fallback
+                           else "from the decoded brain embedding")
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
         lay.addStretch(1)
@@ -55,9 +60,21 @@ class GeneratedPanel(QWidget):
         outer.addLayout(self.stack)
         self.stack.setCurrentIndex(0 if self.available else 1)
 
+    def show_retrieved(self, r: dict | None) -> bool:
+        """Fallback mode only: the retrieved top-1 image of result form ``r``."""
+        if self.fallback is None or r is None or r is self.shown:
+            return False
+        ids = r.get("topk_ids") or []
+        if not ids or ids[0] not in self.fallback:
+            return False
+        self.tile.set_image(ids[0], self.fallback[ids[0]], None)
+        self.shown = r
+        self.n_changes += 1
+        return True
+
     def show_generated(self, g: Generated | None) -> bool:
         """Display ``g`` unless it is on screen already; True when the picture changed."""
-        if not self.available or g is None or g is self.shown:
+        if self.fallback is not None or not self.available or g is None or g is self.shown:
             return False
         self.tile.set_image(None, thumbnail_pixmap(image_rgb(g.image), STIM_PX), None)
         self.info.setText(f"epoch {g.epoch_id}" + (f" (shown: {g.marker})" if g.marker else ""))
