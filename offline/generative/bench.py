@@ -43,6 +43,10 @@ FAMILIES = ("lnp", "subunit", "voxels", "digits")
 FLOORS = ("mean_image", "retrieved")
 FAST = ("mean_image", "retrieved", "ridge", "ridge_per_pixel", "prior_map")
 SLOW = ("flig", "smr_icg")  # trained runs of the shipped configs
+#: the prior MAP decoder's ablations (not run by default): its prior trained without the unpaired
+#: images; and without its likelihood (mu so large that decoding only denoises the ridge start)
+ABLATIONS = {"prior_map_no_extra": {"use_extra_images": False},
+             "ridge_denoised": {"mu_grid": [1e6]}}
 DEFAULT_DECODERS = FAST + SLOW
 DEFAULT_OUT = Path(".neuralign-cache/bench-generative")
 METRICS = ("ssim", "pcc", "two_way_pixel", "two_way_feature")
@@ -134,6 +138,16 @@ def _cae_codes_ridge(run_dir: Path, paired) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
+def _cvae_images(run_dir: Path) -> np.ndarray:
+    """ICG without its introspective terms: the run's CVAE special case (alpha 0, beta 1),
+    trained beside ICG with the same epochs, conditions and validation, on the same SMR
+    predictions of the test features."""
+    from neuralign.offline.generative.runs import load_generative
+
+    _, data, model = load_generative(run_dir)
+    return model.images_from_features(model.predict_features(data.test_responses), which="cvae")
+
+
 def decode_all(family: str, seed: int, decoders: Sequence[str], out: Path, train_slow: bool,
                prior_config=None) -> list[DecoderScores]:
     """Every requested decoder on one dataset, scored on its test images."""
@@ -159,11 +173,12 @@ def decode_all(family: str, seed: int, decoders: Sequence[str], out: Path, train
             r = B.tuned_ridge(p.train_responses, p.train_images, p.test_responses,
                               per_pixel=dec == "ridge_per_pixel")
             img, note = r.images, f"alpha {r.alpha:g} ({r.cv})"
-        elif dec == "prior_map":
+        elif dec == "prior_map" or dec in ABLATIONS:
             from neuralign.config import load_config
             from neuralign.offline.generative.prior_map_train import train_prior_map
 
             cfg = prior_config or load_config("prior_map").generative.prior_map
+            cfg = cfg.model_copy(update=ABLATIONS.get(dec, {}))
             torch.set_num_threads(1)
             model, hist = train_prior_map(p.train_images, p.train_responses, cfg,
                                           torch.device("cpu"), seed=2024,
@@ -175,12 +190,16 @@ def decode_all(family: str, seed: int, decoders: Sequence[str], out: Path, train
             img = _slow_run(dec, paired_file, out / "runs" / f"{family}-s{seed}" / dec, train_slow)
             if img is None:
                 continue
+            run = out / "runs" / f"{family}-s{seed}" / dec
             if dec == "flig":
-                images["ridge_cae_codes"] = (
-                    _cae_codes_ridge(out / "runs" / f"{family}-s{seed}" / dec, p), 0.0,
-                    "tuned ridge into FLIG's auto-encoder codes")
+                images["ridge_cae_codes"] = (_cae_codes_ridge(run, p), 0.0,
+                                             "tuned ridge into FLIG's auto-encoder codes")
+            else:
+                images["cvae"] = (_cvae_images(run), 0.0,
+                                  "ICG with alpha 0 (no introspective terms), same run")
         else:
-            raise ValueError(f"unknown decoder {dec!r}; known: {', '.join(DEFAULT_DECODERS)}")
+            raise ValueError(f"unknown decoder {dec!r}; known: "
+                             f"{', '.join(DEFAULT_DECODERS + tuple(ABLATIONS))}")
         images[dec] = (img, time.perf_counter() - t0, note)
     out_scores = []
     for dec, (img, seconds, note) in images.items():
@@ -219,7 +238,8 @@ def aggregate(scores: list[DecoderScores]) -> list[Row]:
                 target[other] = (d.mean, d.lo, d.hi, len(common))
         rows.append(row)
     order = {d: i for i, d in enumerate(FLOORS + ("ridge", "ridge_per_pixel", "ridge_cae_codes",
-                                                  "flig", "smr_icg", "prior_map"))}
+                                                  "flig", "cvae", "smr_icg", "ridge_denoised",
+                                                  "prior_map_no_extra", "prior_map"))}
     return sorted(rows, key=lambda r: order.get(r.decoder, 99))
 
 
@@ -276,7 +296,8 @@ def run_bench(families: Sequence[str], seeds: Sequence[int], decoders: Sequence[
     report: dict = {"seeds": list(seeds), "development": dev, "decoders": list(decoders),
                     "families": {}}
     tables = []
-    wanted = set(decoders) | ({"ridge_cae_codes"} if "flig" in decoders else set())
+    wanted = (set(decoders) | ({"ridge_cae_codes"} if "flig" in decoders else set())
+              | ({"cvae"} if "smr_icg" in decoders else set()))
     for family in families:
         scores = [s for (f, seed, d), s in done.items() if f == family and seed in seeds and d in wanted]
         rows = aggregate(scores)
@@ -301,7 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=",".join(map(str, REPORT_SEEDS)),
                    help="simulator seeds (default: the report seeds %(default)s)")
     p.add_argument("--decoders", default=",".join(DEFAULT_DECODERS),
-                   help="comma-separated (default %(default)s; flig adds ridge_cae_codes)")
+                   help="comma-separated (default %(default)s; flig adds ridge_cae_codes; "
+                   f"ablations of prior_map: {', '.join(ABLATIONS)})")
     p.add_argument("--no-train", action="store_true",
                    help="score FLIG / SMR+ICG runs that exist in the cache, train none")
     p.add_argument("--dev", action="store_true", help="allow development seeds (marked as such)")

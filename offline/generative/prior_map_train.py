@@ -178,6 +178,7 @@ def held_out_rows(images: np.ndarray, fraction: float, seed: int,
 #: the settings a trained denoiser depends on (its cache key)
 DENOISER_KEYS = ("denoiser_width", "denoiser_depth", "denoiser_steps", "denoiser_batch_size",
                  "denoiser_crop", "denoiser_lr", "denoiser_sigma_max")
+MU_EXTENSIONS = 3
 BLEND_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
 
 
@@ -233,7 +234,9 @@ def train_prior_map(images: np.ndarray, responses: np.ndarray, cfg: PriorMapConf
     mean_img = model.shrink(model.start(y_val[:1]), 0.0).expand(len(val), -1)
     hist.val_ssim_mean_image = decoding_metrics(model.as_images(mean_img), truth)["ssim"]
     best, best_mu, best_blend = -np.inf, cfg.mu, 1.0
-    for mu in cfg.mu_grid or [cfg.mu]:
+
+    def score(mu: float) -> float:
+        nonlocal best, best_mu, best_blend
         with torch.no_grad():
             x = model.refine(y_val, model.start(y_val), mu)
         by_blend = {g: decoding_metrics(model.as_images(model.shrink(x, g)), truth)["ssim"]
@@ -244,6 +247,22 @@ def train_prior_map(images: np.ndarray, responses: np.ndarray, cfg: PriorMapConf
                  "%.4f)", mu, by_blend[g], g, hist.val_ssim_linear, hist.val_ssim_mean_image)
         if by_blend[g] > best:
             best, best_mu, best_blend = by_blend[g], mu, g
+        return by_blend[g]
+
+    grid = sorted(cfg.mu_grid or [cfg.mu])
+    for mu in grid:
+        score(mu)
+    # the likelihood's scale depends on the data (rates, units, repetitions): a best mu at the
+    # grid's edge extends the grid a decade at a time (at most MU_EXTENSIONS times) that way
+    for _ in range(MU_EXTENSIONS if len(grid) > 1 else 0):
+        if best_mu == min(grid):
+            grid.insert(0, best_mu / 10)
+            score(grid[0])
+        elif best_mu == max(grid):
+            grid.append(best_mu * 10)
+            score(grid[-1])
+        else:
+            break
     hist.mu, hist.blend = float(best_mu), float(best_blend)
     model.mu.fill_(hist.mu)
     model.blend.fill_(hist.blend)
