@@ -119,10 +119,15 @@ def _slow_run(decoder: str, paired_file: Path, run_dir: Path, train: bool) -> np
     return np.load(decoded)
 
 
-def _cae_codes_ridge(run_dir: Path, paired) -> np.ndarray:
-    """FLIG without its flows: the tuned ridge into the run's auto-encoder codes, decoded by its
-    decoder (the deterministic linear map the flows must beat)."""
+def _cae_codes_maps(run_dir: Path) -> dict[str, np.ndarray]:
+    """FLIG without its flows: deterministic maps from responses into the run's auto-encoder
+    codes, decoded by its decoder. ``ridge_cae_codes``: the tuned ridge; ``mlp_cae_codes``: a
+    one-hidden-layer MLP (scikit-learn, early stopping on 10 % of the training rows). These are
+    what the flows must beat."""
     import torch
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from neuralign.offline.generative.baselines import ridge_into_codes
     from neuralign.offline.generative.runs import load_generative
@@ -132,10 +137,18 @@ def _cae_codes_ridge(run_dir: Path, paired) -> np.ndarray:
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     with torch.no_grad():
         codes = torch.cat([model.enc(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy()
-        pred = ridge_into_codes(data.train_responses, codes.reshape(len(codes), -1), data.test_responses)
-        out = model.dec(torch.as_tensor(pred, dtype=torch.float32).view(-1, *codes.shape[1:]))
-    out = out.permute(0, 2, 3, 1).numpy()
-    return out[..., 0] if out.shape[-1] == 1 else out
+    flat = codes.reshape(len(codes), -1)
+    mlp = make_pipeline(StandardScaler(), MLPRegressor(
+        hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=True, max_iter=500, random_state=0))
+    preds = {"ridge_cae_codes": ridge_into_codes(data.train_responses, flat, data.test_responses),
+             "mlp_cae_codes": mlp.fit(data.train_responses, flat).predict(data.test_responses)}
+    out = {}
+    for name, pred in preds.items():
+        with torch.no_grad():
+            img = model.dec(torch.as_tensor(pred, dtype=torch.float32).view(-1, *codes.shape[1:]))
+        img = img.permute(0, 2, 3, 1).numpy()
+        out[name] = img[..., 0] if img.shape[-1] == 1 else img
+    return out
 
 
 def _cvae_images(run_dir: Path) -> np.ndarray:
@@ -192,8 +205,8 @@ def decode_all(family: str, seed: int, decoders: Sequence[str], out: Path, train
                 continue
             run = out / "runs" / f"{family}-s{seed}" / dec
             if dec == "flig":
-                images["ridge_cae_codes"] = (_cae_codes_ridge(run, p), 0.0,
-                                             "tuned ridge into FLIG's auto-encoder codes")
+                for name, imgs in _cae_codes_maps(run).items():
+                    images[name] = (imgs, 0.0, f"{name.split('_')[0]} into FLIG's auto-encoder codes")
             else:
                 images["cvae"] = (_cvae_images(run), 0.0,
                                   "ICG with alpha 0 (no introspective terms), same run")
@@ -238,6 +251,7 @@ def aggregate(scores: list[DecoderScores]) -> list[Row]:
                 target[other] = (d.mean, d.lo, d.hi, len(common))
         rows.append(row)
     order = {d: i for i, d in enumerate(FLOORS + ("ridge", "ridge_per_pixel", "ridge_cae_codes",
+                                                  "mlp_cae_codes",
                                                   "flig", "cvae", "smr_icg", "ridge_denoised",
                                                   "prior_map_no_extra", "prior_map"))}
     return sorted(rows, key=lambda r: order.get(r.decoder, 99))
@@ -296,7 +310,7 @@ def run_bench(families: Sequence[str], seeds: Sequence[int], decoders: Sequence[
     report: dict = {"seeds": list(seeds), "development": dev, "decoders": list(decoders),
                     "families": {}}
     tables = []
-    wanted = (set(decoders) | ({"ridge_cae_codes"} if "flig" in decoders else set())
+    wanted = (set(decoders) | ({"ridge_cae_codes", "mlp_cae_codes"} if "flig" in decoders else set())
               | ({"cvae"} if "smr_icg" in decoders else set()))
     for family in families:
         scores = [s for (f, seed, d), s in done.items() if f == family and seed in seeds and d in wanted]

@@ -160,3 +160,32 @@ def test_generated_images_only_when_the_generator_beat_the_mean_image(tiny_gener
     assert GeneratorWorker.for_bundle(bundle, "cpu", policy="always") is not None
     assert GeneratorWorker.for_bundle(bundle, "cpu", policy="off") is None
     assert "off" in GeneratorWorker.off_reason(bundle, "off")
+
+
+def test_stop_drops_what_is_pending_after_its_timeout_and_joins(tiny_generator_bundle):
+    """A generator slower than the epochs: stop() generates for at most its timeout, counts the
+    rest as dropped and returns with the thread ended (a thread left in torch at interpreter
+    exit aborts the process)."""
+    import time
+
+    bundle = load_bundle(tiny_generator_bundle[0])
+    model = bundle.build_generator()
+    real = model.generate
+
+    def slow_generate(z):
+        time.sleep(0.1)
+        return real(z)
+
+    model.generate = slow_generate
+    worker = GeneratorWorker(model, max_pending=64)
+    d = bundle.template_embeddings.shape[1]
+    z = np.ones((2, d), np.float32) / np.sqrt(d)
+    for b in range(40):
+        worker.submit([Result(epoch_id=2 * b + i, marker=None, marker_timestamp=0.0,
+                              last_sample_timestamp=0.0, n_repetitions=1, topk_ids=[],
+                              topk_scores=[]) for i in range(2)], list(z))
+    thread = worker._thread
+    t0 = time.monotonic()
+    worker.stop(timeout=0.3)
+    assert time.monotonic() - t0 < 2.0 and not thread.is_alive()
+    assert worker.n_generated + worker.n_dropped == 80 and worker.n_dropped > 0
