@@ -281,9 +281,11 @@ def format_table(family: str, rows: list[Row], dev: bool) -> str:
 
 
 def run_bench(families: Sequence[str], seeds: Sequence[int], decoders: Sequence[str], out: Path,
-              train_slow: bool = True, dev: bool = False, prior_config=None) -> dict:
+              train_slow: bool = True, dev: bool = False, prior_config=None,
+              report_only: bool = False) -> dict:
     """Decode, score and aggregate; writes OUT/bench_generative.json and .md; returns the JSON.
-    ``prior_config``: the prior MAP decoder's settings (default: configs/prior_map.yaml)."""
+    ``prior_config``: the prior MAP decoder's settings (default: configs/prior_map.yaml);
+    ``report_only``: decode nothing, tabulate what ``scores.jsonl`` holds for these seeds."""
     bad = sorted(set(seeds) & set(DEV_SEEDS))
     if bad and not dev:
         from neuralign.errors import UserError
@@ -301,7 +303,7 @@ def run_bench(families: Sequence[str], seeds: Sequence[int], decoders: Sequence[
     for family in families:
         for seed in seeds:
             todo = [d for d in decoders if (family, seed, d) not in done]
-            if not todo:
+            if not todo or report_only:
                 continue
             for s in decode_all(family, seed, todo, out, train_slow, prior_config):
                 done[(s.family, s.seed, s.decoder)] = s
@@ -341,6 +343,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-train", action="store_true",
                    help="score FLIG / SMR+ICG runs that exist in the cache, train none")
     p.add_argument("--dev", action="store_true", help="allow development seeds (marked as such)")
+    p.add_argument("--report-only", action="store_true",
+                   help="decode nothing: tabulate the scores already in OUT/scores.jsonl")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="data, runs, scores and bench_generative.json/.md (default %(default)s)")
 
@@ -348,7 +352,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> dict:
     """Run the bench as the parsed options say and print the tables."""
     rep = run_bench(_csv(args.families), [int(s) for s in _csv(args.seeds)], _csv(args.decoders),
-                    Path(args.out), train_slow=not args.no_train, dev=args.dev)
+                    Path(args.out), train_slow=not args.no_train, dev=args.dev,
+                    report_only=args.report_only)
     print(rep["table"])
     print(f"\nwritten: {Path(args.out) / 'bench_generative.json'} and .md")
     return rep
