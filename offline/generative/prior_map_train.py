@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from neuralign.generative_config import PriorMapConfig
 from neuralign.models.prior_map import Denoiser, PriorMapDecoder
+from neuralign.offline.generative.baselines import RIDGE_ALPHAS_FINE
 
 log = logging.getLogger(__name__)
 
-RIDGE_ALPHAS = tuple(10.0 ** np.arange(-2, 6.01, 0.25))
 
 
 @dataclass
@@ -118,7 +118,7 @@ def fit_linear_parts(model: PriorMapDecoder, images: np.ndarray, responses: np.n
     flat = _pixels(images).astype(np.float64)
     y = np.asarray(responses, np.float64)
     scaler = StandardScaler().fit(y)
-    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(y), flat)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS_FINE).fit(scaler.transform(y), flat)
     pca = PCA(n_components=min(cfg.encoder_components, n - 1, flat.shape[1]), whiten=True,
               random_state=0).fit(flat)
     a = pca.transform(flat)
@@ -135,7 +135,7 @@ def fit_linear_parts(model: PriorMapDecoder, images: np.ndarray, responses: np.n
             w[j] = glm.coef_ @ to_pix
             b[j] = glm.intercept_ - w[j] @ pca.mean_
     else:
-        enc = RidgeCV(alphas=RIDGE_ALPHAS).fit(a, y)
+        enc = RidgeCV(alphas=RIDGE_ALPHAS_FINE).fit(a, y)
         w = enc.coef_ @ to_pix
         b = enc.intercept_ - w @ pca.mean_
         resid = y - enc.predict(a)
@@ -231,7 +231,7 @@ def train_prior_map(images: np.ndarray, responses: np.ndarray, cfg: PriorMapConf
     y_val = torch.as_tensor(responses[val], dtype=torch.float32, device=device)
     truth = images[val]
     hist.val_ssim_linear = decoding_metrics(model.linear(responses[val]), truth)["ssim"]
-    mean_img = model.shrink(model.start(y_val[:1]), 0.0).expand(len(val), -1)
+    mean_img = model.mean_image.expand(len(val), -1)
     hist.val_ssim_mean_image = decoding_metrics(model.as_images(mean_img), truth)["ssim"]
     best, best_mu, best_blend = -np.inf, cfg.mu, 1.0
 
