@@ -8,7 +8,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean docs
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,15 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest $(ARGS)
+
+# the documentation site (docs/_build/html); the gallery's examples run during the build
+docs: $(VENV)/.docs-installed
+	LSLAPICFG=$(CURDIR)/neuralign/lsl_api.cfg QT_QPA_PLATFORM=offscreen MPLBACKEND=Agg \
+	    $(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html $(SPHINXOPTS)
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev,docs]"
+	touch $@
 
 clean:
 	rm -rf $(VENV) .neuralign-cache build *.egg-info

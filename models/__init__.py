@@ -1,7 +1,9 @@
 """Torch modules and losses, and a registry from config name to class. No file I/O, no LSL.
 
-The registry (:mod:`.registry`) is built from ``__all__`` below: export a module class with a
-``registry_name`` and ``kind`` ("model" or "backbone") here and it becomes buildable by name.
+The registry (:mod:`.registry`) imports every module of this package: a class with a
+``registry_name``, a ``kind`` ("model", "backbone" or "generator") and its ``traits``
+(:class:`ModelTraits`: loss, pixel input, generative, options class) becomes buildable by name
+and valid as ``model.name``; adding a model is adding one file (exporting it here is optional).
 """
 
 from .brainae import BrainAE, Temperature
@@ -15,12 +17,17 @@ from .braindecode_backbones import (
 )
 from .losses import brainae_loss, clip_loss, feature_mse, info_nce, reconstruction_mse
 from .registry import (
+    ModelOptions,
+    ModelTraits,
     backbone_names,
     build_backbone,
     build_model,
+    config_names,
     get_backbone_class,
     get_model_class,
     model_names,
+    model_traits,
+    register_model,
 )
 from .spatial_projection import ProjectedEncoder
 from .tsconv import TSConvDecoder, TSConvEncoder, tsconv_n_pooled_times
@@ -63,4 +70,9 @@ __all__ = [
     "get_backbone_class",
     "model_names",
     "backbone_names",
+    "config_names",
+    "model_traits",
+    "register_model",
+    "ModelTraits",
+    "ModelOptions",
 ]

@@ -11,10 +11,12 @@ import math
 from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from neuralign.config import ModelConfig
 
+from .registry import ModelOptions, ModelTraits
 from .spatial_projection import ProjectedEncoder, check_n_virtual
 from .tsconv import DecoderActivation, TSConvDecoder, TSConvEncoder
 
@@ -65,6 +67,24 @@ class BrainAE(nn.Module):
 
     registry_name = "brainae"
     kind = "model"
+
+    class Options(ModelOptions):
+        """BrainAE's own options of the flat ``model:`` section."""
+
+        backbone: str = "tsconv"
+        spatial_projection: int | None = Field(None, description="a BrainAE option")
+        temporal_filters: int | None = Field(
+            None, description="an option of BrainAE's TSConv encoder")
+
+        @model_validator(mode="after")
+        def _temporal_filters_need_tsconv(self) -> BrainAE.Options:
+            if self.temporal_filters is not None and self.backbone != "tsconv":
+                raise ValueError("temporal_filters is an option of BrainAE's TSConv encoder; a "
+                                 f"BrainAE with backbone {self.backbone!r} has none (leave it "
+                                 "unset)")
+            return self
+
+    traits = ModelTraits(loss="brainae", config_class=Options)
 
     def __init__(
         self,

@@ -19,7 +19,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from neuralign.generative_config import GenerativeConfig
+
+from .generators import GeneratorKind
 from .realnvp import RealNVP
+from .registry import ModelTraits
 
 
 def _conv_block(c_in: int, c_out: int, k: int, stride: int, pad: int, dropout: float | None) -> list[nn.Module]:
@@ -157,6 +161,17 @@ class FLIG(nn.Module):
     """The whole model: frozen-after-stage-1 CAE, two flows on one base, two discriminators."""
 
     registry_name = "flig"
+    kind = "generator"
+    traits = ModelTraits(loss="own", generative=True)
+    generator = GeneratorKind(trainer="neuralign.offline.generative.runs:train_flig_run", ablation="neuralign.offline.generative.runs:flig_ablation")
+
+    @classmethod
+    def from_generative(cls, gen: GenerativeConfig, n_units: int, image_size: int, channels: int,
+                        state: dict | None = None) -> FLIG:
+        """The untrained model of ``gen.flig`` for this data shape (the builder)."""
+        f = gen.flig
+        return cls(n_units, image_size, channels, f.n_units_x, f.n_units_s, f.coupling_hidden,
+                   f.coupling_layers, f.cae_dropout, f.cae_width, f.coupling_permute)
 
     def __init__(self, n_units: int, image_size: int = 64, channels: int = 1, n_units_x: int = 15,
                  n_units_s: int = 1, hidden: int = 128, n_hidden: int = 3, dropout: float = 0.1,

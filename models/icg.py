@@ -19,6 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .generators import GeneratorKind
+from .registry import ModelTraits
+
 
 class FeatureCNN(nn.Module):
     """The default frozen CNN: a small conv auto-encoder neuralign trains on the training (+ extra)
@@ -178,6 +181,17 @@ class SmrIcgDecoder(nn.Module):
     """
 
     registry_name = "smr_icg"
+    kind = "generator"
+    traits = ModelTraits(loss="own", generative=True)
+    generator = GeneratorKind(trainer="neuralign.offline.generative.runs:train_smr_icg_run", ablation="neuralign.offline.generative.runs:smr_icg_ablation")
+
+    @classmethod
+    def from_generative(cls, gen, n_units: int, image_size: int, channels: int,
+                        state: dict | None = None) -> SmrIcgDecoder:
+        """:meth:`from_state`, keeping the configs SMR's evaluation reads (the builder)."""
+        model = cls.from_state(gen, n_units, image_size, channels, state)
+        model._gen_config, model._smr_config = gen, gen.smr
+        return model
 
     def __init__(self, n_units: int, n_features: int, top_k: int, image_size: int, channels: int,
                  latent_dim: int, widths: tuple[int, ...], cnn: FeatureCNN | None,

@@ -22,7 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuralign.generative_config import PriorMapConfig
+from neuralign.generative_config import GenerativeConfig, PriorMapConfig
+
+from .generators import GeneratorKind
+from .registry import ModelTraits
 
 
 class Denoiser(nn.Module):
@@ -49,6 +52,18 @@ class PriorMapDecoder(nn.Module):
     Every fitted array is a buffer, so the whole decoder round-trips through a state dict
     (safetensors in a run directory or a bundle's generator section).
     """
+
+    registry_name = "prior_map"
+    kind = "generator"
+    traits = ModelTraits(loss="own", generative=True)
+    generator = GeneratorKind(trainer="neuralign.offline.generative.runs:train_prior_map_run",
+                              ablation="neuralign.offline.generative.runs:prior_map_ablation")
+
+    @classmethod
+    def from_generative(cls, gen: GenerativeConfig, n_units: int, image_size: int,
+                        channels: int, state: dict | None = None) -> PriorMapDecoder:
+        """The untrained decoder of ``gen.prior_map`` for this data shape (the builder)."""
+        return cls(n_units, image_size, channels, gen.prior_map)
 
     def __init__(self, n_units: int, image_size: int, channels: int, cfg: PriorMapConfig):
         super().__init__()

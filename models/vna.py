@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from neuralign.config import ModelConfig
 
 from .brainae import Temperature
+from .registry import ModelTraits
 
 CONV_CHANNELS = (16, 32, 64, 128, 256)
 LEAKY_SLOPE = 0.2
@@ -122,6 +123,7 @@ class VNA(nn.Module):
 
     registry_name = "vna"
     kind = "model"
+    traits = ModelTraits(loss="clip", pixel_input=True)
 
     def __init__(
         self,
@@ -184,6 +186,7 @@ class DirectEncoding(nn.Module):
 
     registry_name = "direct_encoding"
     kind = "model"
+    traits = ModelTraits(loss="mse_encoding", pixel_input=True)  # image -> response, MSE
 
     def __init__(
         self, n_chans: int, n_times: int = 1, image_size: int = 64, in_channels: int = 3,
@@ -220,6 +223,7 @@ class DirectDecoding(nn.Module):
 
     registry_name = "direct_decoding"
     kind = "model"
+    traits = ModelTraits(loss="mse_decoding", pixel_input=True)  # response -> pixels, MSE
 
     def __init__(
         self, n_chans: int, n_times: int = 1, image_size: int = 64, out_channels: int = 3,

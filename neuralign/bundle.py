@@ -1,6 +1,7 @@
 """The model bundle: the one contract between offline training and the realtime engine.
 
 A bundle is a directory with
+
 - ``weights.safetensors``   model state (never pickle),
 - ``templates.safetensors`` template bank: ``embeddings`` (n, d) float32, ``thumbnails`` (n, h, w, 3) uint8,
 - ``generator.safetensors`` (only with a ``generator`` section) the generative decoder's weights,
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neuralign import __version__
 from neuralign.config import ModelConfig, PreprocessingConfig
-from neuralign.errors import DataError, read_json
+from neuralign.errors import DataError, read_json, require_file
 from neuralign.signal.whitening import Whitening
 
 FORMAT = "neuralign-bundle"
@@ -369,13 +370,12 @@ def load_bundle(directory: Path, verify: bool = True) -> Bundle:
     directory = Path(directory)
     mpath = directory / MANIFEST
     for name in (MANIFEST, WEIGHTS, TEMPLATES):
-        if not (directory / name).is_file():
-            raise DataError(f"{directory / name}: bundle file missing (is {directory} a bundle?)")
+        require_file(directory / name, f"bundle file missing (is {directory} a bundle?)")
     raw = read_json(mpath, "bundle manifest")
     manifest = parse_manifest(raw, mpath)
-    if manifest.generator is not None and not (directory / GENERATOR).is_file():
-        raise DataError(f"{directory / GENERATOR}: bundle file missing (the manifest names a "
-                        f"{manifest.generator.kind} generator)")
+    if manifest.generator is not None:
+        require_file(directory / GENERATOR, "bundle file missing (the manifest names a "
+                     f"{manifest.generator.kind} generator)")
     if verify:
         expected = raw.get("content_hash")
         actual = _content_hash(directory, raw)

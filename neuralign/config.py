@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,6 +26,9 @@ from neuralign.errors import ConfigError
 from neuralign.generative_config import GenerativeConfig, RetinaSimConfig
 from neuralign.signal.guard import SPIKE_LIMIT
 from neuralign.units import KNOWN_UNITS, unit_scale
+
+if TYPE_CHECKING:
+    from neuralign.models.registry import ModelTraits
 
 # "retina": LNP ganglion-cell spike counts on still images (generative decoding).
 Modality = Literal["eeg", "meg", "mua", "retina"]
@@ -180,10 +183,16 @@ class LossWeights(_Section):
 
 
 class ModelConfig(_Section):
-    # direct_encoding / direct_decoding: VNA's baselines (image -> response / response -> pixels, MSE)
-    # flig / smr_icg: generative decoders (settings in the top-level ``generative`` section).
-    name: Literal["brainae", "vna", "direct_encoding", "direct_decoding", "flig", "smr_icg",
-                  "prior_map"] = "brainae"
+    """The model and its options, one flat section for every model.
+
+    ``name`` is any registered model (neuralign.models.registry: brainae, vna, direct_encoding /
+    direct_decoding - VNA's baselines, image -> response / response -> pixels with MSE - and the
+    generative decoders flig / smr_icg / prior_map, set up by the top-level ``generative``
+    section). Options only some models have are validated by that model's options class
+    (``ModelTraits.config_class``).
+    """
+
+    name: str = Field("brainae", description="a registered model (neuralign.models.registry)")
     backbone: str = Field("tsconv", description="'tsconv' or a braindecode model name")
     k: int = Field(40, ge=1)
     m1: int = Field(26, ge=1)
@@ -210,17 +219,30 @@ class ModelConfig(_Section):
     temporal_filters: int | None = Field(
         None, ge=1, description="TSConv's per-channel temporal filters; None = k")
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from neuralign.models.registry import config_names  # see _options_fit_the_model
+
+        known = config_names()
+        if name not in known:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
+        return name
+
     @model_validator(mode="after")
-    def _front_end_options_fit_the_model(self) -> ModelConfig:
-        if self.spatial_projection is not None and self.name != "brainae":
-            raise ValueError(f"spatial_projection is a BrainAE option; model {self.name!r} has "
-                             "no brain encoder to project for (leave it unset)")
-        if self.temporal_filters is not None and (self.name != "brainae"
-                                                  or self.backbone != "tsconv"):
-            raise ValueError("temporal_filters is an option of BrainAE's TSConv encoder; model "
-                             f"{self.name!r} with backbone {self.backbone!r} has none (leave it "
-                             "unset)")
+    def _options_fit_the_model(self) -> ModelConfig:
+        # imported here: the registry imports the model classes (torch), which import this module
+        from neuralign.models.registry import check_model_config
+
+        check_model_config(self)
         return self
+
+    @property
+    def traits(self) -> ModelTraits:
+        """The declared traits of the named model (loss, pixel input, generative, options)."""
+        from neuralign.models.registry import model_traits
+
+        return model_traits(self.name)
 
 
 class TrainingConfig(_Section):
@@ -356,14 +378,15 @@ class Config(_Section):
     dataset: DatasetConfig
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     features: FeaturesConfig = FeaturesConfig()
-    model: ModelConfig = ModelConfig()
+    # a factory: validating a ModelConfig imports the model registry, not at this module's import
+    model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = TrainingConfig()
     realtime: RealtimeConfig = RealtimeConfig()
     generative: GenerativeConfig | None = None
 
     @model_validator(mode="after")
     def _generative_defaults(self) -> Config:
-        if self.model.name in ("flig", "smr_icg", "prior_map") and self.generative is None:
+        if self.model.traits.generative and self.generative is None:
             self.generative = GenerativeConfig()
         return self
 

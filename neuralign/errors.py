@@ -29,6 +29,21 @@ class DataError(UserError):
     """A data, features or bundle file is missing, malformed or inconsistent."""
 
 
+def require_file(path: str | Path, message: str, error: type[UserError] = DataError,
+                 where: str = "") -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a file, else ``error("<path>: <message>")``.
+
+    Why: every reader checks its input before opening it, so a missing file is one line naming
+    the file first, then what it should have been (``message``, e.g. ``"events table not
+    found"``), instead of a library's traceback. ``where`` prefixes the line with what named the
+    path (e.g. ``"--source: "``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{where}{path}: {message}")
+    return path
+
+
 def read_json(path: Path, what: str) -> Any:
     """The parsed JSON file ``path``; a syntax error is one DataError naming the file and line."""
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralign.errors import DataError, read_json
+from neuralign.errors import DataError, read_json, require_file
 from neuralign.signal.clock import place_recorded_events
 from neuralign.units import unit_scale
 
@@ -128,9 +128,8 @@ def read_recording(directory: str | Path
     closed or not (a crash may leave a torn last sample: it is ignored). ``data`` is in volts /
     teslas (:func:`si_factors`)."""
     directory = Path(directory)
-    hpath = directory / HEADER
-    if not hpath.is_file():
-        raise DataError(f"{directory}: not a neuralign recording (no {HEADER})")
+    hpath = require_file(directory / HEADER, f"not found ({directory} is not a neuralign "
+                         "recording)")
     header = read_json(hpath, "recording header")
     if header.get("format") != FORMAT:
         raise DataError(f"{hpath}: not a {FORMAT} header")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from neuralign.config import LossWeights, ModelConfig
+from neuralign.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def training_throughput(n_chans: int = 63, n_times: int = 250, batch_size: int =
     from neuralign.offline.grad_cache import brainae_losses, cached_backward
     from neuralign.offline.train import DEFAULT_MICRO_BATCH, autocast_context, retain_freed_memory
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     if device.type == "cpu":
         retain_freed_memory()
     if threads:

@@ -1,6 +1,6 @@
 """Image-feature files as the decoding literature stores them, reordered to neuralign's image ids.
 
-Supported layouts (the formats the decoding literature publishes; README "Data on your disk"):
+Supported layouts (the formats the decoding literature publishes; docs/tutorials/things_eeg2.md):
 - NPZ ``{features, image_ids}`` (+ optional ``prototypes``) — the BrainAE release and neuralign's own;
 - NICE: a directory with ``clip_feature_maps_training.npy`` / ``clip_feature_maps_test.npy``
   shaped (n, 1, d) in THINGS-EEG2 metadata order, plus optional ``center_clip.npy``

@@ -4,12 +4,11 @@ For every cell of a robustness matrix (data family x training size x SNR, see
 :mod:`neuralign.offline.simulator.families`) it writes the data in THINGS-EEG2 layout, runs the
 user path (``things_eeg2`` config -> prepare -> train -> evaluate) and scores BrainAE and ridge
 with bootstrap confidence intervals over test images: retrieval top-1 / top-5, decoding AUC,
-encoding r per image and across images. ``python -m neuralign.offline.fidelity --help``.
+encoding r per image and across images. ``neuralign bench fidelity --help``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -18,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the CLI builds its parser from this module: heavy imports stay lazy
+if TYPE_CHECKING:  # heavy imports stay inside the functions
     from neuralign.offline.simulator.families import FamilySpec
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 def ridge_quantities(prep) -> tuple[dict, dict]:
     """Ridge's per-image quantities (same fits as :func:`evaluate.ridge_baselines`) and its report."""
     from neuralign.offline.evaluate import ridge_baselines, scored_quantities
-    from neuralign.offline.prepare import visual_channel_mask
+    from neuralign.offline.preprocess import visual_channel_mask
 
     rep = ridge_baselines(prep, return_predictions=True)
     visual = visual_channel_mask(prep.ch_names)
@@ -58,7 +57,7 @@ def run_cell(spec: FamilySpec, root: Path, epochs: int | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     prep.save(run_dir / "prepared.npz")  # load_run reads it, and the run can be evaluated later
     summary = train_model(config, prep, run_dir, progress=False)
-    from neuralign.offline.runs import load_run
+    from neuralign.offline.run_dir import load_run
 
     _, _, model = load_run(run_dir)
     from neuralign.offline.evaluate import Evaluator
@@ -120,40 +119,3 @@ def fidelity_bench(out: Path, specs: Sequence[FamilySpec], epochs: int | None = 
         if on_cell is not None:
             on_cell(cells[-1])
     return cells
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The bench's options (shared by ``neuralign bench fidelity`` and ``python -m``)."""
-    p.add_argument("--out", default=".neuralign-cache/fidelity", help="data, runs and tables")
-    p.add_argument("--families", default="forward,linear,nonlinear",
-                   help="comma-separated subset of forward, linear, nonlinear")
-    p.add_argument("--sizes", default="800,4000", help="training images per cell")
-    p.add_argument("--snrs", default="0.3,1.0")
-    p.add_argument("--layout", default="official", choices=["official", "nice"],
-                   help="official: 17 ch x 100 Hz (CPU-sized); nice: 63 ch x 250 Hz")
-    p.add_argument("--epochs", type=int, help="override training.epochs")
-    p.add_argument("--set", action="append", default=[], help="config override key=value")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-
-
-def run_from_args(args: argparse.Namespace) -> list[dict]:
-    specs = matrix([f.strip() for f in args.families.split(",")],
-                   [int(s) for s in args.sizes.split(",")],
-                   [float(s) for s in args.snrs.split(",")], args.layout, args.seed)
-    return fidelity_bench(Path(args.out), specs, args.epochs, args.set, args.threads,
-                          on_cell=lambda c: print(format_table([c]).splitlines()[2], flush=True))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m neuralign.offline.fidelity", description=__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    cells = run_from_args(args)
-    print(format_table(cells))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

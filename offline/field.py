@@ -32,6 +32,7 @@ from neuralign.realtime.engine import Engine
 from neuralign.realtime.recorder import Recorder
 from neuralign.realtime.replay import LSLReplayer, get_profile
 from neuralign.realtime.replay.wiring import replay_source
+from neuralign.realtime.subscriptions import recent
 from neuralign.recording_format import read_clock_log, read_recording, recorded_clock
 from neuralign.signal.events import stimulus_events
 
@@ -203,7 +204,7 @@ def run_field_case(bundle: Bundle, raw, case: FieldCase, config: RealtimeConfig 
     for (i, _), e in zip(placed, recorded):
         by_stamp[round(float(e["timestamp"]), 6)] = i
     by_onset = {o["onset_sample"]: o for o in offline}
-    results = list(engine.results)
+    results = recent(engine)  # every result of the finished run (the engine keeps them)
     parity, top1_hits, finite = 0, 0, True
     for r in results:
         finite &= bool(np.all(np.isfinite(r.topk_scores)))

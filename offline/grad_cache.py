@@ -220,6 +220,150 @@ EmbeddingLoss = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]
 SampleLoss = Callable[[Mapping[str, Tensor], slice], tuple[Tensor, dict[str, Tensor]]]
 
 
+@dataclass
+class _Sweep:
+    """One step's micro-batches: how to re-run micro-batch ``j`` with the same RNG every pass."""
+
+    model: nn.Module
+    inputs: tuple[Tensor, ...]
+    chunks: list[slice]
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    seed: int
+    n: int  # this rank's rows
+    world: int = 1
+    rank: int = 0
+    sizes: list[int] = field(default_factory=list)  # every rank's rows, in rank order
+    distributed: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs[0].device
+
+    def run(self, j: int) -> Mapping[str, Tensor]:
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed + j)
+            with self.autocast():
+                return self.model(*(t[self.chunks[j]] for t in self.inputs))
+
+
+def _make_sweep(model: nn.Module, inputs: tuple[Tensor, ...], micro_batch: int,
+                autocast: Callable[[], contextlib.AbstractContextManager],
+                distributed: bool) -> _Sweep:
+    """The micro-batches of ``inputs``; with ``distributed`` also every rank's row count."""
+    n = inputs[0].shape[0]
+    world, rank, sizes = 1, 0, [n]
+    if distributed:
+        import torch.distributed as dist
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        dev = inputs[0].device
+        sizes_t = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(world)]
+        dist.all_gather(sizes_t, torch.tensor([n], dtype=torch.int64, device=dev))
+        sizes = [int(t) for t in sizes_t]
+    chunks = [slice(i, min(i + micro_batch, n)) for i in range(0, n, micro_batch)]
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    return _Sweep(model, inputs, chunks, autocast, seed, n, world, rank, sizes, distributed)
+
+
+def _collect_statistics(sweep: _Sweep, ctrl: _Controller, dtype: torch.dtype) -> None:
+    """Step 1: each BatchNorm's full-batch mean and variance, layer by layer (leaf tensors)."""
+    for li in range(len(ctrl.layers)):
+        ctrl.collect, ctrl.moments = li, _Moments()
+        with torch.no_grad():
+            for j in range(len(sweep.chunks)):
+                with contextlib.suppress(_Stop):
+                    sweep.run(j)
+        mo = ctrl.moments
+        if sweep.distributed:
+            mo = _all_moments(mo)
+        ctrl.stats[li] = _LayerState(mo.mean.to(dtype).requires_grad_(),
+                                     (mo.m2 / mo.n).to(dtype).requires_grad_(), mo.n)
+    ctrl.collect, ctrl.moments = None, None
+
+
+def _embedding_gradients(sweep: _Sweep, embedding_loss: EmbeddingLoss, scale: float
+                         ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """Step 2: the embeddings without a graph; ``(dL/dzb, dL/dzi)`` of this rank's rows, the
+    embedding loss and its parts."""
+    with torch.no_grad():
+        outs = [sweep.run(j) for j in range(len(sweep.chunks))]
+    zb = torch.cat([_full(o["zb"]) for o in outs])
+    zi = torch.cat([_full(o["zi"]) for o in outs])
+    del outs
+    sizes, world, rank = sweep.sizes, sweep.world, sweep.rank
+    if sweep.distributed:  # the whole batch's embeddings, this rank's rows at sum(sizes[:rank])
+        zb, zi = _all_gather_rows(zb, sizes), _all_gather_rows(zi, sizes)
+    zb, zi = zb.requires_grad_(), zi.requires_grad_()
+    emb_loss, parts = embedding_loss(zb, zi)
+    # Every rank evaluates the same whole-batch loss; parameters it uses directly (a learned
+    # temperature) get 1/world of their gradient per rank, the embeddings all of it.
+    (emb_loss * (scale / world)).backward()
+    own = slice(sum(sizes[:rank]), sum(sizes[:rank]) + sweep.n)
+    return zb.grad[own] * world, zi.grad[own] * world, emb_loss, parts
+
+
+def _main_sweep(sweep: _Sweep, g_zb: Tensor, g_zi: Tensor, sample_loss: SampleLoss | None,
+                scale: float, total: Tensor, sums: dict[str, Tensor]) -> Tensor:
+    """Step 3: one graph per micro-batch; adds the per-sample parts to ``sums``, returns the
+    total loss."""
+    for j, rows in enumerate(sweep.chunks):
+        out = sweep.run(j)
+        surrogate = (_full(out["zb"]) * g_zb[rows]).sum() + (_full(out["zi"]) * g_zi[rows]).sum()
+        if sample_loss is not None:
+            loss_j, parts_j = sample_loss(out, rows)
+            surrogate = surrogate + loss_j * scale  # g_zb, g_zi carry the scale already
+            total = total + loss_j.detach()
+            for k, v in parts_j.items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+        surrogate.backward()
+    return total
+
+
+def _statistics_backward(sweep: _Sweep, ctrl: _Controller) -> None:
+    """Step 4: the statistics' own dependence on the batch, last layer first."""
+    for li in reversed(range(len(ctrl.layers))):
+        st = ctrl.stats[li]
+        g_mean, g_var = st.mean.grad, st.var.grad
+        if sweep.distributed:  # dL/dmu, dL/dvar of the whole batch (every rank's rows use them)
+            import torch.distributed as dist
+
+            g_mean = torch.zeros_like(st.mean) if g_mean is None else g_mean.clone()
+            g_var = torch.zeros_like(st.var) if g_var is None else g_var.clone()
+            dist.all_reduce(g_mean)
+            dist.all_reduce(g_var)
+        if g_mean is None and g_var is None:
+            continue
+        ctrl.stop_at = li
+        for j in range(len(sweep.chunks)):
+            with contextlib.suppress(_Stop):
+                sweep.run(j)
+            a = _full(ctrl.captured)
+            ctrl.captured = None
+            dims, shape = _dims(a), _shape(a)
+            surrogate = a.new_zeros(())
+            if g_mean is not None:
+                surrogate = surrogate + (a.sum(dim=dims) * g_mean).sum() / st.n
+            if g_var is not None:
+                dev = (a - st.mean.detach().view(shape)).square().sum(dim=dims)
+                surrogate = surrogate + (dev * g_var).sum() / st.n
+            surrogate.backward()
+        ctrl.stop_at = None
+
+
+def _reduce_sample_parts(emb_loss: Tensor, parts: dict[str, Tensor], total: Tensor,
+                         sums: dict[str, Tensor]) -> Tensor:
+    """The per-sample terms were this rank's share of the whole batch's: sum them over ranks
+    (``sums`` in place); returns the whole batch's total."""
+    import torch.distributed as dist
+
+    keys = sorted(k for k in sums if k not in parts)
+    local = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=emb_loss.device)
+                         for v in [total - emb_loss.detach()] + [sums[k] for k in keys]])
+    dist.all_reduce(local)
+    sums.update({k: local[1 + i] for i, k in enumerate(keys)})
+    return emb_loss.detach() + local[0]
+
+
 def cached_backward(
     model: nn.Module,
     inputs: tuple[Tensor, ...],
@@ -243,112 +387,22 @@ def cached_backward(
     group (every rank calls this with the same ``micro_batch``); ``.grad`` receives the rank's
     share, to be summed over ranks; the returned parts are those of the whole batch.
     """
-    n = inputs[0].shape[0]
-    world, rank, sizes = 1, 0, [n]
-    if distributed:
-        import torch.distributed as dist
-
-        world, rank = dist.get_world_size(), dist.get_rank()
-        dev = inputs[0].device
-        sizes_t = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(world)]
-        dist.all_gather(sizes_t, torch.tensor([n], dtype=torch.int64, device=dev))
-        sizes = [int(t) for t in sizes_t]
-    chunks = [slice(i, min(i + micro_batch, n)) for i in range(0, n, micro_batch)]
-    seed = int(torch.randint(0, 2**62, (1,)).item())
-    device = inputs[0].device
+    sweep = _make_sweep(model, inputs, micro_batch, autocast, distributed)
     dtype = next(model.parameters()).dtype
-
-    def run(j: int) -> Mapping[str, Tensor]:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed + j)
-            with autocast():
-                return model(*(t[chunks[j]] for t in inputs))
-
     layers = _batchnorms(model)
     if layers:
         layers = _call_order(layers, lambda: model(*(t[:2] for t in inputs)))
     ctrl = _Controller(layers)
     with _patched(ctrl):
-        # 1. full-batch statistics, layer by layer
-        for li in range(len(layers)):
-            ctrl.collect, ctrl.moments = li, _Moments()
-            with torch.no_grad():
-                for j in range(len(chunks)):
-                    with contextlib.suppress(_Stop):
-                        run(j)
-            mo = ctrl.moments
-            if distributed:
-                mo = _all_moments(mo)
-            ctrl.stats[li] = _LayerState(mo.mean.to(dtype).requires_grad_(),
-                                         (mo.m2 / mo.n).to(dtype).requires_grad_(), mo.n)
-        ctrl.collect, ctrl.moments = None, None
-        # 2. embeddings without a graph, loss gradient w.r.t. them
-        with torch.no_grad():
-            outs = [run(j) for j in range(len(chunks))]
-        zb = torch.cat([_full(o["zb"]) for o in outs])
-        zi = torch.cat([_full(o["zi"]) for o in outs])
-        del outs
-        if distributed:  # the whole batch's embeddings, this rank's rows at offset sum(sizes[:rank])
-            zb, zi = _all_gather_rows(zb, sizes), _all_gather_rows(zi, sizes)
-        zb, zi = zb.requires_grad_(), zi.requires_grad_()
-        emb_loss, parts = embedding_loss(zb, zi)
-        # Every rank evaluates the same whole-batch loss; parameters it uses directly (a learned
-        # temperature) get 1/world of their gradient per rank, the embeddings all of it.
-        (emb_loss * (scale / world)).backward()
-        own = slice(sum(sizes[:rank]), sum(sizes[:rank]) + n)
-        g_zb, g_zi = zb.grad[own] * world, zi.grad[own] * world
-        total = emb_loss.detach()
+        _collect_statistics(sweep, ctrl, dtype)
+        g_zb, g_zi, emb_loss, parts = _embedding_gradients(sweep, embedding_loss, scale)
         sums: dict[str, Tensor] = {k: v.detach() for k, v in parts.items()}
-        # 3. main sweep: one graph per micro-batch
-        for j, rows in enumerate(chunks):
-            out = run(j)
-            surrogate = (_full(out["zb"]) * g_zb[rows]).sum() + (_full(out["zi"]) * g_zi[rows]).sum()
-            if sample_loss is not None:
-                loss_j, parts_j = sample_loss(out, rows)
-                surrogate = surrogate + loss_j * scale  # g_zb, g_zi carry the scale already
-                total = total + loss_j.detach()
-                for k, v in parts_j.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach()
-            surrogate.backward()
-        # 4. the statistics' own dependence on the batch, last layer first
-        for li in reversed(range(len(layers))):
-            st = ctrl.stats[li]
-            g_mean, g_var = st.mean.grad, st.var.grad
-            if distributed:  # dL/dmu, dL/dvar of the whole batch (every rank's rows use them)
-                import torch.distributed as dist
-
-                g_mean = torch.zeros_like(st.mean) if g_mean is None else g_mean.clone()
-                g_var = torch.zeros_like(st.var) if g_var is None else g_var.clone()
-                dist.all_reduce(g_mean)
-                dist.all_reduce(g_var)
-            if g_mean is None and g_var is None:
-                continue
-            ctrl.stop_at = li
-            for j in range(len(chunks)):
-                with contextlib.suppress(_Stop):
-                    run(j)
-                a = _full(ctrl.captured)
-                ctrl.captured = None
-                dims, shape = _dims(a), _shape(a)
-                surrogate = a.new_zeros(())
-                if g_mean is not None:
-                    surrogate = surrogate + (a.sum(dim=dims) * g_mean).sum() / st.n
-                if g_var is not None:
-                    dev = (a - st.mean.detach().view(shape)).square().sum(dim=dims)
-                    surrogate = surrogate + (dev * g_var).sum() / st.n
-                surrogate.backward()
-            ctrl.stop_at = None
+        total = _main_sweep(sweep, g_zb, g_zi, sample_loss, scale, emb_loss.detach(), sums)
+        _statistics_backward(sweep, ctrl)
     for li, bn in enumerate(layers):
         _update_running(bn, ctrl.stats[li])
-    if distributed:  # the per-sample terms were this rank's share of the whole batch's
-        import torch.distributed as dist
-
-        keys = sorted(k for k in sums if k not in parts)
-        local = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=emb_loss.device)
-                             for v in [total - emb_loss.detach()] + [sums[k] for k in keys]])
-        dist.all_reduce(local)
-        total = emb_loss.detach() + local[0]
-        sums.update({k: local[1 + i] for i, k in enumerate(keys)})
+    if distributed:
+        total = _reduce_sample_parts(emb_loss, parts, total, sums)
     result = {k: float(v) for k, v in sums.items()}
     result["total"] = float(total)
     return result

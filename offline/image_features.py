@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from neuralign.errors import DataError, UserError
+from neuralign.errors import DataError, UserError, require_file
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class BuiltinImageEncoder:
             pil = Image.fromarray((img * 255).clip(0, 255).astype(np.uint8))
             img = np.asarray(pil.resize((BUILTIN_SIZE, BUILTIN_SIZE), Image.BILINEAR)) / 255.0
         g = BUILTIN_SIZE
-        colour = img.reshape(4, g // 4, 4, g // 4, 3).mean(axis=(1, 3)).ravel()
+        color = img.reshape(4, g // 4, 4, g // 4, 3).mean(axis=(1, 3)).ravel()
         spread = img.reshape(2, g // 2, 2, g // 2, 3).std(axis=(1, 3)).ravel()
         lum = img @ np.array([0.299, 0.587, 0.114])
         lum = lum - lum.mean()
@@ -81,7 +81,7 @@ class BuiltinImageEncoder:
         quad = energy.reshape(12, 2, g // 2, 2, g // 2).mean(axis=(2, 4)).reshape(12, 4)
         gabor = np.concatenate([quad, energy.mean(axis=(1, 2))[:, None]], axis=1).ravel()
         thumb = lum.reshape(8, g // 8, 8, g // 8).mean(axis=(1, 3)).ravel()
-        blocks = [colour - 0.5, spread * 2, gabor * 4, thumb * 2]
+        blocks = [color - 0.5, spread * 2, gabor * 4, thumb * 2]
         return np.concatenate(blocks).astype(np.float32)
 
     def encode_files(self, paths: Sequence[Path]) -> np.ndarray:
@@ -115,8 +115,8 @@ class OpenClipEncoder:
         import torch
 
         pretrained = None if weights in (None, "", "none") else weights
-        if pretrained is not None and not Path(pretrained).is_file():
-            raise DataError(f"{pretrained}: open_clip weights file not found (nothing is downloaded)")
+        if pretrained is not None:
+            require_file(pretrained, "open_clip weights file not found (nothing is downloaded)")
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
         self.model = model.eval().to(device)
         self.preprocess = preprocess

@@ -18,13 +18,12 @@ with both front-end options reset, e.g. ``spatial_projection=64`` or ``temporal_
    (repetition-averaged queries, the TVSD protocol, and single trials), with a paired bootstrap
    over test images of new - old.
 
-``neuralign bench mua-encoder --help`` (or ``python -m neuralign.offline.mua_encoder_bench``).
-Heavy imports stay inside the functions: the CLI builds its parser from this module.
+``neuralign bench mua-encoder --help``. Heavy imports stay inside the functions: the CLI builds
+its parser with this module's defaults.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -391,82 +390,3 @@ def format_summary(res: dict[str, Any]) -> str:
             lo, hi = v["difference_ci95"]
             lines.append(f"  new - old {m}: {v['difference']:+.3f} [95 % CI {lo:+.3f}, {hi:+.3f}]")
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The bench's options (shared by ``neuralign bench mua-encoder`` and ``python -m``)."""
-    d = MuaBenchSettings()
-    p.add_argument("--out", default=str(DEFAULT_OUT),
-                   help="data, runs and mua_encoder_bench.json (default %(default)s)")
-    p.add_argument("--json", help="also copy the JSON result here")
-    p.add_argument("--timing-only", action="store_true", help="forward time only (seconds)")
-    p.add_argument("--candidates", default=";".join(d.candidates),
-                   help="';'-separated candidates, each ','-separated model settings on top of "
-                   "today's encoder (default %(default)s)")
-    p.add_argument("--candidate", help="skip the selection, compare this candidate")
-    p.add_argument("--select-seed", type=int, default=d.select_seed,
-                   help="simulator seed the size is chosen on (default %(default)s)")
-    p.add_argument("--test-seed", type=int, default=d.test_seed,
-                   help="simulator seed of the reported comparison (default %(default)s)")
-    p.add_argument("--train-concepts", type=int, default=d.n_train_concepts,
-                   help="training concepts (default %(default)s)")
-    p.add_argument("--images-per-concept", type=int, default=d.images_per_train_concept,
-                   help="training images per concept (default %(default)s)")
-    p.add_argument("--test-concepts", type=int, default=d.n_test_concepts,
-                   help="test images, one per concept (default %(default)s)")
-    p.add_argument("--test-repetitions", type=int, default=d.test_repetitions,
-                   help="repetitions per test image (default %(default)s)")
-    p.add_argument("--snr", type=float, default=d.snr, help="simulator snr (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="training epochs, both models (default %(default)s)")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch threads for timing and training (default %(default)s)")
-    p.add_argument("--timing-calls", type=int, default=d.timing_calls,
-                   help="timed calls per model and batch size (default %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for both models' training (repeatable)")
-
-
-def settings_from_args(args: argparse.Namespace) -> MuaBenchSettings:
-    from neuralign.config import load_config
-    from neuralign.errors import UserError
-
-    candidates = tuple(c.strip() for c in args.candidates.split(";") if c.strip())
-    if not candidates:
-        raise UserError("--candidates: expected at least one, e.g. spatial_projection=64")
-    for c in (*candidates, *([args.candidate] if args.candidate else [])):
-        load_config("tvsd", candidate_overrides(c))  # a bad key or value: one ConfigError
-    for name, value in (("--epochs", args.epochs), ("--threads", args.threads),
-                        ("--timing-calls", args.timing_calls)):
-        if value < 1:
-            raise UserError(f"{name}: expected >= 1, got {value}")
-    return MuaBenchSettings(
-        candidates=candidates, candidate=args.candidate, select_seed=args.select_seed,
-        test_seed=args.test_seed, n_train_concepts=args.train_concepts,
-        images_per_train_concept=args.images_per_concept, n_test_concepts=args.test_concepts,
-        test_repetitions=args.test_repetitions, snr=args.snr, epochs=args.epochs,
-        threads=args.threads, timing_calls=args.timing_calls, timing_only=args.timing_only,
-        overrides=list(args.overrides))
-
-
-def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the bench as the parsed options say; print the summary; copy the JSON if asked."""
-    res = run_bench(settings_from_args(args), Path(args.out))
-    print(format_summary(res))
-    if args.json:
-        Path(args.json).write_text((Path(args.out) / "mua_encoder_bench.json").read_text())
-    return res
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m neuralign.offline.mua_encoder_bench",
-                                description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    logging.basicConfig(level=logging.WARNING)
-    run_from_args(p.parse_args(argv))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

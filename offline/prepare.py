@@ -17,28 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.config import Config
-from neuralign.errors import DataError, UserError
+from neuralign.errors import UserError, require_file
 from neuralign.offline.dataset import BrainDataset
+from neuralign.offline.preprocess import visual_channel_mask as visual_channel_mask  # re-export
 
 log = logging.getLogger(__name__)
-
-VISUAL_PREFIXES = ("O", "PO", "P", "TP", "T", "CP", "I")
-
-
-def visual_channel_mask(ch_names: list[str], ch_types: list[str] | None = None) -> np.ndarray:
-    """Occipital, parietal and temporal EEG channels (the papers' 'visual' channels).
-
-    MEG: occipital/parietal/temporal sensors by CTF naming (``MLO``/``MRO``/``MLP``/``MLT``...).
-    MUA: the IT group when channels are named ``IT...``; otherwise all channels.
-    """
-    names = [c.upper() for c in ch_names]
-    if any(n.startswith("IT") for n in names):
-        return np.array([n.startswith("IT") for n in names])
-    meg = np.array([len(n) > 3 and n[0] == "M" and n[2] in "OPT" for n in names])
-    if meg.any():
-        return meg
-    eeg = np.array([n.startswith(VISUAL_PREFIXES) and not n.startswith("FT") for n in names])
-    return eeg if eeg.any() else np.ones(len(names), dtype=bool)
 
 
 @dataclass
@@ -86,8 +69,7 @@ class Prepared:
 
     @classmethod
     def load(cls, path: Path) -> Prepared:
-        if not Path(path).is_file():
-            raise DataError(f"{path}: prepared data missing - was this run written by 'neuralign train'?")
+        require_file(path, "prepared data missing - was this run written by 'neuralign train'?")
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "meta_json"}
             meta = json.loads(str(z["meta_json"]))
@@ -144,13 +126,10 @@ def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
     return load_allen_natural_scenes(Path(root))
 
 
-PIXEL_MODELS = ("vna", "direct_encoding", "direct_decoding")  # learn their image side from pixels
-
-
 def _features_for(config: Config, dataset: BrainDataset, ids: list[str], features: Path | None,
                   device: str, optional: bool = False) -> np.ndarray | None:
     """Frozen image features for ``ids``; with ``optional``, None when a feature file lacks them."""
-    if config.model.name in PIXEL_MODELS:
+    if config.model.traits.pixel_input:  # the model learns its image side from pixels
         from neuralign.offline.image_features import pixel_features
 
         return pixel_features(dataset.image_files, ids)  # VNA learns its image encoder from pixels

@@ -15,11 +15,30 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.config import PreprocessingConfig
-from neuralign.errors import DataError
+from neuralign.errors import DataError, require_file
 from neuralign.offline.dataset import BrainDataset, SplitData
 from neuralign.signal.chain import CausalChain, ChainSpec, cut_epoch, epoch_start, epoch_times
 
 log = logging.getLogger(__name__)
+
+VISUAL_PREFIXES = ("O", "PO", "P", "TP", "T", "CP", "I")
+
+
+def visual_channel_mask(ch_names: list[str], ch_types: list[str] | None = None) -> np.ndarray:
+    """Occipital, parietal and temporal EEG channels (the papers' 'visual' channels).
+
+    MEG: occipital/parietal/temporal sensors by CTF naming (``MLO``/``MRO``/``MLP``/``MLT``...).
+    MUA: the IT group when channels are named ``IT...``; otherwise all channels.
+    """
+    names = [c.upper() for c in ch_names]
+    if any(n.startswith("IT") for n in names):
+        return np.array([n.startswith("IT") for n in names])
+    meg = np.array([len(n) > 3 and n[0] == "M" and n[2] in "OPT" for n in names])
+    if meg.any():
+        return meg
+    eeg = np.array([n.startswith(VISUAL_PREFIXES) and not n.startswith("FT") for n in names])
+    return eeg if eeg.any() else np.ones(len(names), dtype=bool)
+
 
 
 def epochs_from_continuous(
@@ -107,8 +126,6 @@ def select_channels(ch_names: list[str], picks) -> list[str]:
     if picks == "all":
         return list(ch_names)
     if picks == "visual":
-        from neuralign.offline.prepare import visual_channel_mask
-
         return [c for c, keep in zip(ch_names, visual_channel_mask(ch_names)) if keep]
     lower = {c.lower(): c for c in ch_names}
     missing = [c for c in picks if c.lower() not in lower]
@@ -122,8 +139,7 @@ def _read_annotated_raw(path: Path, picks="all") -> tuple[np.ndarray, float, lis
 
     from neuralign.signal.events import annotation_onsets
 
-    if not path.is_file():
-        raise DataError(f"{path}: continuous recording not found")
+    require_file(path, "continuous recording not found")
     raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
     onsets, descriptions = annotation_onsets(raw)
     idx = mne.pick_types(raw.info, eeg=True, meg=True, seeg=True, misc=True, exclude=[])
@@ -135,9 +151,8 @@ def _read_annotated_raw(path: Path, picks="all") -> tuple[np.ndarray, float, lis
 def load_simulated_continuous(sim_dir: Path, pre: PreprocessingConfig) -> BrainDataset:
     """Epoch the simulator's continuous sessions with neuralign's causal chain (exact live parity)."""
     sim_dir = Path(sim_dir)
-    meta_path = sim_dir / "image_set" / "metadata.csv"
-    if not meta_path.is_file():
-        raise DataError(f"{meta_path}: not found - is {sim_dir} a 'neuralign simulate' output?")
+    meta_path = require_file(sim_dir / "image_set" / "metadata.csv",
+                             f"not found - is {sim_dir} a 'neuralign simulate' output?")
     with meta_path.open(newline="", encoding="utf-8") as fh:
         meta = list(csv.DictReader(fh))
     rows = {split: [r for r in meta if r["split"] == split] for split in ("train", "test", "template")}

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from neuralign.config import Config, config_from_dict, dump_config
+from neuralign.config import Config, dump_config
 from neuralign.errors import DataError
+from neuralign.offline.run_dir import load_run
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +32,6 @@ ABLATIONS = {
 # What `neuralign train --ablation` runs unless told otherwise: the rows of Table 4 that carry its
 # two findings (L_con drives decoding, L_recon drives encoding) plus L_fea.
 DEFAULT_ABLATIONS = ["full", "w/o L_con", "w/o L_fea", "w/o L_recon"]
-
-
-def load_run(run_dir: Path):
-    """(config, prepared, model) of a finished run; missing pieces are one DataError."""
-    import torch
-    from safetensors.torch import load_file
-
-    from neuralign.models import build_model
-    from neuralign.offline.prepare import Prepared
-    from neuralign.offline.train import MODEL_FILE
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(f"{cfg_path}: not found - is {run_dir} a run written by 'neuralign train'?")
-    config = config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
-    prep = Prepared.load(run_dir / "prepared.npz")
-    weights = run_dir / MODEL_FILE
-    if not weights.is_file():
-        raise DataError(f"{weights}: no checkpoint - training did not finish")
-    model = build_model(config.model, n_chans=prep.x_train.shape[2], n_times=prep.x_train.shape[3],
-                        feature_dim=prep.f_train.shape[1])
-    model.load_state_dict(load_file(weights))
-    torch.set_grad_enabled(True)
-    return config, prep, model.eval()
 
 
 def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool = True,

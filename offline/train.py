@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from neuralign.config import Config, dump_config
+from neuralign.devices import resolve_device
 from neuralign.offline.prepare import Prepared
 
 log = logging.getLogger(__name__)
@@ -67,16 +70,6 @@ def retain_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
     except (OSError, AttributeError):
         return False
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "cuda" and not torch.cuda.is_available():
-        from neuralign.errors import UserError
-
-        raise UserError("training.device: 'cuda' requested but no CUDA device is available")
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 def seed_everything(seed: int) -> None:
@@ -138,16 +131,16 @@ def compute_loss(model, x: torch.Tensor, f: torch.Tensor, config: Config,
     """The configured model's objective; ``target`` (default ``x``) is what reconstructions aim at."""
     from neuralign.models.losses import brainae_loss, clip_loss
 
-    name = config.model.name
-    if name in ("direct_encoding", "direct_decoding"):  # VNA's baselines: plain MSE regressions
+    kind = config.model.traits.loss  # the objective the model declares (models/registry.py)
+    if kind in ("mse_encoding", "mse_decoding"):  # e.g. VNA's baselines: plain MSE regressions
         # Called through ``model`` (not a bare method) so DDP sees the forward and syncs gradients.
-        pred = model(f) if name == "direct_encoding" else model(x)
-        goal = (x if target is None else target) if name == "direct_encoding" else f
+        pred = model(f) if kind == "mse_encoding" else model(x)
+        goal = (x if target is None else target) if kind == "mse_encoding" else f
         loss = torch.nn.functional.mse_loss(pred, goal.reshape(pred.shape))
         return loss, {"mse": float(loss.detach()), "total": float(loss.detach())}
     out = model(x, f)
     core = model.module if hasattr(model, "module") else model
-    if name == "brainae":
+    if kind == "brainae":
         return brainae_loss(out, x if target is None else target, f, config.model.loss_weights,
                             tau=core.tau,
                             fea_normalize=config.model.fea_normalize)
@@ -199,7 +192,7 @@ def _evaluate_brainae(model, x: np.ndarray, f: np.ndarray, config: Config, devic
 def evaluate_loss(model, x: np.ndarray, f: np.ndarray, config: Config, device, batch: int) -> dict:
     """Mean loss components over a split, and top-1 retrieval among that split's images."""
     model.eval()
-    if config.model.name == "brainae":
+    if config.model.traits.loss == "brainae":
         return _evaluate_brainae(model, x, f, config, device, batch)
     sums: dict[str, float] = {}
     n = 0
@@ -350,15 +343,49 @@ def state_digest(model) -> str:
     return h.hexdigest()
 
 
-def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.device | None = None,
-                progress: bool = True) -> dict:
-    """Train, keep the best-validation checkpoint in ``run_dir/model.safetensors``; return history."""
-    from safetensors.torch import save_file
+@dataclass
+class _Data:
+    """The fitting rows (inputs, features, reconstruction targets: redrawn each epoch with
+    ``average_train_repetitions: random``), the validation rows and the generator drawing both
+    the redraws and the batch order."""
 
-    from neuralign.models import build_model
+    x_fit: np.ndarray
+    f_fit: np.ndarray
+    t_fit: np.ndarray
+    x_val: np.ndarray
+    f_val: np.ndarray
+    gen: np.random.Generator
 
+
+@dataclass
+class _Run:
+    """What every epoch shares: the model as trained (DDP-wrapped under torchrun) and itself,
+    optimiser, precision, weight averaging and batching, set up once by :func:`_set_up`."""
+
+    config: Config
+    device: torch.device
+    dist: DistInfo
+    model: torch.nn.Module
+    core: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    autocast: Callable[[], AbstractContextManager]
+    pin: bool
+    ema: torch.optim.swa_utils.AveragedModel | None
+    scored: torch.nn.Module  # what validation sees and the checkpoint holds
+    batch: int
+    micro: int
+    cached: bool  # gradient caching for batches above ``micro``
+    eval_batch: int
+    starts: list[int]
+    schedule: torch.optim.lr_scheduler.LRScheduler | None
+
+
+def _init_process(config: Config, device: torch.device | None) -> tuple[torch.device, DistInfo]:
+    """The device, the torchrun rank (if any), threads and allocator; torch seeded."""
     tr = config.training
-    device = device or resolve_device(tr.device)
+    device = device or resolve_device(tr.device, "training.device")
     dist_info = init_distributed(device)
     if dist_info.world > 1 and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -367,13 +394,18 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     if device.type == "cpu":
         retain_freed_memory()
     seed_everything(tr.seed)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return device, dist_info
+
+
+def _build(config: Config, prep: Prepared, device: torch.device,
+           dist_info: DistInfo) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the module the steps call, the model itself): the same object unless under DDP."""
+    from neuralign.models import build_model
 
     n_chans, n_times = prep.x_train.shape[2], prep.x_train.shape[3]
     model = build_model(config.model, n_chans=n_chans, n_times=n_times,
                         feature_dim=prep.f_train.shape[1]).to(device)
-    if not tr.fold:
+    if not config.training.fold:
         from neuralign.models.tsconv import unfold_for_training
 
         unfold_for_training(model)
@@ -381,12 +413,12 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     if dist_info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.Adam(parameter_groups(core, tr.weight_decay), lr=tr.lr, betas=tuple(tr.betas))
-    use_amp = tr.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    autocast = autocast_context(device, tr.amp)
-    pin = device.type == "cuda"
+    return model, core
 
+
+def _training_data(config: Config, prep: Prepared, core: torch.nn.Module) -> _Data:
+    """Fitting and validation rows; a brain decoder's intercept starts at the mean response."""
+    tr = config.training
     gen = np.random.default_rng(tr.seed)
     x_fit, f_fit, t_fit = model_inputs(prep, prep.fit_index, tr.average_train_repetitions, gen)
     x_val, f_val, _ = model_inputs(prep, prep.val_index, True)
@@ -394,96 +426,104 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     if decoder is not None and hasattr(decoder, "output_bias"):
         with torch.no_grad():  # the intercept starts at the mean training epoch (fit rows only)
             decoder.output_bias.copy_(torch.from_numpy(prep.mean_response))
-    ema = (torch.optim.swa_utils.AveragedModel(
-        core, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tr.ema_decay), use_buffers=True)
-        if tr.ema_decay else None)
-    scored = ema.module if ema is not None else core  # what validation sees and the checkpoint holds
-    batch = effective_batch_size(tr.batch_size, len(x_fit), tr.min_steps_per_epoch)
-    if batch < min(tr.batch_size, len(x_fit)):
+    return _Data(x_fit, f_fit, t_fit, x_val, f_val, gen)
+
+
+def _set_up(config: Config, device: torch.device, dist_info: DistInfo, model: torch.nn.Module,
+            core: torch.nn.Module, n_fit: int) -> _Run:
+    """Optimiser, mixed precision, EMA, the effective batch and its start offsets."""
+    tr = config.training
+    opt = torch.optim.Adam(parameter_groups(core, tr.weight_decay), lr=tr.lr, betas=tuple(tr.betas))
+    use_amp = tr.amp and device.type == "cuda"
+    swa = torch.optim.swa_utils
+    ema = (swa.AveragedModel(core, multi_avg_fn=swa.get_ema_multi_avg_fn(tr.ema_decay),
+                             use_buffers=True) if tr.ema_decay else None)
+    batch = effective_batch_size(tr.batch_size, n_fit, tr.min_steps_per_epoch)
+    if batch < min(tr.batch_size, n_fit):
         log.warning("training.batch_size=%d gives fewer than %d steps per epoch on %d images; "
                     "using %d (training.min_steps_per_epoch=1 keeps %d)", tr.batch_size,
-                    tr.min_steps_per_epoch, len(x_fit), batch, tr.batch_size)
+                    tr.min_steps_per_epoch, n_fit, batch, tr.batch_size)
     micro = tr.micro_batch_size or DEFAULT_MICRO_BATCH.get(device.type, 128)
-    cached = config.model.name == "brainae"  # gradient caching for batches above ``micro``
-    eval_batch = min(batch, micro)  # no-grad evaluation: memory bounded like training
     # Batch start offsets, the same every epoch (the number of images does not change). InfoNCE and
     # BatchNorm need at least two samples, so a last batch of one is skipped (under DDP, one with
     # fewer samples than ranks: every rank must hold at least one).
     least = max(2, dist_info.world)
-    starts = [i for i in range(0, len(x_fit) - 1, batch) if min(batch, len(x_fit) - i) >= least]
+    starts = [i for i in range(0, n_fit - 1, batch) if min(batch, n_fit - i) >= least]
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr.epochs * len(starts))
                 if tr.lr_schedule == "cosine" else None)
-    history: list[dict] = []
-    best = {"val_total": float("inf"), "epoch": -1}
-    t_start = time.perf_counter()
-    n_samples = 0
-    bar = tqdm(range(tr.epochs), desc="train", unit="epoch",
-               disable=not (progress and dist_info.is_main))
-    for epoch in bar:
-        model.train()
-        if tr.average_train_repetitions == "random" and epoch > 0:
-            x_fit, f_fit, t_fit = model_inputs(prep, prep.fit_index, "random", gen)
-        perm = gen.permutation(len(x_fit))
-        sums: dict[str, float] = {}
-        n_seen = 0
-        for i in starts:
-            idx = perm[i : i + batch][dist_info.rank :: dist_info.world]
-            xb, fb, tb = (_to_device(a[idx], device, pin) for a in (x_fit, f_fit, t_fit))
-            opt.zero_grad(set_to_none=True)
-            if cached and (len(idx) > micro or dist_info.world > 1):
-                from neuralign.offline.grad_cache import brainae_losses, cached_backward
+    return _Run(config=config, device=device, dist=dist_info, model=model, core=core, opt=opt,
+                scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp,
+                autocast=autocast_context(device, tr.amp), pin=device.type == "cuda", ema=ema,
+                scored=ema.module if ema is not None else core, batch=batch, micro=micro,
+                cached=config.model.traits.loss == "brainae", eval_batch=min(batch, micro),
+                starts=starts, schedule=schedule)
 
-                # Under DDP every rank holds a slice; the loss is the WHOLE batch's (InfoNCE over
-                # all pairs, BatchNorm statistics over all samples) and the ranks' shares add up.
-                n_batch = min(batch, len(x_fit) - i)
-                losses = brainae_losses(config.model.loss_weights, core.tau, n_batch, tb,
-                                        config.model.fea_normalize)
-                parts = cached_backward(core, (xb, fb), micro, *losses, autocast=autocast,
-                                        scale=scaler.get_scale() if use_amp else 1.0,
-                                        distributed=dist_info.world > 1)
-                if dist_info.world > 1:
-                    _sum_gradients(core)
-            else:
-                with autocast():
-                    loss, parts = compute_loss(model, xb, fb, config, tb)
-                scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if schedule is not None:
-                schedule.step()
-            if ema is not None:
-                ema.update_parameters(core)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * len(idx)
-            n_seen += len(idx)
-        n_samples += n_seen
+
+def _train_step(run: _Run, data: _Data, idx: np.ndarray, start: int) -> dict[str, float]:
+    """One optimiser step on the rows ``idx`` of the batch at ``start``; its loss parts."""
+    config, dist_info = run.config, run.dist
+    xb, fb, tb = (_to_device(a[idx], run.device, run.pin)
+                  for a in (data.x_fit, data.f_fit, data.t_fit))
+    run.opt.zero_grad(set_to_none=True)
+    if run.cached and (len(idx) > run.micro or dist_info.world > 1):
+        from neuralign.offline.grad_cache import brainae_losses, cached_backward
+
+        # Under DDP every rank holds a slice; the loss is the WHOLE batch's (InfoNCE over
+        # all pairs, BatchNorm statistics over all samples) and the ranks' shares add up.
+        n_batch = min(run.batch, len(data.x_fit) - start)
+        losses = brainae_losses(config.model.loss_weights, run.core.tau, n_batch, tb,
+                                config.model.fea_normalize)
+        parts = cached_backward(run.core, (xb, fb), run.micro, *losses, autocast=run.autocast,
+                                scale=run.scaler.get_scale() if run.use_amp else 1.0,
+                                distributed=dist_info.world > 1)
         if dist_info.world > 1:
-            _broadcast_buffers(core)
-            if ema is not None:  # each rank averaged its own BatchNorm statistics
-                _broadcast_buffers(ema.module)
-        train_parts = {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
-        val = evaluate_loss(scored, x_val, f_val, config, device, eval_batch)
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **train_parts,
-               **{f"val_{k}": v for k, v in val.items()}}
-        history.append(row)
-        if val["total"] < best["val_total"]:
-            best = {"val_total": val["total"], "epoch": epoch, "val_top1": val["top1"]}
-            best_state = cpu_state(scored)
-            if dist_info.is_main:  # on disk at once: an interrupted run keeps its best epoch
-                save_file(best_state, run_dir / MODEL_FILE)
-        bar.set_postfix(loss=f"{train_parts.get('train_total', 0):.3f}",
-                        val=f"{val['total']:.3f}", val_top1=f"{val['top1']:.2f}")
-    elapsed = time.perf_counter() - t_start
-    summary = {
-        "best_epoch": best["epoch"], "best_val_loss": best["val_total"],
-        "best_val_top1": best.get("val_top1"), "epochs": tr.epochs, "seconds": elapsed,
-        "samples_per_second": n_samples * dist_info.world / max(elapsed, 1e-9),
-        "world_size": dist_info.world, "device": str(device), "history": history,
-        "batch_size": batch, "micro_batch_size": micro if cached and batch > micro else None,
-    }
-    if tr.calibrate_encoding and hasattr(scored, "predict_response") and best["epoch"] >= 0:
+            _sum_gradients(run.core)
+    else:
+        with run.autocast():
+            loss, parts = compute_loss(run.model, xb, fb, config, tb)
+        run.scaler.scale(loss).backward()
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    if run.schedule is not None:
+        run.schedule.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.core)
+    return parts
+
+
+def _train_epoch(run: _Run, data: _Data, prep: Prepared, epoch: int) -> tuple[dict, int]:
+    """One pass over the fitting rows in shuffled batches: (mean train loss parts, rows seen)."""
+    dist_info = run.dist
+    run.model.train()
+    if run.config.training.average_train_repetitions == "random" and epoch > 0:
+        data.x_fit, data.f_fit, data.t_fit = model_inputs(prep, prep.fit_index, "random",
+                                                          data.gen)
+    perm = data.gen.permutation(len(data.x_fit))
+    sums: dict[str, float] = {}
+    n_seen = 0
+    for i in run.starts:
+        idx = perm[i : i + run.batch][dist_info.rank :: dist_info.world]
+        for k, v in _train_step(run, data, idx, i).items():
+            sums[k] = sums.get(k, 0.0) + v * len(idx)
+        n_seen += len(idx)
+    if dist_info.world > 1:
+        _broadcast_buffers(run.core)
+        if run.ema is not None:  # each rank averaged its own BatchNorm statistics
+            _broadcast_buffers(run.ema.module)
+    return {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}, n_seen
+
+
+def _finish(run: _Run, prep: Prepared, run_dir: Path, summary: dict,
+            best_state: dict[str, torch.Tensor] | None) -> dict:
+    """Calibrate the encoding read-out on the best weights; write the run's files; leave DDP."""
+    from safetensors.torch import save_file
+
+    config, dist_info, scored = run.config, run.dist, run.scored
+    if (config.training.calibrate_encoding and hasattr(scored, "predict_response")
+            and summary["best_epoch"] >= 0):
         scored.load_state_dict(best_state)  # every rank holds the same best weights
-        summary["encoding_calibration"] = calibrate_encoding(scored, prep, device, eval_batch)
+        summary["encoding_calibration"] = calibrate_encoding(scored, prep, run.device,
+                                                             run.eval_batch)
         if dist_info.is_main:
             save_file(cpu_state(scored), run_dir / MODEL_FILE)
     # Each rank records a digest of its final weights: DDP must leave them identical.
@@ -499,12 +539,56 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     return summary
 
 
+def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.device | None = None,
+                progress: bool = True) -> dict:
+    """Train, keep the best-validation checkpoint in ``run_dir/model.safetensors``; return history."""
+    from safetensors.torch import save_file
+
+    device, dist_info = _init_process(config, device)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model, core = _build(config, prep, device, dist_info)
+    data = _training_data(config, prep, core)
+    run = _set_up(config, device, dist_info, model, core, len(data.x_fit))
+    history: list[dict] = []
+    best = {"val_total": float("inf"), "epoch": -1}
+    best_state = None
+    t_start = time.perf_counter()
+    n_samples = 0
+    bar = tqdm(range(config.training.epochs), desc="train", unit="epoch",
+               disable=not (progress and dist_info.is_main))
+    for epoch in bar:
+        train_parts, n_seen = _train_epoch(run, data, prep, epoch)
+        n_samples += n_seen
+        val = evaluate_loss(run.scored, data.x_val, data.f_val, config, device, run.eval_batch)
+        history.append({"epoch": epoch, "lr": run.opt.param_groups[0]["lr"], **train_parts,
+                        **{f"val_{k}": v for k, v in val.items()}})
+        if val["total"] < best["val_total"]:
+            best = {"val_total": val["total"], "epoch": epoch, "val_top1": val["top1"]}
+            best_state = cpu_state(run.scored)
+            if dist_info.is_main:  # on disk at once: an interrupted run keeps its best epoch
+                save_file(best_state, run_dir / MODEL_FILE)
+        bar.set_postfix(loss=f"{train_parts.get('train_total', 0):.3f}",
+                        val=f"{val['total']:.3f}", val_top1=f"{val['top1']:.2f}")
+    elapsed = time.perf_counter() - t_start
+    summary = {
+        "best_epoch": best["epoch"], "best_val_loss": best["val_total"],
+        "best_val_top1": best.get("val_top1"), "epochs": config.training.epochs,
+        "seconds": elapsed,
+        "samples_per_second": n_samples * dist_info.world / max(elapsed, 1e-9),
+        "world_size": dist_info.world, "device": str(device), "history": history,
+        "batch_size": run.batch,
+        "micro_batch_size": run.micro if run.cached and run.batch > run.micro else None,
+    }
+    return _finish(run, prep, run_dir, summary, best_state)
+
+
 def run_training(config: Config, run_dir: Path, data_dir: Path | None = None,
                  features: Path | None = None, progress: bool = True) -> dict:
     """prepare -> save prepared.npz -> train. What ``neuralign train`` does."""
     from neuralign.offline.prepare import prepare
 
-    device = resolve_device(config.training.device)
+    device = resolve_device(config.training.device, "training.device")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Every rank prepares (deterministic, so identical); only rank 0 writes the file.

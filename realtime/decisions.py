@@ -5,12 +5,15 @@ one string sample per decoded epoch on LSL (type ``NeuralignResults``), appends 
 ``engine.results``, hands it to the viewer and writes ``Result.to_dict()`` to ``results.jsonl``.
 Any LSL client reads the JSON object ``{epoch_id, marker, marker_timestamp,
 last_sample_timestamp, n_repetitions, topk_ids, topk_scores[, avg_topk_ids, avg_topk_scores],
-stages_ms}`` (``avg_*`` only from an image's second presentation on).
+stages_ms[, stream][, flags][, health]}``: ``avg_*`` only from an image's second presentation
+on, ``stream`` only from an engine with several sources, ``flags`` only when not empty (e.g.
+``"bad_samples"``), ``health`` (the engine's counters at publication) only while the result
+carries it.
 
-:class:`Decider` turns a batch of epochs into results: the single-trial decision and, through a
-:class:`RepetitionStore`, the decision on the running average of all presentations of the same
-image. :class:`RunningAccuracy` scores results against the truth once, for every consumer (the
-rehearsal session and the viewer).
+:class:`ResultBuilder` turns a batch of epochs into results: the single-trial decision and,
+through a :class:`RepetitionStore`, the decision on the running average of all presentations of
+the same image. :class:`RunningAccuracy` scores results against the truth once, for every
+consumer (the rehearsal session and the viewer).
 """
 
 from __future__ import annotations
@@ -117,11 +120,6 @@ class Reconstruction:
     original: np.ndarray  # (len(channels), T) the normalised epoch's rows
     reconstructed: np.ndarray  # (len(channels), T) the same rows filled in from the others
 
-    def to_dict(self) -> dict[str, Any]:
-        """The form the viewer's mask panel takes."""
-        return {"epoch_id": self.epoch_id, "channels": list(self.channels),
-                "original": self.original, "reconstructed": self.reconstructed}
-
 
 @dataclass
 class Generated:
@@ -180,7 +178,7 @@ class RepetitionStore:
         return self._n.get(label, 0)
 
 
-class Decider:
+class ResultBuilder:
     """Epochs -> :class:`Result`: single-trial top-k and, for a repeated image, the top-k of its
     running average; every epoch of a batch and every average decoded by one decoder call.
 
@@ -192,12 +190,13 @@ class Decider:
                  max_repetition_images: int | None = None):
         self.decoder = decoder
         self.missing = np.asarray(missing, dtype=np.int64)
-        # every template image fits; beyond it (markers: all) the oldest are forgotten
+        # every template image fits; beyond it (realtime.decode_markers: all) the oldest are
+        # forgotten
         n_templates = len(getattr(decoder, "template_ids", ()))
         self.repetitions = RepetitionStore(max_repetition_images or max(1024, n_templates))
-        self.last_embeddings: list[np.ndarray] = []  # of the last decide(), in batch order
+        self.last_embeddings: list[np.ndarray] = []  # of the last build(), in batch order
 
-    def decide(self, batch: Sequence[Epoch]) -> list[Result]:
+    def build(self, batch: Sequence[Epoch]) -> list[Result]:
         """Results of ``batch``, in order (``stages_ms`` is left for the engine to fill)."""
         items: list[np.ndarray] = []
         counts: list[int] = []

@@ -1,17 +1,18 @@
-"""The realtime engine: threads and fan-out around the pipeline, epocher, batcher and decider.
+"""The realtime engine: threads and fan-out around the pipeline, epocher, batcher and results.
 
 Threads, none waiting on another's slow path: each source's acquisition thread fills its ring
 buffer and sets the engine's wake-up event; the processing thread sleeps on that event (no
 polling), then feeds each stream's new samples to its :class:`Pipeline`, markers to its
 :class:`Epocher` and hands the epochs they cut to inference; the inference thread groups the
 epochs of every stream by the :class:`BatchPolicy` (one batch may mix streams), has the
-:class:`Decider` turn a batch into :class:`Result` objects and fans them out (LSL outlet,
-``results``, viewer queue, recorder). When the policy would dispatch at once anyway (the
+:class:`ResultBuilder` turn a batch into :class:`Result` objects and fans them out (LSL outlet,
+its result subscriptions, recorder). When the policy would dispatch at once anyway (the
 inference thread idle, nothing waiting, no other epoch due before the deadline: the usual case
 at an SOA of 100 ms or more), the processing thread runs the batch itself: a thread hand-off is
 one more wake-up for the scheduler to delay, and on a loaded machine that costs milliseconds.
-With several sources every result names its stream (``Result.stream``). The GUI only reads the
-viewer queue and the processed buffer, and asks for reconstructions through
+With several sources every result names its stream (``Result.stream``). Readers (CLI, GUI,
+benchmarks) take results through :meth:`Engine.subscribe` (:mod:`.subscriptions`); the GUI also
+reads the processed buffer, and asks for reconstructions through
 :meth:`Engine.request_reconstruction`.
 """
 
@@ -25,26 +26,28 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from neuralign.bundle import Bundle
 from neuralign.config import RealtimeConfig
 from neuralign.errors import UserError
 from neuralign.realtime import scheduling
 from neuralign.realtime.batcher import BatchPolicy
-from neuralign.realtime.decisions import Decider, Reconstruction, Result
+from neuralign.realtime.decisions import Reconstruction, Result, ResultBuilder
 from neuralign.realtime.epocher import Epoch, Epocher, EpochWindow
 from neuralign.realtime.generation import GeneratorWorker
 from neuralign.realtime.health import Health
 from neuralign.realtime.inference import Decoder
 from neuralign.realtime.latency import LatencyStats, stage_durations
 from neuralign.realtime.lsl_io import local_clock
-from neuralign.realtime.outputs import ResultOutlet, ViewerQueue
-from neuralign.realtime.pipeline import Pipeline
+from neuralign.realtime.outputs import ResultOutlet
+from neuralign.realtime.pipeline import Pipeline, SignalSnapshot
+from neuralign.realtime.queues import DropOldestQueue
 from neuralign.realtime.scale_check import ScaleCheck
 from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
 from neuralign.realtime.sources.base import Source
+from neuralign.realtime.subscriptions import MAX_RESULTS, ResultHub, Subscription
+from neuralign.realtime.worker import ThreadedWorker
 
 if TYPE_CHECKING:
     from neuralign.realtime.recorder import Recorder
@@ -56,23 +59,6 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_S = 0.1
 #: Epochs waiting for inference, at most: beyond, the oldest is dropped (counted in health).
 MAX_READY = 1024
-#: Results ``Engine.results`` keeps by default (the newest); readers follow it with
-#: :meth:`Engine.results_since`, which stays correct once older ones fall out.
-MAX_RESULTS = 100000
-#: The newest results keep their health snapshot in ``Engine.results``; older ones drop it (it
-#: went out on the result stream and into the recording): ~40 counters per result would hold
-#: hundreds of MB at MAX_RESULTS.
-KEEP_HEALTH = 1000
-
-
-class ResultsSince(NamedTuple):
-    """New results for a reader (:meth:`Engine.results_since`): oldest first, the cursor to
-    pass next time, and how many were published since the old cursor but had already left
-    ``Engine.results`` (never seen by this reader)."""
-
-    results: list[Result]
-    cursor: int
-    missed: int
 
 
 @dataclass
@@ -95,13 +81,14 @@ class _Lane:
     chunks: deque[_Chunk] = field(default_factory=lambda: deque(maxlen=4096))
 
 
-class Engine:
+class Engine(ThreadedWorker):
     """Decodes ``source`` (one :class:`Source` or several) with ``bundle`` from :meth:`start` to
     :meth:`stop`. ``source``/``pipeline``/``epocher`` are the first stream's; ``lanes`` all.
 
-    ``results`` holds the newest ``results_maxlen`` :class:`Result` objects (newest last; a
-    reader follows them with :meth:`results_since`); ``last_reconstruction`` the latest
-    masked-channel reconstruction asked for with :meth:`request_reconstruction`.
+    Readers take the decoded :class:`Result` objects through :meth:`subscribe`; the engine keeps
+    the newest ``results_maxlen`` for readers that ask for the history (``replay=True``).
+    ``last_reconstruction`` is the latest masked-channel reconstruction asked for with
+    :meth:`request_reconstruction`.
     """
 
     def __init__(self, bundle: Bundle, source: Source | Sequence[Source], config: RealtimeConfig | None = None,
@@ -117,10 +104,7 @@ class Engine:
         self.cfg = config or RealtimeConfig()
         self.recorder = recorder
         self.stats = LatencyStats()
-        self.viewer = ViewerQueue()
-        self.results: deque[Result] = deque(maxlen=results_maxlen)
-        self._results_lock = threading.Lock()  # results and _n_appended move together
-        self._n_appended = 0  # results ever appended: the cursor of results_since (never wraps)
+        self._hub = ResultHub(keep=results_maxlen)  # every reader's subscription
         self.outlet = (ResultOutlet(self.cfg.result_stream_name,
                                     result_source_id or self.cfg.result_source_id)
                        if publish_lsl else None)
@@ -129,12 +113,12 @@ class Engine:
         self.policy = BatchPolicy.from_config(self.cfg)
         self.pipeline: Pipeline | None = None
         self.epocher: Epocher | None = None
-        self.decider: Decider | None = None
-        self._ready: queue.Queue[Epoch] = queue.Queue(maxsize=MAX_READY)
+        self.result_builder: ResultBuilder | None = None
+        self._ready: DropOldestQueue[Epoch] = DropOldestQueue(MAX_READY,
+                                                              on_drop=self._ready_dropped)
         self.health = Health()  # every lane's bad input, counted in one place
         self.scale_check = ScaleCheck(bundle.manifest, self.health)  # whitened epochs' scale
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._init_threads()
         self._wake = threading.Event()  # set by every source when data or markers arrive
         self._infer_lock = threading.Lock()  # one batch at a time, whichever thread runs it
         self._infer_pending = 0  # epochs the inference thread holds back for its batch
@@ -177,7 +161,7 @@ class Engine:
         if len(missing) > 1:
             raise UserError("--fill-missing: the streams lack different channels; one engine "
                             "fills the same channels in every stream")
-        self.decider = Decider(self.decoder, self.pipeline.missing)
+        self.result_builder = ResultBuilder(self.decoder, self.pipeline.missing)
         policy = self._scheduling
         for src in self.sources:
             src.scheduling = policy
@@ -193,9 +177,7 @@ class Engine:
             self._froze = True
         self._stop.clear()
         for target, name in ((self._process_loop, "process"), (self._inference_loop, "infer")):
-            t = threading.Thread(target=self._guard(target), name=f"neuralign-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._spawn(self._guard(target), f"neuralign-{name}")
 
     def _lane(self, src: Source, i: int) -> _Lane:
         """Build the pipeline and epocher of the opened source ``src``."""
@@ -206,7 +188,8 @@ class Engine:
             rail=self.cfg.rail_volts, spike_limit=self.cfg.spike_limit,
             health=self.health, stream_ch_types=desc.ch_types)
         epocher = Epocher(
-            pipe, EpochWindow.for_pipeline(self.bundle.manifest.epoch, pipe), inputs=src.timeline,
+            pipe.output, EpochWindow.for_signal(self.bundle.manifest.epoch, pipe.output),
+            inputs=src.timeline,
             sliding_hop_s=None if src.has_markers else self.cfg.sliding_hop_s,
             health=self.health, bad_epochs=self.cfg.bad_epochs,
             known_labels=self.bundle.template_ids if self.cfg.decode_markers == "known" else None,
@@ -234,12 +217,11 @@ class Engine:
                 self._stop.set()
         return run
 
+    def _wake_threads(self) -> None:
+        self._wake.set()  # the processing thread sleeps on it, not on the stop event
+
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        threads, self._threads = self._threads, []
-        for t in threads:
-            t.join(timeout=5)
+        threads = self._halt(timeout=5)
         for src in self.sources:
             src.stop()
         if threads and self.error is None and not any(t.is_alive() for t in threads):
@@ -264,18 +246,20 @@ class Engine:
             for i in range(0, len(cut), cap):
                 self._run_batch(cut[i:i + cap])
 
-    def __enter__(self) -> Engine:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # ---- what the GUI asks -------------------------------------------------------------------
     def request_reconstruction(self, channels: Sequence[int]) -> None:
         """Reconstruct these bundle channels of the last epoch of every batch, after publishing
         (so it never delays a result); an empty list stops it. Safe from any thread."""
         self._masked = sorted(int(c) for c in channels)
+
+    def processed_snapshot(self, seconds: float, lane: int = 0) -> SignalSnapshot | None:
+        """A copy of the last ``seconds`` of stream ``lane``'s processed signal (what the
+        viewer plots); None before :meth:`start`, or with fewer than 2 samples yet. Safe from any
+        thread."""
+        lanes = self.lanes
+        if lane >= len(lanes):
+            return None
+        return lanes[lane].pipeline.snapshot(seconds, lanes[lane].stream)
 
     @property
     def masked_channels(self) -> list[int]:
@@ -343,17 +327,14 @@ class Engine:
             got = src.buffer.read(start, n)
             if got is not None:
                 data, ts = got
-                t_acq = None
+                # the gaps the source's clock confirmed, looked up once: not continuous with what
+                # came before, the filters restart there and the processed grid carries the mark
+                # on to the epocher
                 edges = {g for g in src.buffer.gaps_in(start, n) if g > 0}
-                bounds = sorted({start, n, *edges})
-                for a, b in zip(bounds[:-1], bounds[1:]):
-                    if a in edges:  # not continuous with what came before: filters restart
-                        pipe.restart_filters(a)
-                        if self.recorder is not None:
-                            self.recorder.write_gap(a - lane.n_lost)
-                    t0, t_filt = pipe.push(data[:, a - start:b - start],
-                                           ts[a - start:b - start], start=a)  # source indices
-                    t_acq = t0 if t_acq is None else t_acq
+                if self.recorder is not None:
+                    for g in sorted(edges):
+                        self.recorder.write_gap(g - lane.n_lost)
+                t_acq, t_filt = pipe.push(data, ts, start=start, restarts=edges)  # source indices
                 lane.chunks.append(_Chunk(n, t_acq, t_filt))
                 if self.recorder is not None:
                     self.recorder.write_samples(data, ts)
@@ -372,20 +353,15 @@ class Engine:
 
     def _put_ready(self, ep: Epoch) -> None:
         """Queue an epoch for inference; when inference is far behind (the queue is full) the
-        oldest waiting epoch is dropped and counted, so memory stays bounded."""
-        while True:
-            try:
-                self._ready.put_nowait(ep)
-                return
-            except queue.Full:
-                try:
-                    self._ready.get_nowait()
-                    self._n_ready_dropped += 1
-                    self.health.ready_dropped += 1
-                    log.warning("inference is behind: dropped the oldest waiting epoch (%d so "
-                                "far)", self.health.ready_dropped)
-                except queue.Empty:
-                    pass
+        oldest waiting epoch is dropped and counted (:meth:`_ready_dropped`), so memory stays
+        bounded."""
+        self._ready.push(ep)
+
+    def _ready_dropped(self, _old: Epoch) -> None:
+        self._n_ready_dropped += 1
+        self.health.ready_dropped += 1
+        log.warning("inference is behind: dropped the oldest waiting epoch (%d so far)",
+                    self.health.ready_dropped)
 
     def health_snapshot(self) -> dict[str, int | str]:
         """The engine's and its sources' health counters (what each result carries)."""
@@ -398,7 +374,7 @@ class Engine:
             markers_dropped=sum(h.n_markers_dropped for h in hs),
             ignored_marker_values=sum(h.n_ignored_marker_values for h in hs),
             marker_reconnects=sum(h.n_marker_reconnects for h in hs),
-            viewer_dropped=self.viewer.n_dropped,
+            viewer_dropped=self._hub.n_dropped,  # results slow readers lost
             recorder_write_errors=0 if self.recorder is None else self.recorder.n_write_errors,
             acquisition_errors=sum(h.n_errors for h in hs))
         if not snap["last_error"] and errors:
@@ -487,7 +463,7 @@ class Engine:
         for ep in batch:
             ep.stages["batch_start"] = t_batch
         self.scale_check.feed_epochs(batch)  # the first epochs vs the bundle's amplitude
-        results = self.decider.decide(batch)
+        results = self.result_builder.build(batch)
         t_inf = local_clock()
         for ep, r in zip(batch, results):
             ep.stages["inferred"] = t_inf
@@ -498,18 +474,13 @@ class Engine:
             r.stages_ms = self.stats.add(ep.stages)
             self._fan_out(r)
         if self.generation is not None:  # after publishing; generated in the worker's thread
-            self.generation.submit(results, self.decider.last_embeddings)
+            self.generation.submit(results, self.result_builder.last_embeddings)
         masked = self._masked
         if masked:  # after publishing: the viewer's reconstruction never delays a result
-            self.last_reconstruction = self.decider.reconstruct(batch[-1], masked)
+            self.last_reconstruction = self.result_builder.reconstruct(batch[-1], masked)
 
     def _fan_out(self, r: Result) -> None:
-        with self._results_lock:
-            self.results.append(r)
-            self._n_appended += 1
-            if len(self.results) > KEEP_HEALTH:  # older ones: on the wire and recorded only
-                self.results[-KEEP_HEALTH - 1].health = None
-        self.viewer.put(r)
+        self._hub.publish(r)  # O(subscribers), never waits on a reader
         if self.recorder is not None:
             self.recorder.write_result(r.to_dict())
         self.n_decoded += 1
@@ -537,18 +508,13 @@ class Engine:
                                "lost_in_engine": lane.n_lost} for lane in self.lanes]
         return out
 
-    def results_since(self, cursor: int) -> ResultsSince:
-        """The results published after ``cursor`` (0: from the first), oldest first, and the
-        cursor to pass next time. The cursor counts results ever published, so it keeps
-        working once ``results`` is full and drops its oldest (a slice by position would
-        freeze there); results that left ``results`` before this reader saw them are
-        ``missed``. Safe from any thread; costs O(new results)."""
-        with self._results_lock:
-            total = self._n_appended
-            n_new = max(0, min(total - cursor, len(self.results)))
-            new = list(islice(reversed(self.results), n_new))
-        new.reverse()
-        return ResultsSince(new, total, max(0, total - cursor - n_new))
+    def subscribe(self, maxlen: int | None = None, replay: bool = False) -> Subscription:
+        """A reader's queue of results, oldest first (:mod:`.subscriptions`): what is published
+        from now on (subscribe before :meth:`start` for every result) or, with ``replay``, the
+        kept history first. ``maxlen`` (default ``results_maxlen``) bounds how far the reader
+        may fall behind before its oldest are dropped (``Subscription.dropped``); the engine
+        never waits on it. Safe from any thread."""
+        return self._hub.subscribe(maxlen, replay)
 
     def wait_for(self, n_results: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -2,15 +2,17 @@
 
 A marker arrives on the LSL clock, possibly before the sample it names. The epocher places it on
 the INPUT sample grid through the source's :class:`InputTimeline` (global index <-> LSL timestamp,
-passed in explicitly) once that sample has arrived, and cuts the epoch out of the pipeline's
-processed buffer as soon as the last sample its window needs has been filtered: baseline
-correction by :func:`~neuralign.signal.chain.cut_epoch` (the offline function), then the
-pipeline's noise normalisation. Without markers a window starts every hop. Every epoch carries
-the timestamps of the stages it went through.
+passed in explicitly) once that sample has arrived, and reads the epoch from the pipeline's
+output (a :class:`ProcessedSignal`, the one thing it knows of the pipeline) as soon as the last
+sample its window needs has been filtered: baseline correction by
+:func:`~neuralign.signal.chain.cut_epoch` (the offline function), then the pipeline's noise
+normalisation. Without markers a window starts every hop. Every epoch carries the timestamps of
+the stages it went through.
 
 Nothing is dropped or decoded silently (each case is counted in :class:`Health` and logged,
 rate-limited): an epoch whose window already left the buffer, or spans a gap in the input (its
-samples would not be the contiguous time the model was trained on), is dropped; one that touches
+samples would not be the contiguous time the model was trained on: the pipeline marked it on the
+processed grid where it restarted the filters), is dropped; one that touches
 a non-finite or railed sample is flagged (or dropped, ``bad_epochs='drop'``); a marker that is
 not an image id of the bundle is not decoded (``known_labels``); a marker stamped more than
 ``marker_max_wait_s`` after the newest sample for as long (or over an hour after it: on another
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
@@ -33,7 +36,6 @@ from neuralign.signal.chain import cut_epoch, epoch_start
 
 if TYPE_CHECKING:
     from neuralign.bundle import EpochSection
-    from neuralign.realtime.pipeline import Pipeline
     from neuralign.realtime.sources.base import Marker
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,51 @@ class InputTimeline(Protocol):
 
     def index_of_time(self, t: float) -> int | None: ...
 
-    def gap_between(self, start: int, stop: int) -> bool: ...
-
     @property
     def settled(self) -> int:
         """Samples before this index are final: no gap will be found among them any more."""
         ...
+
+
+@dataclass(frozen=True)
+class NormalizedWindow:
+    """A window of the processed signal, baseline-corrected then noise-normalised, and when each
+    step finished (the epoch's ``epoched`` / ``normalized`` latency stages)."""
+
+    data: np.ndarray  # (C, T), the dtype the whitening returns
+    epoched: float  # local_clock() after the baseline correction
+    normalized: float  # local_clock() after the noise normalisation
+
+
+class ProcessedSignal(Protocol):
+    """The pipeline's output as the epocher reads it (:class:`~neuralign.realtime.pipeline.
+    ProcessedView`): read only, so data flows one way, pipeline -> epocher.
+
+    Processed sample ``i`` is input sample ``i * q``. Gaps live on the processed grid (the
+    pipeline marks them where it restarts its filters: the gap rule is applied once, upstream);
+    bad samples on the input grid.
+    """
+
+    q: int  # decimation: input samples per processed sample
+    sfreq_in: float
+    sfreq_out: float
+    capacity: int  # processed samples held
+
+    @property
+    def n_in(self) -> int: ...
+
+    @property
+    def n_written(self) -> int: ...
+
+    @property
+    def first_available(self) -> int: ...
+
+    def gap_between(self, start: int, stop: int) -> bool: ...
+
+    def bad_between(self, start: int, stop: int) -> bool: ...
+
+    def read_normalized(self, start: int, stop: int,
+                        baseline: Callable[[np.ndarray], np.ndarray]) -> NormalizedWindow: ...
 
 
 @dataclass
@@ -95,9 +136,9 @@ class EpochWindow:
     n_times: int
 
     @classmethod
-    def for_pipeline(cls, epoch: EpochSection, pipeline: Pipeline) -> EpochWindow:
-        """The bundle's epoch window on this pipeline's grid."""
-        return cls(pipeline.q, pipeline.sfreq_out, epoch.tmin, epoch.tmax,
+    def for_signal(cls, epoch: EpochSection, signal: ProcessedSignal) -> EpochWindow:
+        """The bundle's epoch window on this processed signal's grid."""
+        return cls(signal.q, signal.sfreq_out, epoch.tmin, epoch.tmax,
                    tuple(epoch.baseline) if epoch.baseline else None, epoch.n_times)
 
     @property
@@ -135,30 +176,31 @@ class _Pending:
 class Epocher:
     """Markers in, ready normalised epochs out (single-threaded: the engine's processing thread).
 
-    ``inputs``: the source's sample timeline (its ring buffer). ``sliding_hop_s``: without
-    markers, a window every hop (seconds of input).
+    ``signal``: the pipeline's output (:attr:`Pipeline.output`). ``inputs``: the source's
+    sample timeline (its ring buffer). ``sliding_hop_s``: without markers, a window every hop
+    (seconds of input). ``health``: where drops and flags are counted (the engine's).
     """
 
-    def __init__(self, pipeline: Pipeline, window: EpochWindow, inputs: InputTimeline,
+    def __init__(self, signal: ProcessedSignal, window: EpochWindow, inputs: InputTimeline,
                  sliding_hop_s: float | None = None, health: Health | None = None,
                  known_labels: Iterable[str] | None = None,
                  bad_epochs: Literal["flag", "drop"] = "flag",
                  marker_max_wait_s: float = 10.0):
-        self.pipeline = pipeline
+        self.signal = signal
         self.window = window
         self.inputs = inputs
-        self.health = health if health is not None else pipeline.health
+        self.health = health if health is not None else Health()
         self.known = None if known_labels is None else frozenset(known_labels)
         self.bad_epochs = bad_epochs
         self.marker_max_wait_s = marker_max_wait_s
         self._unknown_logged: set[str] = set()
         span = window.tmax - window.tstart
-        held = pipeline.processed.capacity / window.sfreq_out
+        held = signal.capacity / window.sfreq_out
         if span >= held:
             raise UserError(f"the epoch window ({window.tstart:g} .. {window.tmax:g} s = {span:g} "
                             f"s) does not fit in the buffer (realtime.buffer_seconds = "
                             f"{held:g} s); raise realtime.buffer_seconds above {span:g}")
-        self.input_sfreq = pipeline.spec.sfreq_in
+        self.input_sfreq = signal.sfreq_in
         self.sliding_hop = (int(round(sliding_hop_s * self.input_sfreq)) if sliding_hop_s
                             else None)
         self._next_window: int | None = None
@@ -181,7 +223,8 @@ class Epocher:
                         MAX_LOGGED_UNKNOWN:
                     self._unknown_logged.add(m.value)
                     log.warning("marker %r is not an image id of the bundle: not decoded (set "
-                                "realtime.markers: all to decode every marker)", m.value[:80])
+                                "realtime.decode_markers: all to decode every marker)",
+                                m.value[:80])
                 continue
             self._unplaced.append(m)
         if len(self._unplaced) > MAX_UNPLACED:
@@ -238,7 +281,7 @@ class Epocher:
         """Sliding-window mode: a window (tmin..tmax relative to its start) every hop."""
         if self._next_window is None:
             self._next_window = self.window.first_window_onset()
-        while self._next_window <= self.pipeline.n_in:
+        while self._next_window <= self.signal.n_in:
             ts = self.inputs.timestamp_at(self._next_window)
             self.add_onset(None, self._next_window, ts if ts is not None else float("nan"))
             self._next_window += self.sliding_hop
@@ -254,28 +297,28 @@ class Epocher:
             self._unplaced = [m for m in self._unplaced if not self._place(m)]
         if self.sliding_hop:
             self._schedule_sliding()
-        processed = self.pipeline.processed
+        signal = self.signal
         settled = self.inputs.settled
         out, keep = [], []
         for p in self._pending:
             i0, i1 = self.window.bounds(p.onset_index)
-            if i1 > processed.n_written or self.last_input_index(p.onset_index) >= settled:
+            if i1 > signal.n_written or self.last_input_index(p.onset_index) >= settled:
                 keep.append(p)
                 continue
-            if i0 < processed.first_available:
+            if i0 < signal.first_available:
                 self.health.epochs_outside_buffer += 1
                 _rl.log("left", logging.WARNING, "epoch %s dropped: its window left the buffer "
                         "(%d so far)", p.label, self.health.epochs_outside_buffer)
                 continue
             last = self.last_input_index(p.onset_index)
             first = i0 * self.window.q
-            if self.inputs.gap_between(first, last) or processed.gap_between(i0, i1 - 1):
+            if signal.gap_between(i0, i1 - 1):  # an input gap in [first, last] marks it
                 self.health.gap_epochs_dropped += 1
                 _rl.log("gap", logging.WARNING, "epoch %s dropped: its window spans a gap in the "
                         "input (%d so far)", p.label, self.health.gap_epochs_dropped)
                 continue
             flags = []
-            if self.pipeline.bad_between(first, last):
+            if signal.bad_between(first, last):
                 if self.bad_epochs == "drop":
                     self.health.bad_epochs_dropped += 1
                     _rl.log("bad-drop", logging.WARNING, "epoch %s dropped: non-finite or railed "
@@ -284,17 +327,14 @@ class Epocher:
                 self.health.flagged_epochs += 1
                 flags.append("bad_samples")
             t_ep = local_clock()
-            seg, _ = processed.read(i0, i1)
-            ep = self.window.cut(seg, p.onset_index, offset=i0)
-            t_cut = local_clock()
-            ep = self.pipeline.normalise(ep)
-            t_norm = local_clock()
+            win = signal.read_normalized(i0, i1, partial(self.window.cut,
+                                                         onset_index=p.onset_index, offset=i0))
             last_ts = self.inputs.timestamp_at(last)
-            out.append(Epoch(self._n_epochs, ep.astype(np.float32), p.label, p.onset_index,
-                             p.onset_timestamp, last,
+            out.append(Epoch(self._n_epochs, win.data.astype(np.float32), p.label,
+                             p.onset_index, p.onset_timestamp, last,
                              last_ts if last_ts is not None else float("nan"),
                              {"marker_received": p.marker_received, "ready": t_ep,
-                              "epoched": t_cut, "normalized": t_norm}, flags))
+                              "epoched": win.epoched, "normalized": win.normalized}, flags))
             self._n_epochs += 1
         self._pending = keep
         return out
@@ -317,4 +357,4 @@ class Epocher:
         if not self._pending:
             return None
         end = min(self.window.bounds(p.onset_index)[1] for p in self._pending)
-        return max(0.0, (end - self.pipeline.processed.n_written) / self.window.sfreq_out)
+        return max(0.0, (end - self.signal.n_written) / self.window.sfreq_out)

@@ -12,18 +12,20 @@ when the generator cannot keep up, the oldest pending epochs are dropped (counte
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from queue import Empty
 
 import numpy as np
 import torch
 
 from neuralign.bundle import Bundle
+from neuralign.devices import resolve_device
 from neuralign.realtime.decisions import Generated, Result
+from neuralign.realtime.queues import DropOldestQueue
 from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
+from neuralign.realtime.worker import ThreadedWorker
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ DEFER_POLL_S = 0.001
 STOP_GRACE_S = 30.0
 
 
-class GeneratorWorker:
+class GeneratorWorker(ThreadedWorker):
     """Turns submitted (result, embedding) pairs into :class:`Generated` images in its thread.
 
     ``images`` keeps the newest ``keep`` images (oldest first); ``latest`` is the newest (read by
@@ -51,12 +53,10 @@ class GeneratorWorker:
         self.n_generated = 0
         self.n_dropped = 0
         self.error: BaseException | None = None
-        self._pending: queue.Queue[tuple[list[tuple[int, str | None]], np.ndarray]] = queue.Queue(
-            maxsize=max_pending)
-        self._stop = threading.Event()
+        self._pending: DropOldestQueue[tuple[list[tuple[int, str | None]], np.ndarray]] = \
+            DropOldestQueue(max_pending, on_drop=self._dropped)
+        self._init_threads()
         self._stop_by = float("inf")  # stop(): pending epochs after this time are dropped
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # start/stop only
         #: the thread's niceness comes from here (background: never ahead of an epoch)
         self.scheduling = SchedulingPolicy()
         #: True while the engine decodes (a batch running or epochs waiting for one): a
@@ -91,9 +91,7 @@ class GeneratorWorker:
         model = bundle.build_generator()
         if model is None:
             return None
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        worker = cls(model, device)
+        worker = cls(model, resolve_device(device))
         worker.warmup(bundle.template_embeddings.shape[1])
         return worker
 
@@ -106,51 +104,40 @@ class GeneratorWorker:
         """Queue one batch for generation; never blocks (drops the oldest batch when full)."""
         if not results:
             return
-        if self._thread is None:
+        if not self._threads:
             self.start()
         item = ([(r.epoch_id, r.marker) for r in results], np.stack(embeddings).astype(np.float32))
-        while True:
-            try:
-                self._pending.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    old = self._pending.get_nowait()
-                    self.n_dropped += len(old[0])
-                    log.warning("generator falls behind: %d epochs dropped so far", self.n_dropped)
-                except queue.Empty:
-                    pass
+        self._pending.push(item)
+
+    def _dropped(self, old: tuple[list[tuple[int, str | None]], np.ndarray]) -> None:
+        self.n_dropped += len(old[0])
+        log.warning("generator falls behind: %d epochs dropped so far", self.n_dropped)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
+        with self._threads_lock:
+            if self._threads:
                 return
             self._stop.clear()
             self._stop_by = float("inf")
-            self._thread = threading.Thread(target=self._loop, name="neuralign-generate",
-                                            daemon=True)
-            self._thread.start()
+            self._spawn(self._loop, "neuralign-generate")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Generate what is pending for at most ``timeout`` s, drop the rest (counted in
         ``n_dropped``), then stop the thread. It is joined: a thread left running torch code
         at interpreter exit aborts the process."""
-        with self._lock:
-            t, self._thread = self._thread, None
-        if t is not None:
+        if self._threads:
             self._stop_by = time.monotonic() + timeout
-            self._stop.set()
-            t.join(timeout=timeout + STOP_GRACE_S)  # the batch in progress cannot be cut short
-            if t.is_alive():
-                log.error("generator thread still running %.0f s after stop", timeout + STOP_GRACE_S)
+        # the batch in progress cannot be cut short: joined for its grace period too
+        if any(t.is_alive() for t in self._halt(timeout + STOP_GRACE_S)):
+            log.error("generator thread still running %.0f s after stop", timeout + STOP_GRACE_S)
 
     def _loop(self) -> None:
         apply_to_current_thread("background", self.scheduling)
         while True:
             try:
                 ids, z = self._pending.get(timeout=0.05)
-            except queue.Empty:
+            except Empty:
                 if self._stop.is_set():
                     return
                 continue

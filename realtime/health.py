@@ -49,24 +49,43 @@ class Health:
 
 class RateLimitedLog:
     """At most one record per ``interval`` s per key; the ones in between are counted and the
-    count is reported with the next record that goes out."""
+    count is reported with the next record that goes out.
 
-    def __init__(self, logger: logging.Logger, interval: float = 5.0):
+    With ``demote_to`` (e.g. ``logging.DEBUG``) the records in between are not dropped but
+    logged at that level (a source's event log: every event stays visible when debugging).
+    Records below ``min_level`` are never limited; from ``max_level`` up they always go out too,
+    but start the interval like any record that goes out.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 5.0,
+                 demote_to: int | None = None, min_level: int = logging.NOTSET,
+                 max_level: int = logging.CRITICAL + 1):
         self.logger = logger
         self.interval = interval
+        self.demote_to = demote_to
+        self.min_level, self.max_level = min_level, max_level
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def log(self, key: str, level: int, msg: str, *args: object) -> bool:
-        """Log ``msg % args`` unless ``key`` was logged less than ``interval`` s ago."""
+        """Log ``msg % args`` unless ``key`` was logged less than ``interval`` s ago (then it is
+        counted, or logged at ``demote_to``); True when it went out at ``level``."""
+        if level < self.min_level:
+            self.logger.log(level, msg, *args)
+            return True
         now = time.monotonic()
         with self._lock:
-            if now - self._last.get(key, -1e18) < self.interval:
+            limited = level < self.max_level and now - self._last.get(key, -1e18) < self.interval
+            if limited and self.demote_to is None:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
                 return False
-            self._last[key] = now
-            n = self._suppressed.pop(key, 0)
+            if not limited:
+                self._last[key] = now
+            n = 0 if limited else self._suppressed.pop(key, 0)
+        if limited:
+            self.logger.log(self.demote_to, msg, *args)
+            return False
         if n:
             msg += f" ({n} similar messages suppressed)"
         self.logger.log(level, msg, *args)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from neuralign.bundle import Bundle
+from neuralign.devices import resolve_device
 from neuralign.models.folding import fold_for_inference
 from neuralign.realtime.batcher import bucket_for, shape_buckets
 
@@ -56,9 +57,7 @@ class Decoder:
                  device: str | torch.device = "auto", torch_threads: int | None = 1,
                  compile: bool = False, fold: bool = True,
                  buckets: Sequence[int] | None = None, cuda_graph: bool = True):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if torch_threads and self.device.type == "cpu":
             torch.set_num_threads(torch_threads)
         model = bundle.build_model().eval()

@@ -1,15 +1,15 @@
-"""The result stream and the viewer queue: where decoded epochs leave the engine.
+"""The result stream: where decoded epochs leave the engine for other processes.
 
 The LSL result stream (type ``NeuralignResults``) has one string channel; each sample is one
 :class:`~neuralign.realtime.decisions.Result` as JSON (that class is the schema); its LSL timestamp
 is the publication time on the engine's clock. :class:`ResultInlet` reads it back (the viewer's
-LSL feed, the latency benchmark); :class:`ViewerQueue` hands results to an in-process viewer.
+LSL feed, the latency benchmark). In-process readers subscribe instead
+(:mod:`neuralign.realtime.subscriptions`).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import uuid
 
 from neuralign.realtime.decisions import Result
@@ -69,40 +69,3 @@ class ResultInlet:
 
     def close(self) -> None:
         self._inlet.close_stream()
-
-
-class ViewerQueue:
-    """Bounded queue: when the GUI falls behind, the OLDEST results are dropped, never blocking.
-
-    ``n_dropped`` counts the results a reader lost that way, from its first :meth:`drain` on:
-    without a reader (headless) the queue only keeps the newest and no one misses anything."""
-
-    def __init__(self, maxsize: int = 512):
-        self._q: queue.Queue[Result] = queue.Queue(maxsize=maxsize)
-        self.n_dropped = 0  # written by the one producer (the engine's batch, under its lock)
-        self._has_reader = False
-
-    def put(self, item: Result) -> None:
-        while True:
-            try:
-                self._q.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self._q.get_nowait()
-                    if self._has_reader:
-                        self.n_dropped += 1
-                        if self.n_dropped == 1 or self.n_dropped % 1000 == 0:
-                            log.warning("the viewer falls behind: %d results dropped unseen",
-                                        self.n_dropped)
-                except queue.Empty:
-                    pass
-
-    def drain(self) -> list[Result]:
-        self._has_reader = True
-        out = []
-        while True:
-            try:
-                out.append(self._q.get_nowait())
-            except queue.Empty:
-                return out

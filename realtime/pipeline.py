@@ -3,8 +3,10 @@
 Raw samples (stream channel order) -> channel map (bundle order) -> :class:`CausalChain` (state
 kept; the same object offline training used) -> a ring buffer at the model rate. Noise
 normalisation is the bundle's frozen :class:`~neuralign.signal.whitening.Whitening`, applied by
-:meth:`Pipeline.normalise` with the very code offline evaluation uses. Cutting epochs out of the
-buffer is the :class:`~neuralign.realtime.epocher.Epocher`'s job.
+:meth:`Pipeline.normalize` with the very code offline evaluation uses. Deciding which epochs to
+cut is the :class:`~neuralign.realtime.epocher.Epocher`'s job: it reads the output through
+:attr:`Pipeline.output` (a :class:`ProcessedView`: windows already normalised, where the gaps and
+bad samples are), never the pipeline itself, so data flows one way.
 
 Bad input never reaches the chain's state: a :class:`~neuralign.signal.guard.SampleGuard` holds
 the last good value in place of NaN/Inf (and railed) samples and the pipeline remembers where
@@ -18,13 +20,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from neuralign.bundle import Bundle
 from neuralign.errors import UserError
 from neuralign.realtime.channels import ChannelMap, check_types, map_channels
+from neuralign.realtime.epocher import NormalizedWindow
 from neuralign.realtime.health import Health, RateLimitedLog
 from neuralign.realtime.lsl_io import local_clock
 from neuralign.realtime.ringbuffer import RingBuffer
@@ -40,6 +44,18 @@ LEARN_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
+
+
+@dataclass(frozen=True)
+class SignalSnapshot:
+    """The newest processed samples of one stream (bundle channel order, model rate): what a
+    viewer plots. ``data`` and ``timestamps`` are copies, safe to keep."""
+
+    data: np.ndarray  # (C, T) float32
+    timestamps: np.ndarray  # (T,) LSL time of each processed sample
+    sfreq: float
+    n_written: int  # processed samples written so far (one past the last one here)
+    stream: str | None = None  # the engine's name of the stream (None with one source)
 
 
 class Pipeline:
@@ -110,12 +126,37 @@ class Pipeline:
         self._ew_w = 0.0
         self._ew_next = 0
         self._ew_floor = nn_cfg.eigenvalue_floor
+        #: what the epocher reads (the pipeline stays the only writer)
+        self.output = ProcessedView(self)
 
-    def push(self, data: np.ndarray, timestamps: np.ndarray,
-             start: int | None = None) -> tuple[float, float]:
+    def push(self, data: np.ndarray, timestamps: np.ndarray, start: int | None = None,
+             restarts: Collection[int] = ()) -> tuple[float, float]:
         """Filter a raw chunk (stream channel order) whose first sample has the source's global
         index ``start`` (default: right after the previous chunk). Returns (t_start, t_filtered).
+
+        ``restarts``: global indices inside the chunk whose sample does not follow its
+        predecessor (the gaps the source's clock confirmed, found once by the caller): the
+        filters restart there (:meth:`restart_filters`) and the processed grid is marked, which
+        is where the epocher learns of the gap.
         """
+        if not restarts:
+            return self._filter(data, timestamps, start)
+        first = self.n_in if start is None else start
+        cuts = sorted({first, first + data.shape[1], *restarts})
+        t_start = t_done = None
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            if a in restarts:
+                if a != self.n_in:  # samples lost before the gap: skip to it first
+                    self._skip_to(a)
+                self.restart_filters(a)
+            t0, t_done = self._filter(data[:, a - first:b - first],
+                                      timestamps[a - first:b - first], start=a)
+            t_start = t0 if t_start is None else t_start
+        return t_start, t_done
+
+    def _filter(self, data: np.ndarray, timestamps: np.ndarray,
+                start: int | None) -> tuple[float, float]:
+        """One contiguous piece of :meth:`push`."""
         t0 = local_clock()
         if start is not None and start != self.n_in:
             self._skip_to(start)
@@ -186,10 +227,23 @@ class Pipeline:
         self.processed.mark_gap(-(-at // self.q))
         self.health.filter_restarts += 1
 
-    def normalise(self, epoch: np.ndarray) -> np.ndarray:
+    def normalize(self, epoch: np.ndarray) -> np.ndarray:
         """Noise-normalise a (channels, times) epoch: W (x - mean), shared with offline (with
         --fill-missing, W restricted to the present channels: :meth:`Whitening.restricted`)."""
         return self.whitening.apply(epoch)
+
+    def snapshot(self, seconds: float, stream: str | None = None) -> SignalSnapshot | None:
+        """A copy of the last ``seconds`` of the processed signal (None: fewer than 2 samples,
+        or overwritten while read). Safe from any thread."""
+        buf = self.processed
+        n = buf.n_written
+        start = max(buf.first_available, n - int(round(seconds * self.sfreq_out)))
+        if n - start < 2:
+            return None
+        got = buf.read(start, n)
+        if got is None:
+            return None
+        return SignalSnapshot(got[0], got[1], self.sfreq_out, n, stream)
 
     @property
     def online_covariance(self) -> np.ndarray | None:
@@ -228,3 +282,51 @@ class Pipeline:
                 _rl.log("whitening", logging.WARNING, "online whitening not updated: %s", exc)
                 return
             self.whitening = dataclasses.replace(self.whitening, w=w)
+
+
+class ProcessedView:
+    """The read side of a :class:`Pipeline`'s output, all the epocher gets (it implements
+    :class:`~neuralign.realtime.epocher.ProcessedSignal`): the grid (rates, decimation), how far
+    the signal is written, where the gaps and bad input samples are, and windows baseline-corrected
+    and noise-normalised with the pipeline's current whitening."""
+
+    def __init__(self, pipeline: Pipeline):
+        self._pipe = pipeline
+        self._buf = pipeline.processed
+        self.q: int = pipeline.q
+        self.sfreq_in: float = pipeline.spec.sfreq_in
+        self.sfreq_out: float = pipeline.sfreq_out
+        self.capacity: int = pipeline.processed.capacity
+
+    @property
+    def n_in(self) -> int:
+        """Input samples consumed (global index of the next one)."""
+        return self._pipe.n_in
+
+    @property
+    def n_written(self) -> int:
+        """Processed samples written (global index of the next one)."""
+        return self._buf.n_written
+
+    @property
+    def first_available(self) -> int:
+        """Oldest processed sample still held."""
+        return self._buf.first_available
+
+    def gap_between(self, start: int, stop: int) -> bool:
+        """A discontinuity (gap, reconnection, overrun) inside processed ``(start, stop]``."""
+        return self._buf.gap_between(start, stop)
+
+    def bad_between(self, start: int, stop: int) -> bool:
+        """A non-finite or railed input sample in input ``[start, stop]``."""
+        return self._pipe.bad_between(start, stop)
+
+    def read_normalized(self, start: int, stop: int,
+                        baseline: Callable[[np.ndarray], np.ndarray]) -> NormalizedWindow:
+        """Processed samples ``[start, stop)``, corrected by ``baseline`` (the epoch's cut, the
+        offline function) and then noise-normalised: the order offline evaluation uses."""
+        seg, _ = self._buf.read(start, stop)
+        ep = baseline(seg)
+        t_cut = local_clock()
+        ep = self._pipe.normalize(ep)
+        return NormalizedWindow(ep, t_cut, local_clock())

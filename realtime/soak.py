@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,10 @@ from neuralign.config import RealtimeConfig
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay.player import LSLReplayer
 from neuralign.realtime.replay.wiring import replay_source
+
+if TYPE_CHECKING:
+    from neuralign.realtime.sources.base import Source
+    from neuralign.realtime.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -106,63 +111,31 @@ def run_soak(bundle_dir: Path, raw_path: Path, equivalent_s: float = 7200.0,
     with ``bundle_dir`` and record it; returns the :class:`SoakReport`.
 
     Memory is sampled once ``warmup_s`` of stream time has passed (model, buffers and queues
-    warmed up) and at the end. The soak itself consumes ``engine.results`` as it goes, as a
-    long-running client would.
+    warmed up) and at the end. The soak itself consumes the engine's results as it goes,
+    through a subscription, as a long-running client would.
     """
-    import mne
-
     from neuralign.realtime.recorder import Recorder, read_recording
 
     bundle = load_bundle(bundle_dir)
-    raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
-    sfreq = raw.info["sfreq"]
-    n_total = int(round(equivalent_s * sfreq))
-    n_loops = max(1, math.ceil(n_total / raw.n_times))
-    sid = uuid.uuid4().hex
-    rep = LSLReplayer.from_raw(raw, name=f"neuralign-soak-{sid[:6]}", source_id=sid, speed=speed,
-                               chunk_size=chunk_size, loop=True, n_loops=n_loops,
-                               wait_for_consumers=30.0)
-    del raw
+    rep, sfreq = _looping_replayer(raw_path, equivalent_s, speed, chunk_size)
     rt = RealtimeConfig(chunk_size=chunk_size)
     src = replay_source(rep, timeout=rt.connect_timeout_s, buffer_seconds=rt.buffer_seconds)
     tmp = None
     if record_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix="neuralign-soak-"))
         record_dir = tmp / "rec"
-    engine = Engine(bundle, src, rt, publish_lsl=True)
+    # a small kept history: the soak reads every result through its subscription, so the
+    # memory it measures is the engine's working set, not a growing history
+    engine = Engine(bundle, src, rt, publish_lsl=True, results_maxlen=1000)
     rep.start()
     desc = src.open()
     engine.recorder = Recorder.for_stream(record_dir, desc)
+    results = engine.subscribe()  # before the start: every result is read
     engine.start()
     t0 = time.monotonic()
-    latencies: list[float] = []
-    rss_start: float | None = None
-    rss_max = rss_mb()
-    next_progress = t0 + progress_every_s
     try:
-        while engine.error is None:
-            done = rep.wait_done(0.0)  # whole passes: the stream time is >= equivalent_s
-            while engine.results:
-                r = engine.results.popleft()
-                latencies.append(_engine_ms(r.stages_ms))
-            stream_s = rep.n_sent / sfreq
-            if rss_start is None and stream_s >= min(warmup_s, equivalent_s / 10):
-                rss_start = rss_mb()
-            rss_max = max(rss_max, rss_mb())
-            if time.monotonic() >= next_progress:
-                next_progress += progress_every_s
-                log.info("soak: %.0f / %.0f s of stream, %d decoded, rss %.0f MB", stream_s,
-                         equivalent_s, engine.n_decoded, rss_mb())
-            if done:
-                break
-            time.sleep(0.2)
-        deadline = time.monotonic() + 10
-        while src.buffer.n_written < rep.n_sent and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.5)  # the last epochs' inference
-        while engine.results:
-            latencies.append(_engine_ms(engine.results.popleft().stages_ms))
-        rss_end = rss_mb()
+        seen = _follow(engine, rep, src, results, sfreq, equivalent_s, warmup_s,
+                       progress_every_s, t0)
     finally:
         engine.stop()
         rep.stop()
@@ -171,22 +144,88 @@ def run_soak(bundle_dir: Path, raw_path: Path, equivalent_s: float = 7200.0,
     recorded = read_recording(record_dir)[1].shape[0]
     if tmp is not None and not keep_recording:
         shutil.rmtree(tmp, ignore_errors=True)
-    lat = np.asarray([v for v in latencies if np.isfinite(v)])
-    tenth = max(1, len(lat) // 10)
-    received = src.health.n_received
-    report = SoakReport(
-        equivalent_s=rep.n_sent / sfreq, wall_s=wall, speed=speed, n_channels=len(desc.ch_names),
-        sfreq=sfreq, sent_samples=rep.n_sent, received_samples=received,
-        recorded_samples=int(recorded),
-        dropped_samples=max(0, rep.n_sent - received) + src.health.n_dropped
-        + engine.n_lost_samples,
-        markers_sent=rep.n_markers_sent, decoded=engine.n_decoded,
-        rss_start_mb=rss_start if rss_start is not None else rss_end, rss_end_mb=rss_end,
-        rss_max_mb=rss_max, p99_first_ms=_p99(lat[:tenth]), p99_last_ms=_p99(lat[-tenth:]),
-        p50_ms=float(np.median(lat)) if len(lat) else math.nan,
-        health=dict(status.get("health") or {}), load_average=os.getloadavg())
+    report = _report(seen, engine, rep, src, sfreq, speed, wall, len(desc.ch_names),
+                     int(recorded), status)
     if out is not None:
         Path(out).write_text(json.dumps(asdict(report), indent=1))
     if engine.error is not None:
         raise RuntimeError(f"the engine stopped during the soak: {engine.error!r}")
     return report
+
+
+def _looping_replayer(raw_path: Path, equivalent_s: float, speed: float,
+                      chunk_size: int) -> tuple[LSLReplayer, float]:
+    """A replayer looping the recording for at least ``equivalent_s`` of stream time, and the
+    recording's rate (the raw data is released on return: the replayer holds its own copy)."""
+    import mne
+
+    raw = mne.io.read_raw_fif(raw_path, preload=True, verbose="error")
+    sfreq = raw.info["sfreq"]
+    n_total = int(round(equivalent_s * sfreq))
+    n_loops = max(1, math.ceil(n_total / raw.n_times))
+    sid = uuid.uuid4().hex
+    rep = LSLReplayer.from_raw(raw, name=f"neuralign-soak-{sid[:6]}", source_id=sid, speed=speed,
+                               chunk_size=chunk_size, loop=True, n_loops=n_loops,
+                               wait_for_consumers=30.0)
+    return rep, sfreq
+
+
+@dataclass
+class _Seen:
+    """What the soak measured while the stream ran."""
+
+    latencies: list[float]  # engine latency of every decoded trial, ms (acquired -> published)
+    rss_start: float | None  # after warm-up (None: the stream ended first)
+    rss_max: float
+    rss_end: float
+
+
+def _follow(engine: Engine, rep: LSLReplayer, src: Source, results: Subscription, sfreq: float,
+            equivalent_s: float, warmup_s: float, progress_every_s: float, t0: float) -> _Seen:
+    """Read results and sample memory until the replayer has sent every pass, then wait for the
+    last samples and epochs to go through the engine."""
+    latencies: list[float] = []
+    rss_start: float | None = None
+    rss_max = rss_mb()
+    next_progress = t0 + progress_every_s
+    while engine.error is None:
+        done = rep.wait_done(0.0)  # whole passes: the stream time is >= equivalent_s
+        for r in results.drain():
+            latencies.append(_engine_ms(r.stages_ms))
+        stream_s = rep.n_sent / sfreq
+        if rss_start is None and stream_s >= min(warmup_s, equivalent_s / 10):
+            rss_start = rss_mb()
+        rss_max = max(rss_max, rss_mb())
+        if time.monotonic() >= next_progress:
+            next_progress += progress_every_s
+            log.info("soak: %.0f / %.0f s of stream, %d decoded, rss %.0f MB", stream_s,
+                     equivalent_s, engine.n_decoded, rss_mb())
+        if done:
+            break
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while src.buffer.n_written < rep.n_sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # the last epochs' inference
+    latencies += [_engine_ms(r.stages_ms) for r in results.drain()]
+    return _Seen(latencies, rss_start, rss_max, rss_mb())
+
+
+def _report(seen: _Seen, engine: Engine, rep: LSLReplayer, src: Source, sfreq: float,
+            speed: float, wall: float, n_channels: int, recorded: int,
+            status: dict) -> SoakReport:
+    """The figures of a finished soak."""
+    lat = np.asarray([v for v in seen.latencies if np.isfinite(v)])
+    tenth = max(1, len(lat) // 10)
+    received = src.health.n_received
+    return SoakReport(
+        equivalent_s=rep.n_sent / sfreq, wall_s=wall, speed=speed, n_channels=n_channels,
+        sfreq=sfreq, sent_samples=rep.n_sent, received_samples=received,
+        recorded_samples=recorded,
+        dropped_samples=max(0, rep.n_sent - received) + src.health.n_dropped
+        + engine.n_lost_samples,
+        markers_sent=rep.n_markers_sent, decoded=engine.n_decoded,
+        rss_start_mb=seen.rss_start if seen.rss_start is not None else seen.rss_end,
+        rss_end_mb=seen.rss_end, rss_max_mb=seen.rss_max, p99_first_ms=_p99(lat[:tenth]),
+        p99_last_ms=_p99(lat[-tenth:]), p50_ms=float(np.median(lat)) if len(lat) else math.nan,
+        health=dict(status.get("health") or {}), load_average=os.getloadavg())

@@ -20,7 +20,7 @@ from typing import Any
 from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QApplication
 
-from neuralign.ui.feeds import EngineFeed, Feed, LSLResultFeed
+from neuralign.ui.feeds import Feed, LSLResultFeed
 from neuralign.ui.viewer import ViewerWindow
 
 log = logging.getLogger(__name__)
@@ -39,21 +39,23 @@ def run_viewer(feed: Feed, owns=None, stop_when: Callable[[], bool] | None = Non
     """Show a :class:`ViewerWindow` over ``feed`` and run the Qt event loop until it closes.
 
     ``owns``: what closing the window stops besides the feed's threads: ``True`` or the feed's
-    engine itself = the engine (``neuralign run`` without ``--headless``); any other object with ``stop()`` or a
-    sequence of them (e.g. ``[engine, replayer]``) = stopped in that order. ``None`` = nothing.
+    source itself (:meth:`Feed.is_source`, e.g. the engine of ``neuralign run`` without
+    ``--headless``) = the source, via :meth:`Feed.stop_source`; any other object with ``stop()``
+    or a sequence of them (e.g. ``[engine, replayer]``) = stopped in that order. ``None`` =
+    nothing.
     ``stop_when``: asked five times a second; the window closes once it returns True (e.g. the
     engine failed: a window over a dead engine must not keep the process alive).
     """
     app = _application()
     owned: list = []
-    owns_engine = False
+    owns_source = False
     items = owns if isinstance(owns, (list, tuple)) else ([] if owns in (None, False) else [owns])
     for o in items:
-        if o is True or (isinstance(feed, EngineFeed) and o is feed.engine):
-            owns_engine = True
+        if o is True or feed.is_source(o):
+            owns_source = True
         else:
             owned.append(o)
-    win = ViewerWindow(feed, owns_engine=owns_engine, owned=owned, **window_kw)
+    win = ViewerWindow(feed, owns_source=owns_source, owned=owned, **window_kw)
     win.show()
     signalled = threading.Event()  # a stop signal came (maybe before the loop ran)
 

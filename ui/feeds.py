@@ -35,6 +35,7 @@ from neuralign.realtime.lsl_io import (
     resolve_stream,
 )
 from neuralign.realtime.outputs import RESULT_STREAM_TYPE, ResultInlet
+from neuralign.realtime.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,11 @@ class FeedUpdate:
 
 class Feed:
     """Base class of the viewer's data sources. Subclasses fill ``_results`` / ``_traces`` /
-    ``_status`` from their worker thread(s) and list those threads in ``threads``."""
+    ``_status`` from their worker thread(s) and list those threads in ``threads``.
+
+    Everything the window needs from a source goes through these methods, so the window never
+    checks which feed it has nor reaches into an engine behind it.
+    """
 
     #: whether the source can show live filtered traces / masked-channel reconstructions
     supports_traces: bool = False
@@ -155,6 +160,21 @@ class Feed:
         """Why this feed has no generated images ("" when it has): results alone travel on LSL."""
         return "attach"
 
+    @property
+    def default_top_k(self) -> int | None:
+        """How many retrieved images the source decides per epoch, when the feed knows it (the
+        window shows at most that many at first); None when unknown."""
+        return None
+
+    def is_source(self, obj: object) -> bool:
+        """Whether ``obj`` is what this feed reads from (a window told to own it stops it via
+        :meth:`stop_source`)."""
+        return False
+
+    def stop_source(self) -> None:
+        """Stop what this feed reads from, for a window that owns it. A feed that only listens
+        (an LSL result stream of an engine elsewhere) has nothing of its own to stop."""
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -172,11 +192,18 @@ def _robust_bad(std: np.ndarray, flat: float = 1e-3, huge: float = 10.0) -> tupl
     return ~np.isfinite(std) | (std < flat * ref) | (std > huge * ref), ref
 
 
+#: Results an :class:`EngineFeed` may fall behind the engine before its oldest are dropped.
+VIEWER_MAXLEN = 512
+
+
 class EngineFeed(Feed):
     """In-process feed over a running :class:`~neuralign.realtime.engine.Engine`.
 
-    Its thread drains ``engine.viewer`` (the engine never blocks on it: it drops the oldest result
-    when full), copies the last ``window_s`` seconds of ``engine.pipeline.processed`` and refreshes
+    Its thread drains its subscription to the engine's results (opened with the engine's kept
+    history, so trials decoded before the window opened show; the engine never blocks on it:
+    past ``VIEWER_MAXLEN`` waiting results it drops the oldest, counted in health), copies the
+    last ``window_s`` seconds of the first stream's processed signal
+    (:meth:`~neuralign.realtime.engine.Engine.processed_snapshot`) and refreshes
     ``engine.status()`` twice a second (that call sorts the latency window, too slow for 30 fps).
     It never stops the engine; the window does that when it owns it.
     """
@@ -193,20 +220,22 @@ class EngineFeed(Feed):
         self._index = {c: i for i, c in enumerate(self.bundle.ch_names)}
 
     def _run(self) -> None:
+        with self.engine.subscribe(maxlen=VIEWER_MAXLEN, replay=True) as results:
+            self._follow(results)
+
+    def _follow(self, results: Subscription) -> None:
         period = 1.0 / self.poll_hz
         next_status = 0.0
         while not self._stop.is_set():
             t0 = time.monotonic()
-            for r in self.engine.viewer.drain():
-                self._results.append(r)
+            self._results.extend(results.drain())
             if self.traces_wanted:
                 self._traces = self._read_traces() or self._traces
             if t0 >= next_status:
                 self._status = self._read_status()
                 next_status = t0 + self.status_period_s
             self._stop.wait(max(0.0, period - (time.monotonic() - t0)))
-        for r in self.engine.viewer.drain():  # nothing decoded before closing is lost
-            self._results.append(r)
+        self._results.extend(results.drain())  # nothing decoded before closing is lost
 
     def _read_status(self) -> dict:
         st = dict(self.engine.status())
@@ -216,19 +245,12 @@ class EngineFeed(Feed):
         return st
 
     def _read_traces(self) -> TraceSnapshot | None:
-        pipe = self.engine.pipeline
-        if pipe is None:
+        # the first stream's last window_s (None: not started, too few samples yet, or
+        # overwritten while read: next tick)
+        snap = self.engine.processed_snapshot(self.window_s)
+        if snap is None:
             return None
-        buf = pipe.processed
-        n = buf.n_written
-        sfreq = self.sfreq or pipe.sfreq_out
-        start = max(buf.first_available, n - int(round(self.window_s * sfreq)))
-        if n - start < 2:
-            return None
-        got = buf.read(start, n)
-        if got is None:  # overwritten while we asked: next tick
-            return None
-        data, ts = got
+        data, ts, n = snap.data, snap.timestamps, snap.n_written
         with np.errstate(invalid="ignore"):
             std_all = np.nanstd(data, axis=1)
         bad_all, ref = _robust_bad(std_all)
@@ -251,6 +273,17 @@ class EngineFeed(Feed):
         if getattr(self.engine, "generation", None) is not None:
             return ""
         return getattr(self.engine, "generation_off", "") or "no generator"
+
+    @property
+    def default_top_k(self) -> int | None:
+        return getattr(getattr(self.engine, "cfg", None), "top_k", None)
+
+    def is_source(self, obj: object) -> bool:
+        return obj is self.engine
+
+    def stop_source(self) -> None:
+        log.info("stopping the engine the viewer owns")
+        self.engine.stop()
 
     def describe(self) -> str:
         return "in-process engine"

@@ -2,10 +2,12 @@
 
 The window only consumes a :class:`~neuralign.ui.feeds.Feed`. A ``QTimer`` at ~30 fps pulls the
 feed's latest snapshot (cheap copies made by the feed's own thread), folds new results into a
-:class:`ViewerState` and redraws what changed. Nothing here waits on the engine, a stream or a
-lock held by them, so a stalled stream shows up as "stalled" in the status bar, never as a frozen
-window. Pausing (Space) freezes the display only: results keep being ingested (counts and
-accuracy stay exact) and the newest data appear on resume.
+:class:`ViewerState` and hands one :class:`~neuralign.ui.forms.Frame` to every panel, which
+redraws what changed. The panels are whatever ``ui/panels/`` registers
+(:mod:`neuralign.ui.panels.registry`): the window only places them in their slots. Nothing here
+waits on the engine, a stream or a lock held by them, so a stalled stream shows up as "stalled"
+in the status bar, never as a frozen window. Pausing (Space) freezes the display only: results
+keep being ingested (counts and accuracy stay exact) and the newest data appear on resume.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import pyqtgraph as pg
 from PyQt6.QtCore import QEvent, QObject, Qt, QTimer
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QInputDialog, QLabel, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
-from neuralign.realtime.decisions import Reconstruction, Result, RunningAccuracy
-from neuralign.ui.feeds import EngineFeed, Feed
+from neuralign.realtime.decisions import Result, RunningAccuracy
+from neuralign.ui.feeds import Feed, FeedUpdate
+from neuralign.ui.forms import Frame
 from neuralign.ui.panels import ChannelDialog, MaskPanel, StimulusPanel, TracePanel, color_text
-from neuralign.ui.panels.generated import GeneratedPanel, unavailable_text
-from neuralign.ui.panels.traces import amplitude_unit
+from neuralign.ui.panels.generated import GeneratedPanel
+from neuralign.ui.panels.registry import Panel, PanelContext, Slot, registered_panels
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +43,6 @@ def default_screenshot_dir() -> Path:
     (never the current directory, which may be a git checkout)."""
     env = os.environ.get("NEURALIGN_SCREENSHOT_DIR")
     return Path(env).expanduser() if env else Path.home() / "neuralign" / "screenshots"
-
-
-def reconstruction_amplitude_label(manifest) -> str:
-    """The reconstruction plot's y label: it shows the model's input, i.e. the epoch after the
-    bundle's noise normalization (whitened: in units of the noise s.d.), not the raw signal."""
-    method = manifest.noise_normalization.method if manifest.noise_normalization else "none"
-    if method == "mvnn":
-        return "whitened amplitude (noise s.d.)"
-    if method == "zscore":
-        return "z-scored amplitude (s.d.)"
-    unit, _ = amplitude_unit(manifest.channels.types)
-    return f"amplitude ({'V' if unit == 'µV' else unit})"
 
 
 class ViewerState:
@@ -106,20 +98,6 @@ class ViewerState:
         return s
 
 
-class _PanelForm:
-    """The dict form the panels take, converted once per new object (the mask panel tells a new
-    reconstruction from the one on screen by the identity of what it is given)."""
-
-    def __init__(self) -> None:
-        self._obj: Result | Reconstruction | None = None
-        self._form: dict | None = None
-
-    def __call__(self, obj: Result | Reconstruction | None) -> dict | None:
-        if obj is not self._obj:
-            self._obj, self._form = obj, None if obj is None else obj.to_dict()
-        return self._form
-
-
 def _fmt_ms(summary: dict | None) -> str:
     if not summary or "p50" not in summary:
         return "–"
@@ -129,26 +107,45 @@ def _fmt_ms(summary: dict | None) -> str:
 class ViewerWindow(QMainWindow):
     """Main window over one feed.
 
-    ``owns_engine``: closing the window also stops the feed's engine (``neuralign run`` without ``--headless``).
+    ``owns_source``: closing the window also stops what the feed reads from (the engine of
+    ``neuralign run`` without ``--headless``; see :meth:`Feed.stop_source`).
     ``owned``: further objects with ``stop()`` the window stops on close (e.g. a replayer), after
-    the feed and the engine. Without either, closing stops only the feed's own threads.
+    the feed and its source. Without either, closing stops only the feed's own threads.
+    ``panels``: the panel classes to show (default: every registered panel).
     """
 
-    def __init__(self, feed: Feed, owns_engine: bool = False, owned: Sequence = (),
+    def __init__(self, feed: Feed, owns_source: bool = False, owned: Sequence = (),
                  fps: float = 30.0, window_s: float = 5.0, k: int | None = None,
-                 screenshot_dir: Path | None = None, parent: QWidget | None = None):
+                 screenshot_dir: Path | None = None, parent: QWidget | None = None,
+                 panels: Sequence[type[Panel]] | None = None):
         super().__init__(parent)
         pg.setConfigOptions(antialias=False, useOpenGL=False)
+        self._init_state(feed, owns_source, owned, screenshot_dir)
+        self._set_title_and_font()
+        top_k = k or min(5, feed.default_top_k or 5)
+        ctx = PanelContext(self.bundle, feed, window_s, top_k, self.choose_channels)
+        self._build_panels(ctx, registered_panels() if panels is None else panels)
+        self._lay_out()
+        self._build_status_bar()
+        self._build_actions()
+        self._count_repaints()
+        self.resize(1366, 768)
+        self._start(fps)
+
+    # -- construction steps ---------------------------------------------------------------------
+    def _init_state(self, feed: Feed, owns_source: bool, owned: Sequence,
+                    screenshot_dir: Path | None) -> None:
         self.feed = feed
         self.bundle = feed.bundle
-        self.owns_engine = owns_engine
+        self.owns_source = owns_source
         self.owned = list(owned)
         self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else default_screenshot_dir()
         self.state = ViewerState(self.bundle.template_ids)
-        self._result_form, self._reconstruction_form = _PanelForm(), _PanelForm()
         self.paused = False
         self._closed = False
         self.feed_status: dict = {}  # the feed's latest status dict (read-only for callers)
+        #: results not yet in a frame (ingested while paused): the panels get them on resume
+        self._unshown: deque[Result] = deque(maxlen=2000)
         self._frame_times: deque[float] = deque(maxlen=600)
         self._paint_times: deque[float] = deque(maxlen=600)
         self.n_ticks = 0
@@ -159,68 +156,99 @@ class ViewerWindow(QMainWindow):
         self.feed_status_due = 0.0
         self._cpu0 = (time.thread_time(), time.perf_counter())
 
-        self.setWindowTitle(f"neuralign viewer — {feed.describe()} — {self.bundle.path.name}")
+    def _set_title_and_font(self) -> None:
+        self.setWindowTitle(
+            f"neuralign viewer — {self.feed.describe()} — {self.bundle.path.name}")
         f = self.font()
         f.setPointSize(max(10, f.pointSize()))
         self.setFont(f)
 
-        man = self.bundle.manifest
-        sfreq = float(man.sfreq)
-        engine_k = None
-        if isinstance(feed, EngineFeed):
-            engine_k = getattr(getattr(feed.engine, "cfg", None), "top_k", None)
-        self.traces = TracePanel(feed.supports_traces, window_s,
-                                 amplitude_unit(man.channels.types))
-        self.stimulus = StimulusPanel(self.bundle.template_ids, self.bundle.thumbnails,
-                                      k or min(5, engine_k or 5))
-        self.mask = MaskPanel(self.bundle.ch_names, man.channels.types,
-                              feed.supports_masking, sfreq, float(man.epoch.tmin),
-                              reconstruction_amplitude_label(man))
-        off = feed.generated_unavailable()
-        # a generator that failed its validation: the panel shows the retrieved image instead
-        gated = off not in ("", "attach", "no generator")
-        self.generated = GeneratedPanel(unavailable_text(off),
-                                        fallback=self.stimulus.stim_pixmaps if gated else None)
-        self.traces.channelsRequested.connect(self.choose_channels)
-        self.mask.maskChanged.connect(self.feed.set_masked)
+    def _build_panels(self, ctx: PanelContext, classes: Iterable[type[Panel]]) -> None:
+        """One instance of each panel class and its widget, keyed by the panel's name."""
+        self.panels: dict[str, Panel] = {}
+        self.panel_widgets: dict[str, QWidget] = {}
+        self._failed_panels: set[str] = set()
+        for cls in classes:
+            panel = cls()
+            widget = panel.build(ctx)
+            widget.setAccessibleName(panel.title)
+            self.panels[panel.name] = panel
+            self.panel_widgets[panel.name] = widget
 
-        right = QSplitter(Qt.Orientation.Vertical)
-        top = QSplitter(Qt.Orientation.Horizontal)  # the generated image beside the stimulus
-        top.addWidget(self.stimulus)
-        top.addWidget(self.generated)
-        top.setStretchFactor(0, 1)
-        right.addWidget(top)
-        right.addWidget(self.mask)
-        right.setStretchFactor(0, 0)
-        right.setStretchFactor(1, 1)
+    def _slot_widget(self, slot: Slot) -> QWidget | None:
+        """The slot's one widget, or a splitter of its widgets in order; None when empty."""
+        names = [n for n, p in self.panels.items() if p.slot is slot]
+        names.sort(key=lambda n: self.panels[n].order)
+        if len(names) <= 1:
+            return self.panel_widgets[names[0]] if names else None
+        split = QSplitter(slot.orientation)
+        for i, n in enumerate(names):
+            split.addWidget(self.panel_widgets[n])
+            split.setStretchFactor(i, self.panels[n].stretch)
+        return split
+
+    def _lay_out(self) -> None:
+        """Traces on the left; on the right, the top row above the bottom one (which grows)."""
+        left = self._slot_widget(Slot.LEFT)
+        top, bottom = self._slot_widget(Slot.RIGHT_TOP), self._slot_widget(Slot.RIGHT_BOTTOM)
+        right: QWidget | None = top or bottom
+        if top is not None and bottom is not None:
+            right = QSplitter(Qt.Orientation.Vertical)
+            right.addWidget(top)
+            right.addWidget(bottom)
+            right.setStretchFactor(0, 0)
+            right.setStretchFactor(1, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.traces)
-        split.addWidget(right)
-        split.setStretchFactor(0, 5)
-        split.setStretchFactor(1, 6)
-        split.setSizes([600, 740])
+        for side in (left, right):
+            if side is not None:
+                split.addWidget(side)
+        if left is not None and right is not None:
+            split.setStretchFactor(0, 5)
+            split.setStretchFactor(1, 6)
+            split.setSizes([600, 740])
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(4, 4, 4, 0)
         lay.addWidget(split)
         self.setCentralWidget(central)
 
+    def _build_status_bar(self) -> None:
         self._labels = {name: QLabel() for name in
                         ("decoded", "latency", "dropped", "health", "accuracy", "fps", "pause")}
         for lab in self._labels.values():
             lab.setTextFormat(Qt.TextFormat.RichText)
             lab.setContentsMargins(6, 0, 6, 0)
             self.statusBar().addPermanentWidget(lab, 0)
-        self._build_actions()
 
-        # count real repaints of the trace plot (offscreen too): the honest frame rate
-        self.traces.plot.viewport().installEventFilter(self)
-        self.resize(1366, 768)
+    def _count_repaints(self) -> None:
+        """Count real repaints of the trace plot (offscreen too): the honest frame rate."""
+        traces = self.panel_widgets.get("traces")
+        if isinstance(traces, TracePanel):
+            traces.plot.viewport().installEventFilter(self)
+
+    def _start(self, fps: float) -> None:
         self.feed.start()
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
         self.timer.start(max(1, int(round(1000 / fps))))
+
+    # -- the built-in panels' widgets (what the keys act on; tests read them) -------------------
+    @property
+    def traces(self) -> TracePanel:
+        return cast(TracePanel, self.panel_widgets["traces"])
+
+    @property
+    def stimulus(self) -> StimulusPanel:
+        return cast(StimulusPanel, self.panel_widgets["stimulus"])
+
+    @property
+    def mask(self) -> MaskPanel:
+        return cast(MaskPanel, self.panel_widgets["mask"])
+
+    @property
+    def generated(self) -> GeneratedPanel:
+        return cast(GeneratedPanel, self.panel_widgets["generated"])
 
     # -- actions ------------------------------------------------------------------------------
     def _build_actions(self) -> None:
@@ -262,18 +290,22 @@ class ViewerWindow(QMainWindow):
         self.feed.set_trace_channels(names)
 
     def choose_k(self) -> None:
+        if "stimulus" not in self.panel_widgets:  # a window built without that panel
+            return
         k, ok = QInputDialog.getInt(self, "Top-k", "Retrieved images to show (1-10):",
                                     self.stimulus.k, 1, 10)
         if ok:
             self.set_k(k)
 
     def set_k(self, k: int) -> None:
-        self.stimulus.set_k(k)
+        if "stimulus" in self.panel_widgets:
+            self.stimulus.set_k(k)
 
     def toggle_mask(self, channel: int | str) -> None:
         """Mask/unmask a channel by bundle index or name (what a click on the map does)."""
         idx = self.bundle.ch_names.index(channel) if isinstance(channel, str) else int(channel)
-        self.mask.toggle(idx)
+        if "mask" in self.panel_widgets:
+            self.mask.toggle(idx)
 
     def save_screenshot(self, path: Path | str | None = None) -> Path:
         """Save the whole window as PNG (default: ``neuralign-viewer-<time>.png`` in
@@ -297,20 +329,32 @@ class ViewerWindow(QMainWindow):
         self.n_ticks += 1
         upd = self.feed.poll()
         self.state.ingest(upd.results)
+        self._unshown.extend(upd.results)
         self.feed_status = upd.status
         if upd.traces is not None and upd.traces.n_written != self._last_n_written:
             self._last_n_written = upd.traces.n_written
             self._last_sample_change = time.monotonic()
         if not self.paused:
-            self.traces.show_traces(upd.traces)
-            self.stimulus.show_result(self._result_form(self.state.latest))
-            self.mask.show_reconstruction(self._reconstruction_form(self.feed.reconstruction()))
-            self.generated.show_generated(self.feed.generated())
-            self.generated.show_retrieved(self._result_form(self.state.latest))
+            self._update_panels(upd)
             self.n_frames += 1
             self._frame_times.append(t0)
         self._update_status()
         self.tick_ms.append(1e3 * (time.perf_counter() - t0))
+
+    def _update_panels(self, upd: FeedUpdate) -> None:
+        """Hand every panel the same frame. A panel that raises is logged and left alone from
+        then on: one broken panel must not take the window (and the engine it owns) down."""
+        frame = Frame(tuple(self._unshown), self.state.latest, upd.traces,
+                      self.feed.reconstruction(), self.feed.generated(), upd.status)
+        self._unshown.clear()
+        for name, panel in self.panels.items():
+            if name in self._failed_panels:
+                continue
+            try:
+                panel.update(frame)
+            except Exception:
+                log.exception("viewer panel %r failed; it is no longer updated", name)
+                self._failed_panels.add(name)
 
     def eventFilter(self, obj: QObject, ev: QEvent) -> bool:
         if ev.type() == QEvent.Type.Paint:
@@ -344,7 +388,7 @@ class ViewerWindow(QMainWindow):
         return frac
 
     def health_text(self) -> tuple[str, str | None]:
-        """(text, colour) of the stream-health label; 'stalled' after STALL_S without results."""
+        """(text, color) of the stream-health label; 'stalled' after STALL_S without results."""
         st = self.feed_status
         if st.get("error"):
             return str(st["error"]), "#c00"
@@ -381,8 +425,8 @@ class ViewerWindow(QMainWindow):
         else:
             lost = dropped + int(st.get("lost_in_engine", 0) or 0)
             lab["dropped"].setText(color_text(f"dropped {lost}", "#c00" if lost else None))
-        text, colour = self.health_text()
-        lab["health"].setText(color_text(text, colour))
+        text, color = self.health_text()
+        lab["health"].setText(color_text(text, color))
         lab["accuracy"].setText(self.state.accuracy_text())
         fps = self.fps()
         lab["fps"].setText(f"{fps:.0f} fps" if not math.isnan(fps) else "")
@@ -400,9 +444,8 @@ class ViewerWindow(QMainWindow):
         self._closed = True
         self.timer.stop()
         self.feed.close()
-        if self.owns_engine and isinstance(self.feed, EngineFeed):
-            log.info("stopping the engine the viewer owns")
-            self.feed.engine.stop()
+        if self.owns_source:
+            self.feed.stop_source()
         for obj in self.owned:
             try:
                 obj.stop()

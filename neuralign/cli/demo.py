@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neuralign.cli.cache import cache_key, is_cached, mark_cached, stale_reason
+from neuralign.cli.common import DEFAULT_DATA_DIR, add_config_args, config_from_args
 from neuralign.cli.offline import ensure_simulated, evaluate, export
 from neuralign.cli.online import show_in_viewer
-from neuralign.cli.parser import DEFAULT_DATA_DIR, add_config_args, config_from_args
 from neuralign.cli.report import print_live_accuracy, print_report
 from neuralign.errors import UserError
 
@@ -130,7 +130,7 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
                 shown = session.engine.n_decoded
                 print_live_accuracy(session)
                 if ssim is not None:
-                    ssim.update(session.engine.generation.images, session.engine.results)
+                    ssim.update(session.engine.generation.images, session.results())
                     print(ssim.line())
             if time.monotonic() - t0 > session.n_trials * 0.5 / speed + 60:
                 print("  timed out waiting for results")
@@ -141,7 +141,7 @@ def run_live(config: Config, bundle_dir: Path, raw_path: Path, headless: bool, s
         session.stop()
     print_live_accuracy(session, final=True)
     if ssim is not None:  # stop() generated what was pending
-        ssim.update(session.engine.generation.images, session.engine.results)
+        ssim.update(session.engine.generation.images, session.results())
         print(ssim.line())
     online = session.results_in_stimulus_order()
     parity = live_offline_parity(bundle, raw_path, online, session.n_trials)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neuralign.cli.cache import cache_key, is_cached, mark_cached, stale_reason
-from neuralign.cli.parser import DEFAULT_DATA_DIR, add_config_args, config_from_args
+from neuralign.cli.common import DEFAULT_DATA_DIR, add_config_args, config_from_args
 from neuralign.cli.report import print_report
 from neuralign.errors import UserError
 
@@ -89,7 +89,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 LAB_DAY = """\
-a lab's own subject, same day (configs/lab.yaml; README "A lab's own subject"):
+a lab's own subject, same day (configs/lab.yaml; docs/tutorials/lab_day.md):
   1. record a training block while the subject watches images and markers name them:
        neuralign run --bundle B --source lsl:EEG --markers lsl:Markers --record block1/ --headless
      (or LabRecorder: block1.xdf; or any FIF / BrainVision / EDF / BDF / EEGLAB file + events)
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ensure_simulated(config, data, force=False)
     features = Path(args.features) if args.features else config.features.path
     out = Path(args.out) if args.out else DEFAULT_DATA_DIR / "runs" / config.name
-    if config.model.name in ("flig", "smr_icg", "prior_map"):  # generative decoders
+    if config.model.traits.generative:  # generative decoders: their own trainer and run
         from neuralign.offline.generative.runs import train_generative
 
         summary = train_generative(config, data, out)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from neuralign.cli.parser import add_config_args, config_from_args
+from neuralign.cli.common import add_config_args, config_from_args
 from neuralign.cli.report import print_engine_status
 from neuralign.errors import UserError
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from neuralign.bundle import Bundle
     from neuralign.realtime.decisions import RunningAccuracy
     from neuralign.realtime.engine import Engine
+    from neuralign.realtime.subscriptions import Subscription
 
 
 def show_in_viewer(engine: Engine, bundle: Bundle, stop: Callable[[], None]) -> None:
@@ -44,21 +45,20 @@ def show_in_viewer(engine: Engine, bundle: Bundle, stop: Callable[[], None]) -> 
         stop()
 
 
-def follow_results(engine: Engine, cursor: int, accuracy: RunningAccuracy,
-                   verbose: bool = False) -> int:
-    """Score (with ``verbose`` also print) the results published since ``cursor``; returns the
-    cursor to pass next time. Follows a counter, not a position in ``engine.results``, so it
-    goes on once that history is full; results that left it unread are said, not skipped
-    silently."""
-    got = engine.results_since(cursor)
-    if got.missed:
-        print(f"  {got.missed} results not scored: they left the engine's history (the newest "
-              f"{engine.results.maxlen}) before they were read")
-    accuracy.extend(got.results)
+def follow_results(results: Subscription, accuracy: RunningAccuracy, verbose: bool = False,
+                   reported: int = 0) -> int:
+    """Score (with ``verbose`` also print) the results waiting in ``results``; returns how many
+    it dropped so far, to pass as ``reported`` next time. Results it dropped because this loop
+    fell more than ``results.maxlen`` behind are said, not skipped silently."""
+    got = results.drain()
+    if results.dropped > reported:
+        print(f"  {results.dropped - reported} results not scored: this reader fell more than "
+              f"{results.maxlen} results behind")
+    accuracy.extend(got)
     if verbose:
-        for r in got.results:
+        for r in got:
             print(f"  {r.summary()}")
-    return got.cursor
+    return results.dropped
 
 
 def _exit_code(engine: Engine) -> int:
@@ -133,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from neuralign.realtime.recorder import Recorder
 
         engine.recorder = Recorder.for_stream(Path(args.record), desc)
+    # headless: every result scored, so subscribed before the start (the viewer subscribes itself)
+    results = engine.subscribe() if headless else None
     try:
         engine.start()
     except BaseException:  # a bad stream or a stop signal: close what was opened, record intact
@@ -152,11 +154,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     accuracy = RunningAccuracy(bundle.template_ids)
     t0 = time.monotonic()
     next_status = t0 + args.status_every
-    cursor = 0
+    dropped = 0
     try:
         while engine.error is None:
             time.sleep(0.1)
-            cursor = follow_results(engine, cursor, accuracy, args.verbose_results)
+            dropped = follow_results(results, accuracy, args.verbose_results, dropped)
             now = time.monotonic()
             if now >= next_status:
                 print_engine_status(engine, accuracy=accuracy)
@@ -169,7 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         _ignore_stop_signals()
         engine.stop()
-    follow_results(engine, cursor, accuracy, args.verbose_results)
+    follow_results(results, accuracy, args.verbose_results, dropped)
+    results.close()
     print_engine_status(engine, final=True, accuracy=accuracy)
     return _exit_code(engine)
 
@@ -286,14 +289,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p, default=None)
     p.add_argument("--bundle", required=True, help="model bundle directory ('neuralign export')")
-    p.add_argument("--source",
-                   help="lsl:NAME | lsl:source_id=ID | brainflow:synthetic | "
-                   "brainflow:BOARD[:serial_port=...,ip_address=...] | file:PATH "
-                   "(realtime.source; required unless the config sets it)")
-    p.add_argument("--markers", help="stimulus markers: lsl:NAME (a Markers stream, image id per "
-                   "marker; mne-lsl player annotation streams work too) or 'board' (BrainFlow's "
-                   "marker row); without markers the engine decodes a sliding window "
-                   "(realtime.markers)")
+    # written from the registered source kinds (realtime/sources/kind_*.py; light imports)
+    from neuralign.realtime.sources.registry import markers_help, source_help
+
+    p.add_argument("--source", help=source_help())
+    p.add_argument("--markers", help=markers_help())
     p.add_argument("--record", help="record raw input, events and results to this directory")
     p.add_argument("--headless", action="store_true",
                    help="no viewer (default: open the Qt viewer in this process); print status "

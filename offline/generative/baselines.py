@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neuralign.offline.generative.correlation import zscore_rows
+
 log = logging.getLogger(__name__)
 
 RIDGE_ALPHAS_FINE = tuple(float(a) for a in 10.0 ** np.arange(-2.0, 6.0 + 1e-9, 0.25))
@@ -102,11 +104,9 @@ def retrieved_template(train_resp: np.ndarray, train_images: np.ndarray,
     correlates best with it (top-1 retrieval; a decoder that only memorises scores this)."""
     from sklearn.preprocessing import StandardScaler
 
-    from neuralign.offline.generative.scores import _zscore_rows
-
     scaler = StandardScaler().fit(np.asarray(train_resp, np.float64))
-    a = _zscore_rows(scaler.transform(np.asarray(train_resp, np.float64)))
-    b = _zscore_rows(scaler.transform(np.asarray(test_resp, np.float64)))
+    a = zscore_rows(scaler.transform(np.asarray(train_resp, np.float64)))
+    b = zscore_rows(scaler.transform(np.asarray(test_resp, np.float64)))
     best = np.argmax(b @ a.T, axis=1)
     return np.asarray(train_images, np.float32)[best].copy()
 

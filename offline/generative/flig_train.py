@@ -100,6 +100,125 @@ def _eval_routes(model: FLIG, x: torch.Tensor, s: torch.Tensor) -> dict[str, flo
     return {"x": float(F.mse_loss(x_hat, x)), "s": float(F.mse_loss(s_hat, s))}
 
 
+def _state_copy(model: FLIG) -> dict[str, torch.Tensor]:
+    return copy.deepcopy({k: t.detach().clone() for k, t in model.state_dict().items()})
+
+
+def _train_cae(model: FLIG, x_fit: torch.Tensor, x_val: torch.Tensor,
+               extra_images: np.ndarray | None, cfg: FligConfig, device: torch.device,
+               gen: torch.Generator, quiet: bool | None, hist: FligHistory) -> list:
+    """Stage 1: the CAE, L_CAE = ||x - x_rec||^2 (Eq. 1); keeps its best-validation epoch and
+    returns its parameters."""
+    t0 = time.perf_counter()
+    cae_params = list(model.enc.parameters()) + list(model.dec.parameters())
+    x_cae = x_fit
+    if cfg.cae_use_extra_images and extra_images is not None and len(extra_images):
+        x_cae = torch.cat([x_fit, _images_tensor(extra_images).to(device)])
+    opt = torch.optim.Adam(cae_params, lr=cfg.cae_lr)
+    sched = lr_schedule(opt, cfg.cae_lr_schedule,
+                        cfg.cae_epochs * _n_batches(len(x_cae), cfg.cae_batch_size))
+    best, best_state = np.inf, None
+    bar = tqdm(range(cfg.cae_epochs), desc="FLIG stage 1 (CAE)", unit="epoch", disable=quiet)
+    for epoch in bar:
+        model.enc.train()
+        model.dec.train()
+        for idx in _batches(len(x_cae), cfg.cae_batch_size, gen):
+            loss = F.mse_loss(model.dec(model.enc(x_cae[idx])), x_cae[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        model.eval()
+        with torch.no_grad():
+            v = float(F.mse_loss(model.dec(model.enc(x_val)), x_val))
+        hist.cae_val_mse.append(v)
+        bar.set_postfix(val_mse=f"{v:.4f}")
+        if v < best:
+            best, hist.best_cae_epoch = v, epoch
+            best_state = _state_copy(model)
+        log.info("FLIG stage 1 epoch %d: validation MSE %.5f", epoch, v)
+    model.load_state_dict(best_state)
+    hist.seconds_cae = time.perf_counter() - t0
+    return cae_params
+
+
+@dataclass
+class _FlowOptim:
+    """Stage 2's optimisers and schedules: the flows' and the discriminators'."""
+
+    flow_params: list
+    opt_f: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_f: object
+    sched_d: object
+
+
+def _flow_epoch(model: FLIG, x_fit: torch.Tensor, xf_fit: torch.Tensor, s_fit: torch.Tensor,
+                cfg: FligConfig, gen: torch.Generator, o: _FlowOptim) -> dict[str, float]:
+    """One epoch of stage 2; the mean of each loss term over its steps."""
+    sums: dict[str, float] = {}
+    n_steps = 0
+    for idx in _batches(len(x_fit), cfg.flow_batch_size, gen):
+        model.eval()  # the CAE's BatchNorm / dropout stay frozen; flows have neither
+        xb, xfb, sb = x_fit[idx], xf_fit[idx], s_fit[idx]
+        terms = generator_losses(model, xb, xfb, sb, cfg)
+        o.opt_f.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(o.flow_params, 100.0)
+        o.opt_f.step()
+        if o.sched_f is not None:
+            o.sched_f.step()
+        if cfg.loss_weights.g > 0:
+            d_loss = discriminator_loss(model, xfb, sb, cfg.gp_weight)
+            o.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            o.opt_d.step()
+            terms["d"] = d_loss
+            if o.sched_d is not None:
+                o.sched_d.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_steps += 1
+    return {k: v / max(n_steps, 1) for k, v in sums.items()}
+
+
+def _train_flows(model: FLIG, x_fit: torch.Tensor, s_fit: torch.Tensor, x_val: torch.Tensor,
+                 s_val: torch.Tensor, cae_params: list, cfg: FligConfig, gen: torch.Generator,
+                 quiet: bool | None, hist: FligHistory) -> None:
+    """Stage 2: the flows and discriminators with the CAE fixed (eval mode: no dropout, frozen
+    BatchNorm statistics), so the codes x_f = Enc(x) are computed once; keeps the best epoch."""
+    t0 = time.perf_counter()
+    for p in cae_params:
+        p.requires_grad_(False)
+    model.eval()
+    with torch.no_grad():
+        xf_fit = torch.cat([model.enc(x_fit[i:i + 256]) for i in range(0, len(x_fit), 256)])
+    flow_params = list(model.flow_x.parameters()) + list(model.flow_s.parameters())
+    disc_params = list(model.disc_x.parameters()) + list(model.disc_s.parameters())
+    opt_f = torch.optim.Adam(flow_params, lr=cfg.flow_lr)
+    opt_d = torch.optim.Adam(disc_params, lr=cfg.disc_lr)
+    total_steps = cfg.flow_epochs * _n_batches(len(x_fit), cfg.flow_batch_size)
+    optim = _FlowOptim(flow_params, opt_f, opt_d,
+                       lr_schedule(opt_f, cfg.flow_lr_schedule, total_steps),
+                       lr_schedule(opt_d, cfg.flow_lr_schedule, total_steps))
+    best, best_state = np.inf, None
+    bar = tqdm(range(cfg.flow_epochs), desc="FLIG stage 2 (flows)", unit="epoch", disable=quiet)
+    for epoch in bar:
+        train_terms = _flow_epoch(model, x_fit, xf_fit, s_fit, cfg, gen, optim)
+        val_terms = _eval_routes(model, x_val, s_val)
+        score = val_terms["x"] * cfg.loss_weights.x + val_terms["s"] * cfg.loss_weights.s
+        bar.set_postfix(val_x=f"{val_terms['x']:.4f}", val_s=f"{val_terms['s']:.4f}")
+        hist.flow_val.append({"val_x": val_terms["x"], "val_s": val_terms["s"],
+                              **{f"train_{k}": v for k, v in train_terms.items()}})
+        if score < best:
+            best, hist.best_flow_epoch = score, epoch
+            best_state = _state_copy(model)
+        log.info("FLIG stage 2 epoch %d: validation L_x %.5f L_s %.5f", epoch, val_terms["x"], val_terms["s"])
+    model.load_state_dict(best_state)
+    hist.seconds_flow = time.perf_counter() - t0
+
+
 def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, device: torch.device,
                seed: int = 0, val_fraction: float = 0.1,
                extra_images: np.ndarray | None = None, progress: bool | None = None) -> tuple[FLIG, FligHistory]:
@@ -122,91 +241,7 @@ def train_flig(images: np.ndarray, responses: np.ndarray, cfg: FligConfig, devic
     s_all = model.scale_responses(torch.as_tensor(responses, dtype=torch.float32, device=device))
     x_fit, s_fit, x_val, s_val = x_all[fit], s_all[fit], x_all[val], s_all[val]
     hist = FligHistory()
-
-    # Stage 1: CAE, L_CAE = ||x - x_rec||^2 (Eq. 1).
-    t0 = time.perf_counter()
-    cae_params = list(model.enc.parameters()) + list(model.dec.parameters())
-    x_cae = x_fit
-    if cfg.cae_use_extra_images and extra_images is not None and len(extra_images):
-        x_cae = torch.cat([x_fit, _images_tensor(extra_images).to(device)])
-    opt = torch.optim.Adam(cae_params, lr=cfg.cae_lr)
-    sched = lr_schedule(opt, cfg.cae_lr_schedule,
-                        cfg.cae_epochs * _n_batches(len(x_cae), cfg.cae_batch_size))
-    best, best_state = np.inf, None
     quiet = None if progress is None else not progress  # None: tqdm shows bars on a terminal only
-    bar = tqdm(range(cfg.cae_epochs), desc="FLIG stage 1 (CAE)", unit="epoch", disable=quiet)
-    for epoch in bar:
-        model.enc.train()
-        model.dec.train()
-        for idx in _batches(len(x_cae), cfg.cae_batch_size, gen):
-            loss = F.mse_loss(model.dec(model.enc(x_cae[idx])), x_cae[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-        model.eval()
-        with torch.no_grad():
-            v = float(F.mse_loss(model.dec(model.enc(x_val)), x_val))
-        hist.cae_val_mse.append(v)
-        bar.set_postfix(val_mse=f"{v:.4f}")
-        if v < best:
-            best, hist.best_cae_epoch = v, epoch
-            best_state = copy.deepcopy({k: t.detach().clone() for k, t in model.state_dict().items()})
-        log.info("FLIG stage 1 epoch %d: validation MSE %.5f", epoch, v)
-    model.load_state_dict(best_state)
-    hist.seconds_cae = time.perf_counter() - t0
-
-    # Stage 2: CAE fixed (eval mode: no dropout, frozen BatchNorm statistics), so the codes
-    # x_f = Enc(x) are computed once.
-    t0 = time.perf_counter()
-    for p in cae_params:
-        p.requires_grad_(False)
-    model.eval()
-    with torch.no_grad():
-        xf_fit = torch.cat([model.enc(x_fit[i:i + 256]) for i in range(0, len(x_fit), 256)])
-    flow_params = list(model.flow_x.parameters()) + list(model.flow_s.parameters())
-    disc_params = list(model.disc_x.parameters()) + list(model.disc_s.parameters())
-    opt_f = torch.optim.Adam(flow_params, lr=cfg.flow_lr)
-    opt_d = torch.optim.Adam(disc_params, lr=cfg.disc_lr)
-    total_steps = cfg.flow_epochs * _n_batches(len(fit), cfg.flow_batch_size)
-    sched_f = lr_schedule(opt_f, cfg.flow_lr_schedule, total_steps)
-    sched_d = lr_schedule(opt_d, cfg.flow_lr_schedule, total_steps)
-    best, best_state = np.inf, None
-    bar = tqdm(range(cfg.flow_epochs), desc="FLIG stage 2 (flows)", unit="epoch", disable=quiet)
-    for epoch in bar:
-        sums: dict[str, float] = {}
-        n_steps = 0
-        for idx in _batches(len(fit), cfg.flow_batch_size, gen):
-            model.eval()  # the CAE's BatchNorm / dropout stay frozen; flows have neither
-            xb, xfb, sb = x_fit[idx], xf_fit[idx], s_fit[idx]
-            terms = generator_losses(model, xb, xfb, sb, cfg)
-            opt_f.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(flow_params, 100.0)
-            opt_f.step()
-            if sched_f is not None:
-                sched_f.step()
-            if cfg.loss_weights.g > 0:
-                d_loss = discriminator_loss(model, xfb, sb, cfg.gp_weight)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                terms["d"] = d_loss
-                if sched_d is not None:
-                    sched_d.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n_steps += 1
-        val_terms = _eval_routes(model, x_val, s_val)
-        score = val_terms["x"] * cfg.loss_weights.x + val_terms["s"] * cfg.loss_weights.s
-        bar.set_postfix(val_x=f"{val_terms['x']:.4f}", val_s=f"{val_terms['s']:.4f}")
-        hist.flow_val.append({"val_x": val_terms["x"], "val_s": val_terms["s"],
-                              **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}})
-        if score < best:
-            best, hist.best_flow_epoch = score, epoch
-            best_state = copy.deepcopy({k: t.detach().clone() for k, t in model.state_dict().items()})
-        log.info("FLIG stage 2 epoch %d: validation L_x %.5f L_s %.5f", epoch, val_terms["x"], val_terms["s"])
-    model.load_state_dict(best_state)
-    hist.seconds_flow = time.perf_counter() - t0
+    cae_params = _train_cae(model, x_fit, x_val, extra_images, cfg, device, gen, quiet, hist)
+    _train_flows(model, x_fit, s_fit, x_val, s_val, cae_params, cfg, gen, quiet, hist)
     return model.eval(), hist

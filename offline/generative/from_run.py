@@ -35,7 +35,8 @@ from typing import Literal
 
 import numpy as np
 
-from neuralign.errors import DataError, UserError
+from neuralign.errors import UserError, require_file
+from neuralign.offline.run_dir import load_run
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,9 @@ def load_stimulus_images(image_files: dict[str, str], ids: list[str], size: int)
 
     out = np.zeros((len(ids), size, size, 3), np.uint8)
     for i, img_id in enumerate(ids):
-        path = image_files.get(img_id)
-        if not path or not Path(path).is_file():
-            raise DataError(f"image {img_id!r}: file {path!r} not found (the run's prepared.npz "
-                            "names the stimulus files; were they moved?)")
+        path = require_file(image_files.get(img_id) or "<no file>",
+                            f"image {img_id!r}: file not found (the run's prepared.npz names the "
+                            "stimulus files; were they moved?)")
         with Image.open(path) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
@@ -81,8 +81,6 @@ def paired_from_run(run_dir: Path, out: Path | None = None, image_size: int = 64
     """Write ``paired.npz`` (default ``run_dir/paired.npz``) from a BrainAE/VNA run: train rows
     from the run's training images, test rows from its (zero-shot) test images; responses are
     the run's brain embeddings or its flattened epochs."""
-    from neuralign.offline.runs import load_run
-
     if trials not in ("single", "average"):
         raise UserError(f"trials: expected 'single' or 'average', got {trials!r}")
     if responses not in ("embedding", "epochs"):
@@ -142,8 +140,6 @@ def stimulus_truth(run_dir: Path, ids: list[str], size: int, grayscale: bool) ->
 def check_embedding_source(brain_run: Path, paired, n_check: int = 4, atol: float = 1e-4) -> None:
     """UserError unless ``paired`` (a generator run's PairedData) holds the embeddings of
     ``brain_run``'s training epochs: a generator only makes sense on its own retrieval model."""
-    from neuralign.offline.runs import load_run
-
     names = list(paired.unit_names)
     if not names or not all(n == f"{UNIT_PREFIX}{i}" for i, n in enumerate(names)):
         raise UserError("the generator run was not trained on brain embeddings (its paired.npz "

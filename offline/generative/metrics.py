@@ -18,21 +18,16 @@ import logging
 
 import numpy as np
 
+from neuralign.offline.generative.correlation import pearson_rows
+
 log = logging.getLogger(__name__)
 
 RIDGE_ALPHAS = tuple(10.0 ** np.arange(-2, 6))
 
 
-def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), 0.0)
-
-
 def pearson_columns(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """Per-column (neuron / unit) Pearson r across samples (Eq. 21); 0 for a constant column."""
-    return _pearson_rows(np.asarray(pred, np.float64).T, np.asarray(true, np.float64).T)
+    return pearson_rows(np.asarray(pred, np.float64).T, np.asarray(true, np.float64).T)
 
 
 def decoding_metrics(decoded: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -48,7 +43,7 @@ def decoding_metrics(decoded: np.ndarray, true: np.ndarray) -> dict[str, float]:
     ssim = [structural_similarity(t, d, data_range=1.0, channel_axis=-1 if rgb else None)
             for t, d in zip(true, decoded)]
     return {"mse": float(((flat_d - flat_t) ** 2).mean()),
-            "pcc": float(_pearson_rows(flat_d, flat_t).mean()),
+            "pcc": float(pearson_rows(flat_d, flat_t).mean()),
             "ssim": float(np.mean(ssim)), "n_images": int(n)}
 
 

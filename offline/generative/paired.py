@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralign.errors import DataError
+from neuralign.errors import DataError, require_file
 from neuralign.npy_files import load_arrays
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,7 @@ def prepare_paired(raw: dict[str, np.ndarray], size: int, grayscale: bool, sourc
 
 def load_paired_npz(path: Path, size: int = 64, grayscale: bool = True) -> PairedData:
     """Read a user's ``paired.npz`` (see the module docstring for its keys)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: paired data file not found")
+    path = require_file(path, "paired data file not found")
     raw = load_arrays(path, "paired data file")  # refuses pickles, naming the file
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an .npz archive of arrays, got a single .npy array")

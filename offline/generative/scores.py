@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuralign.offline.generative.metrics import _pearson_rows
+from neuralign.offline.generative.correlation import pearson_rows, zscore_rows
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 TIE_TOL = 1e-12  # correlations this close count as a tie (half a win)
@@ -70,13 +70,6 @@ def _check_pair(decoded: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.n
     return decoded, true
 
 
-def _zscore_rows(a: np.ndarray) -> np.ndarray:
-    """Rows centred and scaled to unit norm; a constant row stays all-zero (correlation 0)."""
-    a = a - a.mean(axis=1, keepdims=True)
-    norm = np.sqrt((a * a).sum(axis=1, keepdims=True))
-    return np.divide(a, norm, out=np.zeros_like(a), where=norm > 0)
-
-
 def two_way_identification(decoded: np.ndarray, true: np.ndarray,
                            features: FeatureFn | None = None) -> np.ndarray:
     """Per test image i, the fraction of other test images j with
@@ -91,7 +84,7 @@ def two_way_identification(decoded: np.ndarray, true: np.ndarray,
     else:
         d = np.asarray(features(decoded), np.float64).reshape(n, -1)
         t = np.asarray(features(true), np.float64).reshape(n, -1)
-    corr = _zscore_rows(d) @ _zscore_rows(t).T  # corr[i, j] = corr(decoded_i, true_j)
+    corr = zscore_rows(d) @ zscore_rows(t).T  # corr[i, j] = corr(decoded_i, true_j)
     own = np.diag(corr)[:, None]
     wins = (own - corr > TIE_TOL).sum(axis=1)
     ties = (np.abs(own - corr) <= TIE_TOL).sum(axis=1) - 1  # the diagonal ties with itself
@@ -148,7 +141,7 @@ def score_images(decoded: np.ndarray, true: np.ndarray,
     # Exactly metrics.decoding_metrics' SSIM and PCC, so the means agree with its numbers.
     ssim = np.array([structural_similarity(t, d, data_range=1.0, channel_axis=-1 if rgb else None)
                      for t, d in zip(true, decoded)])
-    pcc = _pearson_rows(decoded.reshape(n, -1), true.reshape(n, -1))
+    pcc = pearson_rows(decoded.reshape(n, -1), true.reshape(n, -1))
     return ImageScores(
         ssim=ssim, pcc=pcc,
         two_way_pixel=two_way_identification(decoded, true),

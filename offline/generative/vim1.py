@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralign.errors import DataError
+from neuralign.errors import DataError, require_file
 
 EARLY_VISUAL = (1, 2, 3)
 
@@ -24,8 +24,7 @@ def _read_mat(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     import h5py
     from scipy.io import loadmat
 
-    if not path.is_file():
-        raise DataError(f"{path}: not found (Vim-1 layout: Stimuli.mat + EstimatedResponses.mat)")
+    require_file(path, "not found (Vim-1 layout: Stimuli.mat + EstimatedResponses.mat)")
     if h5py.is_hdf5(path):
         with h5py.File(path, "r") as f:
             missing = [k for k in keys if k not in f]

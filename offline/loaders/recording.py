@@ -22,8 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from neuralign.config import Config, RecordingConfig
-from neuralign.errors import DataError, UserError
+from neuralign.errors import DataError, UserError, require_file
 from neuralign.offline.dataset import BrainDataset, SplitData
+from neuralign.offline.preprocess import (
+    _modality,
+    epochs_from_continuous,
+    group_by_image,
+    select_channels,
+)
 from neuralign.recording_format import (
     BOUNDARY,
     is_recording,
@@ -120,9 +126,7 @@ def read_events_table(path: Path, sfreq: float) -> list[tuple[int, str]]:
     """(sample, image id) from a CSV/TSV: onset in seconds from the first sample (BIDS ``onset``)
     or a sample index (``sample`` / ``onset_sample``); the image id from ``image_id``,
     ``stim_file`` (its file stem), ``value`` or ``trial_type``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: events table not found")
+    path = require_file(path, "events table not found")
     text = path.read_text(encoding="utf-8-sig")
     delim = "\t" if path.suffix.lower() == ".tsv" or "\t" in text.split("\n", 1)[0] else ","
     rows = list(csv.DictReader(text.splitlines(), delimiter=delim))
@@ -213,9 +217,7 @@ def image_folder(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
 def _split_list(rec: RecordingConfig) -> list[str]:
     items = [str(t) for t in rec.split.test]
     if rec.split.test_file is not None:
-        f = Path(rec.split.test_file)
-        if not f.is_file():
-            raise DataError(f"{f}: dataset.recording.split.test_file not found")
+        f = require_file(rec.split.test_file, "dataset.recording.split.test_file not found")
         items += [ln.strip() for ln in f.read_text().splitlines()
                   if ln.strip() and not ln.startswith("#")]
     return items
@@ -263,17 +265,8 @@ def _test_images(rec: RecordingConfig, blocks: list[Continuous], concept: dict[s
     return set(wanted)
 
 
-def load_recording_dataset(config: Config, paths: list[Path]) -> BrainDataset:
-    """Epoch every block with the causal chain, group repetitions per image, split train/test."""
-    from neuralign.offline.preprocess import (
-        _modality,
-        epochs_from_continuous,
-        group_by_image,
-        select_channels,
-    )
-
-    rec = config.dataset.recording or RecordingConfig()
-    pre = config.preprocessing
+def _check_recording_inputs(rec: RecordingConfig, paths: list[Path]) -> None:
+    """One user error for missing recordings, unmatched events tables or no image folder."""
     if not paths:
         raise UserError("dataset.recording.recordings: expected at least one recording "
                         "(or pass --data PATH)")
@@ -283,40 +276,84 @@ def load_recording_dataset(config: Config, paths: list[Path]) -> BrainDataset:
     if rec.images is None:
         raise UserError("dataset.recording.images: expected the folder of stimulus images "
                         "(or pass --images DIR)")
-    files, concept = image_folder(rec.images)
-    blocks, epochs, labels = [], [], []
-    ch_names: list[str] = []
-    ch_types: list[str] = []
-    times = np.array([])
+
+
+@dataclass
+class _EpochedBlocks:
+    """Every block epoched: channels (the first block's; all must match), epochs, their labels."""
+
+    blocks: list[Continuous] = field(default_factory=list)
+    epochs: list[np.ndarray] = field(default_factory=list)
+    labels: list[list[str]] = field(default_factory=list)
+    ch_names: list[str] = field(default_factory=list)
+    ch_types: list[str] = field(default_factory=list)
+    times: np.ndarray = field(default_factory=lambda: np.array([]))
+
+
+def _stimulus_events(path: Path, block: Continuous, concept: dict[str, str],
+                     images: Path) -> list[tuple[int, str]]:
+    """The block's events that name an image of the folder (others logged and ignored)."""
+    stim = [(s, lab) for s, lab in block.events if lab in concept]
+    if len(stim) < len(block.events):
+        other = sorted({lab for _, lab in block.events if lab not in concept})
+        log.info("%s: %d events name no image in %s (ignored, e.g. %s)", path,
+                 len(block.events) - len(stim), images, other[:3])
+    if not stim:
+        raise DataError(f"{path}: no event names an image of {images} (events: "
+                        f"{sorted({lab for _, lab in block.events})[:5]}); check the marker "
+                        "values or dataset.recording.events")
+    return stim
+
+
+def _epoch_blocks(config: Config, paths: list[Path], concept: dict[str, str]) -> _EpochedBlocks:
+    """Read each block, pick its channels, cut its stimulus epochs with the causal chain."""
+    rec = config.dataset.recording or RecordingConfig()
+    pre = config.preprocessing
+    out = _EpochedBlocks()
     for k, path in enumerate(paths):
         block = read_continuous(path, rec.events[k] if rec.events else None,
                                 rec.xdf_eeg_stream, rec.xdf_marker_stream, rec.units)
         names = select_channels(block.ch_names, pre.picks)
-        if ch_names and [n.lower() for n in names] != [n.lower() for n in ch_names]:
+        if out.ch_names and [n.lower() for n in names] != [n.lower() for n in out.ch_names]:
             raise DataError(f"{path}: channels {names[:4]}... differ from {paths[0]}'s "
-                            f"{ch_names[:4]}...; every block needs the same channels")
-        ch_names = ch_names or names
-        ch_types = ch_types or [block.ch_types[block.ch_names.index(n)] for n in names]
-        stim = [(s, lab) for s, lab in block.events if lab in concept]
-        if len(stim) < len(block.events):
-            other = sorted({lab for _, lab in block.events if lab not in concept})
-            log.info("%s: %d events name no image in %s (ignored, e.g. %s)", path,
-                     len(block.events) - len(stim), rec.images, other[:3])
-        if not stim:
-            raise DataError(f"{path}: no event names an image of {rec.images} (events: "
-                            f"{sorted({lab for _, lab in block.events})[:5]}); check the marker "
-                            "values or dataset.recording.events")
+                            f"{out.ch_names[:4]}...; every block needs the same channels")
+        out.ch_names = out.ch_names or names
+        out.ch_types = out.ch_types or [block.ch_types[block.ch_names.index(n)] for n in names]
+        stim = _stimulus_events(path, block, concept, rec.images)
         block.events = stim
         rows = [block.ch_names.index(n) for n in names]
-        ep, times, _, kept = epochs_from_continuous(
+        ep, out.times, _, kept = epochs_from_continuous(
             block.data[rows], block.sfreq, names, np.array([s for s, _ in stim]), pre,
             breaks=block.breaks)
-        blocks.append(block)
-        epochs.append(ep)
-        labels.append([lab for (_, lab), ok in zip(stim, kept) if ok])
-        log.info("%s: %d epochs of %d images", path, len(ep), len(set(labels[-1])))
-    shown = sorted({lab for labs in labels for lab in labs})
-    test = _test_images(rec, blocks, concept, shown, config.training.seed)
+        out.blocks.append(block)
+        out.epochs.append(ep)
+        out.labels.append([lab for (_, lab), ok in zip(stim, kept) if ok])
+        log.info("%s: %d epochs of %d images", path, len(ep), len(set(out.labels[-1])))
+    return out
+
+
+def _image_splits(eb: _EpochedBlocks, train: list[str], test: set[str],
+                  concept: dict[str, str]) -> dict[str, SplitData]:
+    """Train and test epochs grouped per image (image x repetition x channel x time)."""
+    all_ep = np.concatenate(eb.epochs)
+    all_lab = [lab for labs in eb.labels for lab in labs]
+    splits = {}
+    for name, ids in (("train", train), ("test", sorted(test))):
+        wanted = set(ids)
+        rows = np.array([j for j, lab in enumerate(all_lab) if lab in wanted])
+        splits[name] = SplitData(group_by_image(all_ep[rows], [all_lab[j] for j in rows], ids),
+                                 ids, [concept[i] for i in ids])
+    return splits
+
+
+def load_recording_dataset(config: Config, paths: list[Path]) -> BrainDataset:
+    """Epoch every block with the causal chain, group repetitions per image, split train/test."""
+    rec = config.dataset.recording or RecordingConfig()
+    _check_recording_inputs(rec, paths)
+    files, concept = image_folder(rec.images)
+    eb = _epoch_blocks(config, paths, concept)
+    shown = sorted({lab for labs in eb.labels for lab in labs})
+    test = _test_images(rec, eb.blocks, concept, shown, config.training.seed)
     test_concepts = {concept[i] for i in test}
     train = [i for i in shown if i not in test and concept[i] not in test_concepts]
     dropped = len(shown) - len(test) - len(train)
@@ -325,22 +362,16 @@ def load_recording_dataset(config: Config, paths: list[Path]) -> BrainDataset:
     if not test or not train:
         raise UserError(f"dataset.recording.split: {len(train)} training and {len(test)} test "
                         "images; both must be non-empty")
-    all_ep = np.concatenate(epochs)
-    all_lab = [lab for labs in labels for lab in labs]
-    splits = {}
-    for name, ids in (("train", train), ("test", sorted(test))):
-        wanted = set(ids)
-        rows = np.array([j for j, lab in enumerate(all_lab) if lab in wanted])
-        splits[name] = SplitData(group_by_image(all_ep[rows], [all_lab[j] for j in rows], ids),
-                                 ids, [concept[i] for i in ids])
+    splits = _image_splits(eb, train, test, concept)
     # images never shown whose concept is a test concept: classification templates
     templates: dict[str, list[str]] = defaultdict(list)
     seen = set(shown)
     for img in sorted(files):
         if img not in seen and concept[img] in test_concepts:
             templates[concept[img]].append(img)
+    times, ch_types = eb.times, eb.ch_types
     return BrainDataset(
-        train=splits["train"], test=splits["test"], ch_names=ch_names, ch_types=ch_types,
+        train=splits["train"], test=splits["test"], ch_names=eb.ch_names, ch_types=ch_types,
         sfreq=float(1.0 / (times[1] - times[0])), times=times, modality=_modality(ch_types),
         image_files=files, template_ids=dict(templates), provenance="neuralign-causal",
         source=";".join(str(p) for p in paths),

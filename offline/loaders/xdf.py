@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from neuralign.errors import DataError
+from neuralign.errors import DataError, require_file
 from neuralign.signal.clock import place_recorded_events
 from neuralign.units import channel_scales
 
@@ -107,9 +107,7 @@ def read_xdf(path: Path, eeg_stream: str | None = None, marker_stream: str | Non
         import pyxdf
     except ImportError as exc:
         raise DataError(f"{path}: reading .xdf needs pyxdf (pip install 'neuralign[lab]')") from exc
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: XDF file not found")
+    path = require_file(path, "XDF file not found")
     try:
         streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=True,
                                     dejitter_timestamps=False)

@@ -189,6 +189,123 @@ def _picks(data: np.ndarray, ch_names: list[str], visual: np.ndarray,
     return data[keep], [ch_names[i] for i in keep]
 
 
+@dataclass
+class _Experiment:
+    """What both sessions of one simulation share: the paradigm, the sensors, the sources."""
+
+    cfg: SimulationConfig
+    pre: PreprocessingConfig
+    out_dir: Path
+    paradigm: Paradigm
+    info: mne.Info
+    model: object  # the sensor model (None for MUA)
+    visual: np.ndarray
+    occ: np.ndarray
+    ch_names: list[str]
+    sources: object  # visual dipoles (EEG/MEG) or tuned units (MUA)
+    row_of: np.ndarray  # image index -> its row in its split's epochs
+
+
+def _experiment(cfg: SimulationConfig, pre: PreprocessingConfig, out_dir: Path,
+                rng_par: np.random.Generator, rng_src: np.random.Generator) -> _Experiment:
+    """The paradigm and its image set (written), the sensors and the recorded units."""
+    paradigm = make_paradigm(cfg, rng_par)
+    image_dir = out_dir / "image_set"
+    write_image_set(paradigm, image_dir, cfg.image_size)
+    logger.info("wrote %d images to %s", len(paradigm.image_ids), image_dir)
+
+    info, model, visual, occ = _sensor_setup(cfg)
+    ch_names = list(info["ch_names"])
+    # What the recorded units are (dipoles for EEG/MEG, tuned units for MUA): drawn once, shared
+    # by the training and the test session.
+    sources = (make_visual_sources(model, paradigm, rng_src) if model is not None
+               else mua_tuning(paradigm, len(ch_names), cfg.sfreq, rng_src))
+    train_idx, test_idx = paradigm.indices("train"), paradigm.indices("test")
+    row_of = np.full(len(paradigm.image_ids), -1)
+    row_of[train_idx] = np.arange(len(train_idx))
+    row_of[test_idx] = np.arange(len(test_idx))
+
+    with info._unlock():
+        info["line_freq"] = cfg.line_freq if cfg.line_freq > 0 else None
+        info["description"] = f"neuralign {__version__} simulator, seed {cfg.seed}"
+    return _Experiment(cfg, pre, out_dir, paradigm, info, model, visual, occ, ch_names, sources,
+                       row_of)
+
+
+def _write_session(ex: _Experiment, name: str, images: np.ndarray, reps: int,
+                   rng_t: np.random.Generator, rng_s: np.random.Generator
+                   ) -> tuple[Path, SessionSummary]:
+    """One session: its continuous .fif, events table and THINGS-layout epochs."""
+    cfg, paradigm, pre, out_dir = ex.cfg, ex.paradigm, ex.pre, ex.out_dir
+    timeline = make_timeline(images, reps, cfg, rng_t)
+    data, numbers = _simulate_session(
+        cfg, paradigm, timeline, ex.model, ex.sources, ex.occ, len(ex.ch_names), rng_s
+    )
+    raw = mne.io.RawArray(data.astype(np.float32, copy=False), ex.info.copy(), verbose=False)
+    onsets_s = timeline.onset_sample / cfg.sfreq
+    raw.set_annotations(mne.Annotations(
+        onset=onsets_s, duration=np.full(len(onsets_s), STIMULUS_DURATION_S),
+        description=[paradigm.image_ids[i] for i in timeline.image_index],
+    ))
+    raw_path = out_dir / f"sim_{name}_raw.fif"
+    raw.save(raw_path, fmt="single", overwrite=True, verbose=False)
+    del raw
+    events_path = out_dir / f"events_{name}.csv"
+    _write_events(events_path, paradigm, timeline, cfg.sfreq, numbers["trials"])
+
+    spatial, epoch_names = _picks(data, ex.ch_names, ex.visual, pre)
+    del data
+    epochs, times = epoch_things_layout(
+        spatial, cfg.sfreq, epoch_names, timeline.onset_sample, ex.row_of[timeline.image_index],
+        timeline.repetition, len(images),
+        # re-referencing is an EEG operation; MEG and MUA channels keep their own reference
+        pre if cfg.modality == "eeg" else pre.model_copy(update={"reference": "none"}),
+    )
+    del spatial
+    npy_path = out_dir / f"preprocessed_eeg_{name}.npy"
+    np.save(npy_path, {"preprocessed_eeg_data": epochs, "ch_names": epoch_names, "times": times},
+            allow_pickle=True)
+    summary = SessionSummary(
+        n_trials=len(timeline.onset_sample), duration_s=timeline.n_samples / cfg.sfreq,
+        raw_file=raw_path.name, events_file=events_path.name, epochs_file=npy_path.name,
+        signal_rms=numbers["signal_rms"], noise_rms=numbers["noise_rms"], snr=numbers["snr"],
+        snr_image_specific=numbers["snr_image_specific"], n_blinks=numbers["n_blinks"],
+    )
+    logger.info("%s session: %d trials, %.0f s", name, summary.n_trials, summary.duration_s)
+    return npy_path, summary
+
+
+def _manifest(ex: _Experiment, sessions: dict[str, SessionSummary]) -> dict:
+    """``simulation.json``: settings, channels, SNR definition, files and per-session numbers."""
+    cfg, ch_names = ex.cfg, ex.ch_names
+    return {
+        "neuralign_version": __version__,
+        "seed": cfg.seed,
+        "modality": cfg.modality,
+        "simulation": cfg.model_dump(mode="json"),
+        "preprocessing": ex.pre.model_dump(mode="json"),
+        "ch_names": ch_names,
+        "ch_types": ex.info.get_channel_types(),
+        "mua_channel_type": "misc (spikes/s)" if cfg.modality == "mua" else None,
+        "visual_channels": [c for c, v in zip(ch_names, ex.visual) if v],
+        "occipital_parietal_channels": [c for c, v in zip(ch_names, ex.occ) if v],
+        "snr_definition": SNR_DEFINITION,
+        "snr_window_s": list(SNR_WINDOW_S),
+        "sfreq": cfg.sfreq,
+        "epochs": {"sfreq": ex.pre.resample_sfreq, "noise_normalized": False,
+                   "layout": "images x repetitions x channels x times (THINGS-EEG2)"},
+        "stimulus_duration_s": STIMULUS_DURATION_S,
+        "files": {
+            "image_metadata": "image_set/image_metadata.npy",
+            "image_table": "image_set/metadata.csv",
+            **{f"raw_{k}": v.raw_file for k, v in sessions.items()},
+            **{f"events_{k}": v.events_file for k, v in sessions.items()},
+            **{f"epochs_{k}": v.epochs_file for k, v in sessions.items()},
+        },
+        "sessions": {k: asdict(v) for k, v in sessions.items()},
+    }
+
+
 def simulate(
     cfg: SimulationConfig, out_dir: Path, preprocessing: PreprocessingConfig | None = None
 ) -> SimulationResult:
@@ -210,72 +327,19 @@ def simulate(
     # Independent streams per stage: changing e.g. the image size never changes the signals.
     seeds = np.random.SeedSequence(cfg.seed).spawn(6)
     rng_par, rng_src, rng_tr, rng_te, rng_sig_tr, rng_sig_te = (np.random.default_rng(s) for s in seeds)
-
-    paradigm = make_paradigm(cfg, rng_par)
-    image_dir = out_dir / "image_set"
-    write_image_set(paradigm, image_dir, cfg.image_size)
-    logger.info("wrote %d images to %s", len(paradigm.image_ids), image_dir)
-
-    info, model, visual, occ = _sensor_setup(cfg)
-    ch_names = list(info["ch_names"])
-    # What the recorded units are (dipoles for EEG/MEG, tuned units for MUA): drawn once, shared
-    # by the training and the test session.
-    sources = (make_visual_sources(model, paradigm, rng_src) if model is not None
-               else mua_tuning(paradigm, len(ch_names), cfg.sfreq, rng_src))
-    train_idx, test_idx = paradigm.indices("train"), paradigm.indices("test")
-    row_of = np.full(len(paradigm.image_ids), -1)
-    row_of[train_idx] = np.arange(len(train_idx))
-    row_of[test_idx] = np.arange(len(test_idx))
-
-    with info._unlock():
-        info["line_freq"] = cfg.line_freq if cfg.line_freq > 0 else None
-        info["description"] = f"neuralign {__version__} simulator, seed {cfg.seed}"
+    ex = _experiment(cfg, pre, out_dir, rng_par, rng_src)
+    train_idx, test_idx = ex.paradigm.indices("train"), ex.paradigm.indices("test")
 
     sessions: dict[str, SessionSummary] = {}
     paths: dict[str, Path] = {}
-    epochs_sfreq = pre.resample_sfreq
     plan = (
         ("training", train_idx, cfg.train_repetitions, rng_tr, rng_sig_tr),
         ("test", test_idx, cfg.test_repetitions, rng_te, rng_sig_te),
     )
     for name, images, reps, rng_t, rng_s in plan:
-        timeline = make_timeline(images, reps, cfg, rng_t)
-        data, numbers = _simulate_session(
-            cfg, paradigm, timeline, model, sources, occ, len(ch_names), rng_s
-        )
-        raw = mne.io.RawArray(data.astype(np.float32, copy=False), info.copy(), verbose=False)
-        onsets_s = timeline.onset_sample / cfg.sfreq
-        raw.set_annotations(mne.Annotations(
-            onset=onsets_s, duration=np.full(len(onsets_s), STIMULUS_DURATION_S),
-            description=[paradigm.image_ids[i] for i in timeline.image_index],
-        ))
-        raw_path = out_dir / f"sim_{name}_raw.fif"
-        raw.save(raw_path, fmt="single", overwrite=True, verbose=False)
-        del raw
-        events_path = out_dir / f"events_{name}.csv"
-        _write_events(events_path, paradigm, timeline, cfg.sfreq, numbers["trials"])
+        paths[name], sessions[name] = _write_session(ex, name, images, reps, rng_t, rng_s)
 
-        spatial, epoch_names = _picks(data, ch_names, visual, pre)
-        del data
-        epochs, times = epoch_things_layout(
-            spatial, cfg.sfreq, epoch_names, timeline.onset_sample, row_of[timeline.image_index],
-            timeline.repetition, len(images),
-            # re-referencing is an EEG operation; MEG and MUA channels keep their own reference
-            pre if cfg.modality == "eeg" else pre.model_copy(update={"reference": "none"}),
-        )
-        del spatial
-        npy_path = out_dir / f"preprocessed_eeg_{name}.npy"
-        np.save(npy_path, {"preprocessed_eeg_data": epochs, "ch_names": epoch_names, "times": times},
-                allow_pickle=True)
-        paths[name] = npy_path
-        sessions[name] = SessionSummary(
-            n_trials=len(timeline.onset_sample), duration_s=timeline.n_samples / cfg.sfreq,
-            raw_file=raw_path.name, events_file=events_path.name, epochs_file=npy_path.name,
-            signal_rms=numbers["signal_rms"], noise_rms=numbers["noise_rms"], snr=numbers["snr"],
-            snr_image_specific=numbers["snr_image_specific"], n_blinks=numbers["n_blinks"],
-        )
-        logger.info("%s session: %d trials, %.0f s", name, sessions[name].n_trials, sessions[name].duration_s)
-
+    image_dir = out_dir / "image_set"
     result = SimulationResult(
         out_dir=out_dir.resolve(), image_dir=image_dir.resolve(),
         image_metadata=(image_dir / "image_metadata.npy").resolve(),
@@ -286,37 +350,12 @@ def simulate(
         test_raw=(out_dir / "sim_test_raw.fif").resolve(),
         train_events=(out_dir / "events_training.csv").resolve(),
         test_events=(out_dir / "events_test.csv").resolve(),
-        modality=cfg.modality, seed=cfg.seed, ch_names=ch_names, sfreq=cfg.sfreq,
-        epochs_sfreq=epochs_sfreq, n_train_images=len(train_idx), n_test_images=len(test_idx),
-        n_template_images=len(paradigm.indices("template")), sessions=sessions,
+        modality=cfg.modality, seed=cfg.seed, ch_names=ex.ch_names, sfreq=cfg.sfreq,
+        epochs_sfreq=pre.resample_sfreq, n_train_images=len(train_idx),
+        n_test_images=len(test_idx), n_template_images=len(ex.paradigm.indices("template")),
+        sessions=sessions,
     )
-    ch_types = info.get_channel_types()
-    manifest = {
-        "neuralign_version": __version__,
-        "seed": cfg.seed,
-        "modality": cfg.modality,
-        "simulation": cfg.model_dump(mode="json"),
-        "preprocessing": pre.model_dump(mode="json"),
-        "ch_names": ch_names,
-        "ch_types": ch_types,
-        "mua_channel_type": "misc (spikes/s)" if cfg.modality == "mua" else None,
-        "visual_channels": [c for c, v in zip(ch_names, visual) if v],
-        "occipital_parietal_channels": [c for c, v in zip(ch_names, occ) if v],
-        "snr_definition": SNR_DEFINITION,
-        "snr_window_s": list(SNR_WINDOW_S),
-        "sfreq": cfg.sfreq,
-        "epochs": {"sfreq": epochs_sfreq, "noise_normalized": False,
-                   "layout": "images x repetitions x channels x times (THINGS-EEG2)"},
-        "stimulus_duration_s": STIMULUS_DURATION_S,
-        "files": {
-            "image_metadata": "image_set/image_metadata.npy",
-            "image_table": "image_set/metadata.csv",
-            **{f"raw_{k}": v.raw_file for k, v in sessions.items()},
-            **{f"events_{k}": v.events_file for k, v in sessions.items()},
-            **{f"epochs_{k}": v.epochs_file for k, v in sessions.items()},
-        },
-        "sessions": {k: asdict(v) for k, v in sessions.items()},
-    }
+    manifest = _manifest(ex, sessions)
     result.elapsed_s = time.perf_counter() - t_start
     manifest["elapsed_s"] = round(result.elapsed_s, 3)
     result.json_file.write_text(json.dumps(manifest, indent=2))

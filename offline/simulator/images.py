@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from neuralign.errors import require_file
 from neuralign.offline.simulator.paradigm import RENDER_PARAMS, Paradigm
 
 SPLIT_FOLDERS = {"train": "training_images", "test": "test_images", "template": "template_images"}
@@ -84,10 +85,7 @@ def write_image_set(paradigm: Paradigm, image_dir: Path, size: int) -> dict[str,
 def image_paths(dataset_dir: Path | str) -> dict[str, Path]:
     """Image id -> absolute PNG path, read from ``<dataset_dir>/image_set/metadata.csv``."""
     image_dir = Path(dataset_dir) / "image_set"
-    table = image_dir / "metadata.csv"
-    if not table.is_file():
-        from neuralign.errors import DataError
-
-        raise DataError(f"{table}: simulated image table not found (run 'neuralign simulate')")
+    table = require_file(image_dir / "metadata.csv",
+                         "simulated image table not found (run 'neuralign simulate')")
     with open(table, newline="") as fh:
         return {row["image_id"]: (image_dir / row["file"]).resolve() for row in csv.DictReader(fh)}

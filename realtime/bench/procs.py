@@ -154,26 +154,12 @@ class NaiveSpec:
     bufsize_s: float = 5.0
 
 
-def run_naive(spec: NaiveSpec, ready: Any, stop: Any) -> None:
-    """mne-lsl ``StreamLSL`` + its ``filter()`` + a 5 ms polling loop that cuts each epoch with
-    ``get_data()`` + the bundle's model (as built, batch 1) per epoch, results published like the
-    engine's. Nothing from the engine is reused but the bundle and the result schema."""
-    import pylsl
-    import torch
+def _naive_stream(spec: NaiveSpec, bundle: Any) -> Any:
+    """The mne-lsl ``StreamLSL`` on the first stream, picked, referenced and filtered (its own
+    ``filter()`` / ``notch_filter()``) as the bundle's preprocessing says."""
     from mne_lsl.stream import StreamLSL
 
-    from neuralign.bundle import load_bundle
-    from neuralign.realtime.decisions import Result
-    from neuralign.realtime.outputs import ResultOutlet
-
-    torch.set_num_threads(1)
-    bundle = load_bundle(spec.bundle_dir)
-    m = bundle.manifest
-    pre = m.preprocessing
-    model = bundle.build_model().eval()
-    bank = torch.from_numpy(np.ascontiguousarray(bundle.template_embeddings))
-    ids = bundle.template_ids
-    white = m.noise_normalization.whitening()
+    pre = bundle.manifest.preprocessing
     stream = StreamLSL(spec.bufsize_s, source_id=spec.stream.source_id)
     stream.connect(timeout=20)
     stream.pick(bundle.ch_names)
@@ -186,54 +172,107 @@ def run_naive(spec: NaiveSpec, ready: Any, stop: Any) -> None:
         stream.filter(pre.l_freq, h)
     for f in pre.notch_freqs:
         stream.notch_filter(f)
-    sfreq = stream.info["sfreq"]
-    q = int(round(sfreq / m.sfreq))
-    ep = m.epoch
-    tstart = min(ep.tmin, ep.baseline[0]) if ep.baseline else ep.tmin
-    n_pre = int(round((ep.tmin - tstart) * m.sfreq))
+    return stream
+
+
+class _NaiveEpochs:
+    """Cuts one epoch per marker out of ``get_data()`` and runs the model on it (batch 1)."""
+
+    def __init__(self, bundle: Any):
+        import torch
+
+        self.m = bundle.manifest
+        self.model = bundle.build_model().eval()
+        self.bank = torch.from_numpy(np.ascontiguousarray(bundle.template_embeddings))
+        self.ids = bundle.template_ids
+        self.white = self.m.noise_normalization.whitening()
+        self.sfreq, self.q, self.outlet = 0.0, 1, None
+        ep = self.m.epoch
+        self.tstart = min(ep.tmin, ep.baseline[0]) if ep.baseline else ep.tmin
+        self.n_pre = int(round((ep.tmin - self.tstart) * self.m.sfreq))
+        self.n_ep = 0
+
+    def attach(self, sfreq: float, outlet: Any) -> None:
+        """The stream's rate (known once connected) and where results go."""
+        self.sfreq, self.outlet = sfreq, outlet
+        self.q = int(round(sfreq / self.m.sfreq))
+
+    @property
+    def winsize(self) -> float:
+        """Seconds of buffer each poll reads (the longest window plus slack)."""
+        return 2.0 + self.m.epoch.tmax - self.tstart
+
+    def decode(self, pending: list[tuple[float, str]], data: np.ndarray, ts: np.ndarray,
+               t_poll: float) -> list[tuple[float, str]]:
+        """Decode and publish every pending marker whose window is in; returns those still
+        incomplete (a window no longer in the buffer is lost)."""
+        ep, sfreq = self.m.epoch, self.sfreq
+        keep = []
+        for onset, label in pending:
+            if len(ts) == 0 or ts[-1] < onset + (ep.tmax - 1.0 / self.m.sfreq) - 0.5 / sfreq:
+                keep.append((onset, label))
+                continue
+            i = int(np.searchsorted(ts, onset - 0.5 / sfreq))
+            i0 = i + int(round(self.tstart * sfreq))
+            idx = i0 + self.q * np.arange(self.n_pre + ep.n_times)
+            if i0 < 0 or idx[-1] >= len(ts):
+                continue  # window not in the buffer: lost
+            self._publish(onset, label, data[:, idx], float(ts[idx[-1]]), t_poll)
+        return keep
+
+    def _publish(self, onset: float, label: str, x: np.ndarray, last_ts: float,
+                 t_poll: float) -> None:
+        import pylsl
+        import torch
+
+        from neuralign.realtime.decisions import Result
+
+        if self.m.epoch.baseline:
+            x = x - x[:, :self.n_pre].mean(axis=1, keepdims=True)
+        x = self.white.apply(x[:, self.n_pre:]).astype(np.float32)
+        t_cut = pylsl.local_clock()
+        z = torch.nn.functional.normalize(
+            self.model.encode_brain(torch.from_numpy(x).unsqueeze(0)), dim=-1)
+        scores, top = (z @ self.bank.T).topk(min(5, len(self.ids)), dim=1)
+        t_inf = pylsl.local_clock()
+        r = Result(self.n_ep, label, float(onset), last_ts, 1,
+                   [self.ids[j] for j in top[0].tolist()],
+                   [round(s, 6) for s in scores[0].tolist()],
+                   stages_ms={"detect": 1e3 * (t_poll - last_ts),
+                              "cut": 1e3 * (t_cut - t_poll),
+                              "inference": 1e3 * (t_inf - t_cut)})
+        self.outlet.publish(r)
+        self.n_ep += 1
+
+
+def run_naive(spec: NaiveSpec, ready: Any, stop: Any) -> None:
+    """mne-lsl ``StreamLSL`` + its ``filter()`` + a 5 ms polling loop that cuts each epoch with
+    ``get_data()`` + the bundle's model (as built, batch 1) per epoch, results published like the
+    engine's. Nothing from the engine is reused but the bundle and the result schema."""
+    import pylsl
+    import torch
+
+    from neuralign.bundle import load_bundle
+    from neuralign.realtime.outputs import ResultOutlet
+
+    torch.set_num_threads(1)
+    bundle = load_bundle(spec.bundle_dir)
+    epochs = _NaiveEpochs(bundle)
+    stream = _naive_stream(spec, bundle)
     markers_info = pylsl.resolve_byprop("source_id", spec.stream.marker_source_id, 1, 20)
     marker_inlet = pylsl.StreamInlet(markers_info[0])
     marker_inlet.open_stream(timeout=10)
-    outlet = ResultOutlet("naive-results", spec.result_source_id)
+    epochs.attach(stream.info["sfreq"], ResultOutlet("naive-results", spec.result_source_id))
     ready.set()
     pending: list[tuple[float, str]] = []
-    n_ep = 0
     with torch.inference_mode():
         while not stop.is_set():
             vals, stamps = marker_inlet.pull_chunk(timeout=0.0)
             pending += [(t, v[0]) for v, t in zip(vals, stamps)]
             if pending:
                 t_poll = pylsl.local_clock()
-                data, ts = stream.get_data(winsize=min(spec.bufsize_s, 2.0 + ep.tmax - tstart))
-                keep = []
-                for onset, label in pending:
-                    if len(ts) == 0 or ts[-1] < onset + (ep.tmax - 1.0 / m.sfreq) - 0.5 / sfreq:
-                        keep.append((onset, label))
-                        continue
-                    i = int(np.searchsorted(ts, onset - 0.5 / sfreq))
-                    i0 = i + int(round(tstart * sfreq))
-                    idx = i0 + q * np.arange(n_pre + ep.n_times)
-                    if i0 < 0 or idx[-1] >= len(ts):
-                        continue  # window not in the buffer: lost
-                    x = data[:, idx]
-                    if ep.baseline:
-                        x = x - x[:, :n_pre].mean(axis=1, keepdims=True)
-                    x = white.apply(x[:, n_pre:]).astype(np.float32)
-                    t_cut = pylsl.local_clock()
-                    z = torch.nn.functional.normalize(
-                        model.encode_brain(torch.from_numpy(x).unsqueeze(0)), dim=-1)
-                    scores, top = (z @ bank.T).topk(min(5, len(ids)), dim=1)
-                    t_inf = pylsl.local_clock()
-                    last_ts = float(ts[idx[-1]])
-                    r = Result(n_ep, label, float(onset), last_ts, 1,
-                               [ids[j] for j in top[0].tolist()],
-                               [round(s, 6) for s in scores[0].tolist()],
-                               stages_ms={"detect": 1e3 * (t_poll - last_ts),
-                                          "cut": 1e3 * (t_cut - t_poll),
-                                          "inference": 1e3 * (t_inf - t_cut)})
-                    outlet.publish(r)
-                    n_ep += 1
-                pending = keep
+                data, ts = stream.get_data(winsize=min(spec.bufsize_s, epochs.winsize))
+                pending = epochs.decode(pending, data, ts, t_poll)
             time.sleep(spec.poll_s)
     stream.disconnect()
 

@@ -22,7 +22,8 @@ import platform
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from neuralign.realtime.bench.procs import (
 from neuralign.realtime.bench.tail import EpochTimeline, format_tail, tail_section
 from neuralign.realtime.decisions import Result, RunningAccuracy
 from neuralign.realtime.latency import STAGES, summarize
+from neuralign.realtime.subscriptions import MAX_RESULTS, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +168,129 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+@dataclass
+class _Measured:
+    """What one run measured while the streams flowed (before the engine stopped)."""
+
+    cpu: dict[str, float]  # fraction of one core per process, "engine" this one
+    rss: list[tuple[float, float, float]]  # (s since go, RSS MB, anonymous MB) every second
+    status: dict
+
+
+@dataclass
+class _BenchRun:
+    """The helper processes and the engine of one run, so every step can fail and
+    :meth:`shutdown` still stops them in order (readers, engine, then the producer)."""
+
+    ctx: Any
+    work: Path
+    go: Any
+    procs: list[_Proc] = field(default_factory=list)
+    engine: Any = None
+    gc_watch: GcWatch = field(default_factory=GcWatch)
+    results: Subscription | None = None  # the engine's, opened before it started
+    decoded: deque[Result] = field(default_factory=lambda: deque(maxlen=MAX_RESULTS))
+
+    def start_producer(self, spec: ProducerSpec) -> _Proc:
+        producer = _Proc(self.ctx, run_producer, spec, "producer", with_go=self.go)
+        self.procs.append(producer)
+        producer.wait_ready(120)
+        return producer
+
+    def start_engine(self, cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle,
+                     ids: list[StreamIds], engine_sid: str) -> None:
+        from neuralign.realtime.engine import Engine
+        from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+
+        sources = [LSLSource(source_id=s.source_id, timeout=20, buffer_seconds=rt.buffer_seconds,
+                             markers=LSLMarkerInlet(source_id=s.marker_source_id, timeout=20))
+                   for s in ids]
+        self.engine = Engine(bundle, sources, rt, result_source_id=engine_sid, device=cfg.device)
+        self.engine.stats.keep_stamps(MAX_TAIL_ROWS)  # for the tail breakdown
+        self.results = self.engine.subscribe(maxlen=MAX_RESULTS)  # every result from the start
+        self.gc_watch.install()
+        self.engine.start()
+
+    def start_readers(self, cfg: BenchConfig, ids: list[StreamIds], engine_sid: str,
+                      naive_sid: str) -> None:
+        """The naive baseline (unless ``cfg.baseline`` is off) and the consumer."""
+        results = {"neuralign": engine_sid}
+        if cfg.baseline:
+            naive = _Proc(self.ctx, run_naive, NaiveSpec(cfg.bundle_dir, ids[0], naive_sid),
+                          "naive")
+            self.procs.append(naive)
+            naive.wait_ready(120)
+            results["naive"] = naive_sid
+        consumer = _Proc(self.ctx, run_consumer,
+                         ConsumerSpec(results, ids[0].source_id, self.work / "consumer.json"),
+                         "consumer")
+        self.procs.append(consumer)
+        consumer.wait_ready(60)
+
+    def collect(self) -> None:
+        """Keep the engine's newest MAX_RESULTS results (read as they come: none dropped)."""
+        if self.results is not None:
+            self.decoded.extend(self.results.drain())
+
+    def shutdown(self) -> None:
+        self.gc_watch.uninstall()
+        for p in reversed(self.procs):
+            if p.name != "producer":
+                p.finish()
+        if self.engine is not None:
+            self.engine.stop()
+        self.collect()  # what the engine flushed while stopping
+        for p in self.procs:
+            if p.name == "producer":
+                p.finish()
+
+
+def _measure(run: _BenchRun, cfg: BenchConfig, bundle: Bundle, producer: _Proc) -> _Measured:
+    """Let the producer go and follow the run to its end: CPU of every process, this process's
+    memory every second, the engine's results; then stop the consumer."""
+    import psutil
+
+    engine = run.engine
+    me = psutil.Process()
+    cpu0 = {p.name: _cpu_seconds(p.proc.pid) for p in run.procs}
+    cpu0["engine"] = _cpu_seconds(me.pid)
+    wall0 = time.monotonic()
+    run.go.set()
+    rss: list[tuple[float, float, float]] = []
+    tail = bundle.manifest.epoch.tmax + 1.0
+    while not producer.stop.is_set():
+        time.sleep(1.0)
+        run.collect()
+        mi = me.memory_info()  # anonymous = rss - file-backed (shared) pages, which the
+        # kernel may drop under memory pressure: the part that shows a leak
+        rss.append((time.monotonic() - wall0, mi.rss / 2**20, (mi.rss - mi.shared) / 2**20))
+        if engine.error is not None:
+            raise RuntimeError(f"engine failed: {engine.error!r}")
+        if (run.work / "producer.json").exists():
+            time.sleep(tail)
+            break
+        if time.monotonic() - wall0 > cfg.duration_s + 120:
+            raise RuntimeError("bench: the producer did not finish")
+    wall = time.monotonic() - wall0
+    cpu = {p.name: (_cpu_seconds(p.proc.pid) - cpu0[p.name]) / wall for p in run.procs}
+    cpu["engine"] = (_cpu_seconds(me.pid) - cpu0["engine"]) / wall
+    next(p for p in run.procs if p.name == "consumer").finish()
+    return _Measured(cpu, rss, engine.status())
+
+
+def _producer_spec(cfg: BenchConfig, bundle: Bundle, ids: list[StreamIds],
+                   work: Path) -> ProducerSpec:
+    return ProducerSpec(ids, cfg.duration_s, cfg.chunk_size, work / "producer.json",
+                        raw_path=cfg.raw_path, soa_s=cfg.soa_s, sfreq=1000.0,
+                        n_channels=cfg.n_channels or len(bundle.ch_names),
+                        labels=bundle.template_ids, ch_names=bundle.ch_names,
+                        ch_type=(bundle.manifest.channels.types or ["eeg"])[0],
+                        stamps=cfg.stamps)
+
+
 def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
                       plot_out: Path | None = None) -> dict[str, Any]:
     """Run one benchmark; returns (and optionally writes) the report dict."""
-    import psutil
-
-    from neuralign.realtime.engine import Engine
-    from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
-
     rt = cfg.realtime or RealtimeConfig(chunk_size=cfg.chunk_size)
     bundle = load_bundle(cfg.bundle_dir)
     machine = machine_info()
@@ -183,77 +300,29 @@ def latency_benchmark(cfg: BenchConfig, json_out: Path | None = None,
                      f"bench{i}-{tag}-markers-{uuid.uuid4().hex}") for i in range(cfg.streams)]
     engine_sid, naive_sid = f"bench-engine-{uuid.uuid4().hex}", f"bench-naive-{uuid.uuid4().hex}"
     work = Path(tempfile.mkdtemp(prefix="neuralign-bench-"))
-    pspec = ProducerSpec(ids, cfg.duration_s, cfg.chunk_size, work / "producer.json",
-                         raw_path=cfg.raw_path, soa_s=cfg.soa_s, sfreq=1000.0,
-                         n_channels=cfg.n_channels or len(bundle.ch_names),
-                         labels=bundle.template_ids, ch_names=bundle.ch_names,
-                         ch_type=(bundle.manifest.channels.types or ["eeg"])[0],
-                         stamps=cfg.stamps)
-    go = ctx.Event()
-    procs: list[_Proc] = []
-    engine = None
-    gc_watch = GcWatch()
+    pspec = _producer_spec(cfg, bundle, ids, work)
+    run = _BenchRun(ctx, work, ctx.Event())
     try:
-        producer = _Proc(ctx, run_producer, pspec, "producer", with_go=go)
-        procs.append(producer)
-        producer.wait_ready(120)
-        sources = [LSLSource(source_id=s.source_id, timeout=20, buffer_seconds=rt.buffer_seconds,
-                             markers=LSLMarkerInlet(source_id=s.marker_source_id, timeout=20))
-                   for s in ids]
-        engine = Engine(bundle, sources, rt, result_source_id=engine_sid, device=cfg.device)
-        engine.stats.keep_stamps(MAX_TAIL_ROWS)  # for the tail breakdown
-        gc_watch.install()
-        engine.start()
-        results = {"neuralign": engine_sid}
-        if cfg.baseline:
-            naive = _Proc(ctx, run_naive, NaiveSpec(cfg.bundle_dir, ids[0], naive_sid), "naive")
-            procs.append(naive)
-            naive.wait_ready(120)
-            results["naive"] = naive_sid
-        consumer = _Proc(ctx, run_consumer,
-                         ConsumerSpec(results, ids[0].source_id, work / "consumer.json"),
-                         "consumer")
-        procs.append(consumer)
-        consumer.wait_ready(60)
-        me = psutil.Process()
-        cpu0 = {p.name: _cpu_seconds(p.proc.pid) for p in procs}
-        cpu0["engine"] = _cpu_seconds(me.pid)
-        wall0 = time.monotonic()
-        go.set()
-        rss: list[tuple[float, float]] = []
-        tail = bundle.manifest.epoch.tmax + 1.0
-        while not producer.stop.is_set():
-            time.sleep(1.0)
-            mi = me.memory_info()  # anonymous = rss - file-backed (shared) pages, which the
-            # kernel may drop under memory pressure: the part that shows a leak
-            rss.append((time.monotonic() - wall0, mi.rss / 2**20, (mi.rss - mi.shared) / 2**20))
-            if engine.error is not None:
-                raise RuntimeError(f"engine failed: {engine.error!r}")
-            if (work / "producer.json").exists():
-                time.sleep(tail)
-                break
-            if time.monotonic() - wall0 > cfg.duration_s + 120:
-                raise RuntimeError("bench: the producer did not finish")
-        wall = time.monotonic() - wall0
-        cpu = {name: (_cpu_seconds(p.proc.pid) - cpu0[name]) / wall
-               for name, p in ((p.name, p) for p in procs)}
-        cpu["engine"] = (_cpu_seconds(me.pid) - cpu0["engine"]) / wall
-        consumer.finish()
-        status = engine.status()
+        producer = run.start_producer(pspec)
+        run.start_engine(cfg, rt, bundle, ids, engine_sid)
+        run.start_readers(cfg, ids, engine_sid, naive_sid)
+        measured = _measure(run, cfg, bundle, producer)
     finally:
-        gc_watch.uninstall()
-        for p in reversed(procs):
-            if p.name != "producer":
-                p.finish()
-        if engine is not None:
-            engine.stop()
-        for p in procs:
-            if p.name == "producer":
-                p.finish()
-    prod = json.loads((work / "producer.json").read_text())
-    cons = json.loads((work / "consumer.json").read_text())
-    res = _report(cfg, rt, bundle, engine, status, prod, cons, cpu, rss, machine)
-    res["tail"] = _tail(engine, cons, gc_watch, prod["t0"] + cfg.warmup_s, cfg.tail_fraction)
+        run.shutdown()
+    return _write_report(cfg, rt, bundle, run, measured, machine, json_out, plot_out)
+
+
+def _write_report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, run: _BenchRun,
+                  measured: _Measured, machine: dict, json_out: Path | None,
+                  plot_out: Path | None) -> dict[str, Any]:
+    """The report from the processes' JSON files and what this process measured."""
+    engine, decoded = run.engine, list(run.decoded)
+    prod = json.loads((run.work / "producer.json").read_text())
+    cons = json.loads((run.work / "consumer.json").read_text())
+    res = _report(cfg, rt, bundle, engine, decoded, measured.status, prod, cons, measured.cpu,
+                  measured.rss, machine)
+    res["tail"] = _tail(engine, decoded, cons, run.gc_watch, prod["t0"] + cfg.warmup_s,
+                        cfg.tail_fraction)
     res["machine"]["load_average_end"] = list(os.getloadavg())
     res["floor"]["forward_ms"] = forward_floor(bundle, "cuda" if engine.decoder.device.type ==
                                                "cuda" else "cpu")
@@ -294,17 +363,18 @@ def sweep(cfg: BenchConfig, deadline_ms: float = 50.0,
             "versions": versions()}
 
 
-def _timelines(engine, cons: dict) -> list[EpochTimeline]:
-    """Every result the engine kept with its raw stage stamps and the consumer's receive time.
+def _timelines(engine, decoded: list[Result], cons: dict) -> list[EpochTimeline]:
+    """Every result read from the engine (``decoded``, the newest kept) with its raw stage
+    stamps and the consumer's receive time.
 
-    ``LatencyStats.add`` and ``Engine.results`` see the epochs in the same order (one loop in
-    ``_run_batch``), so both are matched from their newest end; a pair whose last-sample stamps
-    differ is skipped rather than misattributed."""
+    ``LatencyStats.add`` and the engine's publication see the epochs in the same order (one loop
+    in ``_run_batch``), so both are matched from their newest end; a pair whose last-sample
+    stamps differ is skipped rather than misattributed."""
     received: dict[tuple[str | None, int], float] = {}
     for text, recv in cons["results"].get("neuralign", []):
         r = Result.from_json(text)
         received[(r.stream, r.epoch_id)] = recv
-    results, stamps = list(engine.results), engine.stats.stamps()
+    results, stamps = decoded, engine.stats.stamps()
     n = min(len(results), len(stamps))
     rows = []
     for r, st in zip(results[len(results) - n:], stamps[len(stamps) - n:]):
@@ -315,64 +385,31 @@ def _timelines(engine, cons: dict) -> list[EpochTimeline]:
     return rows
 
 
-def _tail(engine, cons: dict, gc_watch: GcWatch, t_count: float,
+def _tail(engine, decoded: list[Result], cons: dict, gc_watch: GcWatch, t_count: float,
           fraction: float) -> dict[str, Any]:
     """The report's ``tail`` section: the slowest ``fraction`` of counted epochs, and why."""
-    every = _timelines(engine, cons)
+    every = _timelines(engine, decoded, cons)
     counted = [r for r in every if r.at("sample") >= t_count]
     return tail_section(counted, gc_watch.events(), gc_watch.n_seen, t_count, busy_rows=every,
                         fraction=fraction)
 
 
-def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status: dict,
-            prod: dict, cons: dict, cpu: dict, rss: list, machine: dict) -> dict[str, Any]:
+def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, decoded: list[Result],
+            status: dict, prod: dict, cons: dict, cpu: dict, rss: list,
+            machine: dict) -> dict[str, Any]:
+    """The bench's JSON: each pipeline's end-to-end figures, the engine's stages, counts and
+    memory, the configuration and the transport floor; ``_samples`` keeps the raw values."""
     t_count = prod["t0"] + cfg.warmup_s
-    sfreq, tmax = prod["sfreq"], bundle.manifest.epoch.tmax
-    # every marker whose whole window was sent, after the warm-up
-    n_expected = sum(1 for s in prod["marker_samples"]
-                     if s + tmax * sfreq <= prod["n_sent"]) * cfg.streams
-    counted = [r for r in engine.results if r.last_sample_timestamp >= t_count]
+    counted = [r for r in decoded if r.last_sample_timestamp >= t_count]
     stage_rows = {name: [r.stages_ms[name] for r in counted if name in r.stages_ms]
                   for name in STAGES}
     pipelines: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     for label, got in cons["results"].items():
-        rs = [(Result.from_json(s), recv) for s, recv in got]
-        e2e = [1e3 * (recv - r.last_sample_timestamp) for r, recv in rs]
-        keep = [(r, v) for (r, _), v in zip(rs, e2e) if r.last_sample_timestamp >= t_count]
-        samples[label] = [v for _, v in keep]
-        by_minute = _per_minute([(r.last_sample_timestamp - t_count, v) for r, v in keep])
-        n_exp = n_expected if label == "neuralign" else n_expected // cfg.streams
-        ent: dict[str, Any] = {
-            "n_decoded": len(rs), "n_counted": len(keep),
-            "n_expected_after_warmup": sum(1 for s in prod["marker_samples"]
-                                           if s + tmax * sfreq <= prod["n_sent"]
-                                           and prod["t0"] + (s + tmax * sfreq - 1) / sfreq
-                                           >= t_count) * (cfg.streams if label == "neuralign"
-                                                          else 1),
-            "n_expected": n_exp,
-            "end_to_end_ms": summarize(samples[label]),
-            "accuracy": RunningAccuracy(bundle.template_ids).extend(
-                [r for r, _ in rs]).summary(),
-            "cpu_fraction_of_one_core": cpu.get("engine" if label == "neuralign" else label),
-        }
-        if len(by_minute) >= 2:  # does the tail drift over a long run?
-            ent["end_to_end_by_minute_ms"] = by_minute
-            ent["p99_last_over_first_minute"] = by_minute[-1]["p99"] / by_minute[0]["p99"]
-        if label == "naive":
-            ent["stages_ms"] = {k: summarize([r.stages_ms[k] for r, _ in keep
-                                              if k in r.stages_ms])
-                                for k in ("detect", "cut", "inference")}
-        pipelines[label] = ent
+        pipelines[label], samples[label] = _pipeline_entry(cfg, bundle, label, got, prod, cpu)
     neur = pipelines["neuralign"]
     neur["stages_ms"] = {k: summarize(v) for k, v in stage_rows.items() if v}
-    neur["dropped_samples"] = status["dropped"]
-    neur["lost_in_engine"] = status["lost_in_engine"]
-    neur["gaps"] = status["gaps"]
-    neur["received_samples"] = status["received"]
-    neur["sent_samples"] = prod["n_sent"] * cfg.streams
-    neur["buckets_used"] = {str(k): v for k, v in engine.decoder.bucket_counts.items()}
-    neur["batches_run_by_processing_thread"] = getattr(engine, "n_inline_batches", None)
+    neur.update(_engine_counts(cfg, engine, status, prod))
     if cfg.streams > 1:  # end to end per stream, from the consumer's receipts
         per: dict[str, list[float]] = {}
         for text, recv in cons["results"]["neuralign"]:
@@ -380,32 +417,11 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
             if r.last_sample_timestamp >= t_count:
                 per.setdefault(r.stream or "", []).append(1e3 * (recv - r.last_sample_timestamp))
         neur["per_stream_p99_ms"] = {k: summarize(v)["p99"] for k, v in sorted(per.items())}
-    after = [row for row in rss if row[0] >= min(30.0, cfg.duration_s / 2)]
-    neur["rss_mb"] = {"after_warmup": after[0][1] if after else None,
-                      "end": rss[-1][1] if rss else None,
-                      "growth": (rss[-1][1] - after[0][1]) if after else None,
-                      "anon_after_warmup": after[0][2] if after else None,
-                      "anon_end": rss[-1][2] if rss else None,
-                      "anon_growth": (rss[-1][2] - after[0][2]) if after else None,
-                      "trace_t_rss_anon": [[round(v, 1) for v in row]
-                                           for row in rss[:: max(1, len(rss) // 60)]]}
+    neur["rss_mb"] = _rss_summary(cfg, rss)
     transport = [1e3 * v for v, ts in cons["transport"] if ts >= t_count]
     res: dict[str, Any] = {
         "definition": DEFINITION,
-        "config": {"bundle": str(cfg.bundle_dir), "raw": str(cfg.raw_path) if cfg.raw_path
-                   else None, "duration_s": cfg.duration_s, "streams": cfg.streams,
-                   "chunk_size": cfg.chunk_size, "warmup_s": cfg.warmup_s,
-                   "stamps": cfg.stamps,
-                   "input_channels": prod["n_channels"], "input_sfreq": sfreq,
-                   "model_sfreq": bundle.manifest.sfreq,
-                   "model_n_times": bundle.manifest.epoch.n_times,
-                   "epoch_window_s": [bundle.manifest.epoch.tmin, tmax],
-                   "realtime": rt.model_dump(mode="json"),
-                   "device": engine.decoder.device.type,
-                   "threads": scheduling.applied(),
-                   "decoder": {"folded": engine.decoder.folded,
-                               "cuda_graph": engine.decoder.cuda_graph,
-                               "buckets": engine.decoder.buckets}},
+        "config": _config_section(cfg, rt, bundle, engine, prod),
         "machine": machine, "versions": versions(),
         "pipelines": pipelines,
         "floor": {"transport_ms": summarize(transport)},
@@ -419,6 +435,87 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, status
     res["_samples"] = {**samples, "transport": transport, **{f"stage:{k}": v for k, v in
                                                             stage_rows.items() if v}}
     return res
+
+
+def _pipeline_entry(cfg: BenchConfig, bundle: Bundle, label: str, got: list, prod: dict,
+                    cpu: dict) -> tuple[dict[str, Any], list[float]]:
+    """One pipeline's figures from the consumer's receipts ``got`` (JSON, receive time), and
+    its counted end-to-end latencies (ms)."""
+    t_count = prod["t0"] + cfg.warmup_s
+    sfreq, tmax = prod["sfreq"], bundle.manifest.epoch.tmax
+    # every marker whose whole window was sent, after the warm-up
+    n_expected = sum(1 for s in prod["marker_samples"]
+                     if s + tmax * sfreq <= prod["n_sent"]) * cfg.streams
+    rs = [(Result.from_json(s), recv) for s, recv in got]
+    e2e = [1e3 * (recv - r.last_sample_timestamp) for r, recv in rs]
+    keep = [(r, v) for (r, _), v in zip(rs, e2e) if r.last_sample_timestamp >= t_count]
+    counted = [v for _, v in keep]
+    by_minute = _per_minute([(r.last_sample_timestamp - t_count, v) for r, v in keep])
+    n_exp = n_expected if label == "neuralign" else n_expected // cfg.streams
+    ent: dict[str, Any] = {
+        "n_decoded": len(rs), "n_counted": len(keep),
+        "n_expected_after_warmup": sum(1 for s in prod["marker_samples"]
+                                       if s + tmax * sfreq <= prod["n_sent"]
+                                       and prod["t0"] + (s + tmax * sfreq - 1) / sfreq
+                                       >= t_count) * (cfg.streams if label == "neuralign"
+                                                      else 1),
+        "n_expected": n_exp,
+        "end_to_end_ms": summarize(counted),
+        "accuracy": RunningAccuracy(bundle.template_ids).extend(
+            [r for r, _ in rs]).summary(),
+        "cpu_fraction_of_one_core": cpu.get("engine" if label == "neuralign" else label),
+    }
+    if len(by_minute) >= 2:  # does the tail drift over a long run?
+        ent["end_to_end_by_minute_ms"] = by_minute
+        ent["p99_last_over_first_minute"] = by_minute[-1]["p99"] / by_minute[0]["p99"]
+    if label == "naive":
+        ent["stages_ms"] = {k: summarize([r.stages_ms[k] for r, _ in keep
+                                          if k in r.stages_ms])
+                            for k in ("detect", "cut", "inference")}
+    return ent, counted
+
+
+def _engine_counts(cfg: BenchConfig, engine, status: dict, prod: dict) -> dict[str, Any]:
+    """What the engine received, dropped and lost, and how it batched."""
+    return {"dropped_samples": status["dropped"],
+            "lost_in_engine": status["lost_in_engine"],
+            "gaps": status["gaps"],
+            "received_samples": status["received"],
+            "sent_samples": prod["n_sent"] * cfg.streams,
+            "buckets_used": {str(k): v for k, v in engine.decoder.bucket_counts.items()},
+            "batches_run_by_processing_thread": getattr(engine, "n_inline_batches", None)}
+
+
+def _rss_summary(cfg: BenchConfig, rss: list) -> dict[str, Any]:
+    """Resident and anonymous memory after the warm-up and at the end, and their trace."""
+    after = [row for row in rss if row[0] >= min(30.0, cfg.duration_s / 2)]
+    return {"after_warmup": after[0][1] if after else None,
+            "end": rss[-1][1] if rss else None,
+            "growth": (rss[-1][1] - after[0][1]) if after else None,
+            "anon_after_warmup": after[0][2] if after else None,
+            "anon_end": rss[-1][2] if rss else None,
+            "anon_growth": (rss[-1][2] - after[0][2]) if after else None,
+            "trace_t_rss_anon": [[round(v, 1) for v in row]
+                                 for row in rss[:: max(1, len(rss) // 60)]]}
+
+
+def _config_section(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine,
+                    prod: dict) -> dict[str, Any]:
+    """The run's settings, the input's shape and what the decoder ran with."""
+    return {"bundle": str(cfg.bundle_dir), "raw": str(cfg.raw_path) if cfg.raw_path
+            else None, "duration_s": cfg.duration_s, "streams": cfg.streams,
+            "chunk_size": cfg.chunk_size, "warmup_s": cfg.warmup_s,
+            "stamps": cfg.stamps,
+            "input_channels": prod["n_channels"], "input_sfreq": prod["sfreq"],
+            "model_sfreq": bundle.manifest.sfreq,
+            "model_n_times": bundle.manifest.epoch.n_times,
+            "epoch_window_s": [bundle.manifest.epoch.tmin, bundle.manifest.epoch.tmax],
+            "realtime": rt.model_dump(mode="json"),
+            "device": engine.decoder.device.type,
+            "threads": scheduling.applied(),
+            "decoder": {"folded": engine.decoder.folded,
+                        "cuda_graph": engine.decoder.cuda_graph,
+                        "buckets": engine.decoder.buckets}}
 
 
 def _per_minute(rows: list[tuple[float, float]]) -> list[dict[str, float]]:

@@ -20,6 +20,7 @@ from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay.player import LSLReplayer
 from neuralign.realtime.replay.timing import TimingProfile
 from neuralign.realtime.replay.wiring import replay_source
+from neuralign.realtime.subscriptions import Subscription
 from neuralign.signal.events import stimulus_events
 
 
@@ -31,23 +32,35 @@ class ReplaySession:
     template_ids: set[str] = field(default_factory=set)
     duration_s: float = 0.0
     sfreq: float = 0.0
+    _sub: Subscription | None = field(default=None, init=False, repr=False)
+    _decoded: list[Result] = field(default_factory=list, init=False, repr=False)
 
     def start(self) -> None:
+        # subscribed before the engine starts: the session sees every result it decodes
+        self._sub = self.engine.subscribe()
         self.replayer.start()
         self.engine.start()
 
     def stop(self) -> None:
         self.engine.stop()
         self.replayer.stop()
+        if self._sub is not None:  # what it decoded while stopping stays readable
+            self._sub.close()
+
+    def results(self) -> list[Result]:
+        """Every result decoded since :meth:`start`, in publication order (a copy)."""
+        if self._sub is not None:
+            self._decoded += self._sub.drain()
+        return list(self._decoded)
 
     def results_in_stimulus_order(self) -> list[Result]:
         """The engine's results sorted by stimulus onset (trial order, whatever the batching)."""
-        return sorted(self.engine.results, key=lambda r: r.marker_timestamp)
+        return sorted(self.results(), key=lambda r: r.marker_timestamp)
 
     def accuracy(self) -> dict[str, float]:
         """Running single-trial and repetition-averaged top-1/top-5 on trials with known truth
         (:meth:`RunningAccuracy.summary`)."""
-        return RunningAccuracy(self.template_ids).extend(list(self.engine.results)).summary()
+        return RunningAccuracy(self.template_ids).extend(self.results()).summary()
 
 
 def replay_session(bundle: Bundle, raw_path: Path, rt: RealtimeConfig, speed: float = 1.0,

@@ -30,6 +30,7 @@ from neuralign.realtime.clock import (
 from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.ringbuffer import RingBuffer
 from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
+from neuralign.realtime.worker import ThreadedWorker
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -139,7 +140,7 @@ class MarkerQueue(deque):
         return out
 
 
-class Source(ABC):
+class Source(ThreadedWorker, ABC):
     """Base class: subclasses only connect and acquire (``_connect``, ``_acquire_once``)."""
 
     #: True when the source delivers stimulus markers (else the engine uses sliding windows).
@@ -162,8 +163,7 @@ class Source(ABC):
         self._n_stream_warnings = 0  # the stream clock's warnings seen by _clock_warnings
         self.markers = MarkerQueue(maxlen=MAX_MARKERS)
         self.health = SourceHealth()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_threads()
         self._lock = threading.Lock()
         self._listeners: list[threading.Event] = []
         #: the sample count a listener is waiting for (the engine: the last sample of the next
@@ -233,11 +233,10 @@ class Source(ABC):
         BrainFlow's package numbers, counts its own)."""
         base = self.buffer.n_written
         self.buffer.write(data, stamps)
-        gaps = self.clock.observe(base, stamps, arrival)
+        gaps = self.timeline.observe(base, stamps, arrival)  # marks the gaps in the buffer
         if len(self.clock.report.warnings) != self._n_stream_warnings:
             self._clock_warnings()
         for g in gaps:
-            self.buffer.mark_gap(g.index)
             if count_gaps:
                 self.health.n_gaps += 1
                 self.health.n_dropped += max(g.missing, 0)
@@ -275,9 +274,7 @@ class Source(ABC):
         if self.description is None:
             self.open()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"acquire-{type(self).__name__}",
-                                        daemon=True)
-        self._thread.start()
+        self._spawn(self._run, f"acquire-{type(self).__name__}")
 
     def _run(self) -> None:
         if self.scheduling is not None:
@@ -314,16 +311,6 @@ class Source(ABC):
         return self.markers.drain()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._halt(timeout=5)
         self._disconnect()
         self.health.connected = False
-
-    def __enter__(self) -> Source:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -1,12 +1,14 @@
 """One source from a user's spec string (``--source`` / ``--markers`` of ``neuralign run``).
 
 Kept out of the command line so any caller (CLI, scripts, tests) turns the same spec into the same
-source, with the same one-line user errors naming the flag.
+source, with the same one-line user errors naming the flag. Which prefixes exist, and how each
+builds its source, is the registry's (:mod:`neuralign.realtime.sources.registry`): a new kind is
+one file ``realtime/sources/kind_<name>.py``; this module only applies what every source shares
+(the configured clock model).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neuralign.errors import UserError
@@ -17,43 +19,18 @@ if TYPE_CHECKING:
 
 
 def open_source(spec: str, markers: str | None, rt: RealtimeConfig, speed: float = 1.0) -> Source:
-    """The (not yet opened) source of ``spec``: ``lsl:NAME`` | ``lsl:source_id=ID`` |
-    ``lsl:type=EEG`` | ``brainflow:synthetic`` | ``brainflow:BOARD[:key=value,...]`` |
-    ``file:PATH``; markers ``lsl:NAME`` (same forms) or ``board`` (BrainFlow's marker row)."""
-    kind, _, rest = spec.partition(":")
-    if kind == "lsl":
-        from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+    """The (not yet opened) source of ``spec`` ``PREFIX:REST``, built by the kind registered for
+    ``PREFIX`` (:mod:`neuralign.realtime.sources.registry`; shipped: ``lsl:NAME`` |
+    ``lsl:source_id=ID`` | ``lsl:type=EEG`` | ``brainflow:synthetic`` |
+    ``brainflow:BOARD[:key=value,...]`` | ``file:PATH``), with the configured clock model;
+    markers ``lsl:NAME`` (same forms) or ``board`` (BrainFlow's marker row)."""
+    from neuralign.realtime.sources.registry import expected_sources, source_kinds
 
-        marker_inlet = None
-        if markers:
-            mkind, _, mrest = markers.partition(":")
-            if mkind != "lsl":
-                raise UserError(f"--markers: expected lsl:NAME, got {markers!r}")
-            marker_inlet = LSLMarkerInlet(**_lsl_selector(mrest, "--markers"),
-                                          clock_sync=rt.clock_sync)
-        return _clocked(LSLSource(**_lsl_selector(rest, "--source"), markers=marker_inlet,
-                                  timeout=rt.connect_timeout_s,
-                                  buffer_seconds=rt.buffer_seconds, units=rt.units,
-                                  clock_sync=rt.clock_sync), rt)
-    if kind == "brainflow":
-        from neuralign.realtime.sources.brainflow import BrainFlowSource
-
-        board, _, params = rest.partition(":")
-        kv = dict(p.split("=", 1) for p in params.split(",") if "=" in p)
-        if markers not in (None, "board"):
-            raise UserError(f"--markers: a BrainFlow source takes its markers from the board's "
-                            f"marker row: use --markers board (got {markers!r})")
-        return _clocked(BrainFlowSource(board or "synthetic", kv,
-                                        buffer_seconds=rt.buffer_seconds,
-                                        markers=markers == "board"), rt)
-    if kind == "file":
-        from neuralign.realtime.sources.file import FileSource
-
-        if not Path(rest).is_file():
-            raise UserError(f"--source: {rest}: file not found")
-        return _clocked(FileSource(Path(rest), speed=speed, chunk_size=rt.chunk_size,
-                                   buffer_seconds=rt.buffer_seconds), rt)
-    raise UserError(f"--source: expected lsl:NAME, brainflow:BOARD or file:PATH, got {spec!r}")
+    prefix, _, rest = spec.partition(":")
+    kind = source_kinds().get(prefix)
+    if kind is None:
+        raise UserError(f"--source: expected {expected_sources()}, got {spec!r}")
+    return _clocked(kind.build(rest, markers, rt, speed), rt)
 
 
 def _clocked(src: Source, rt: RealtimeConfig) -> Source:
@@ -71,21 +48,3 @@ def _clocked(src: Source, rt: RealtimeConfig) -> Source:
     src.marker_clock = MarkerClockCheck(max_lag_s=rt.marker_max_lag_s)
     return src
 
-
-def _lsl_selector(rest: str, flag: str) -> dict:
-    """``NAME`` or ``key=value[,key=value]`` as keyword arguments of an LSL inlet: every given
-    property must match (``name=EEG,source_id=ID`` never connects to another sender named EEG).
-    """
-    if not rest:
-        raise UserError(f"{flag}: expected lsl:NAME (or lsl:source_id=ID / lsl:type=TYPE)")
-    if "=" not in rest:
-        return {"name": rest}
-    keys = {"name": "name", "type": "stype", "source_id": "source_id"}
-    out = {}
-    for part in rest.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip() not in keys or not value:
-            raise UserError(f"{flag}: expected lsl:NAME or lsl:key=value[,key=value] with keys "
-                            f"name, type, source_id; got {rest!r}")
-        out[keys[key.strip()]] = value
-    return out

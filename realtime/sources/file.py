@@ -14,7 +14,7 @@ import logging
 import uuid
 from pathlib import Path
 
-from neuralign.errors import DataError
+from neuralign.errors import DataError, require_file
 from neuralign.realtime.replay.player import LSLReplayer
 from neuralign.realtime.replay.wiring import connect_to_replay
 from neuralign.realtime.sources.base import StreamDescription
@@ -27,9 +27,7 @@ def read_raw(path: str | Path):
     """Load a ``.fif`` raw recording (preloaded), DataError if missing or unreadable."""
     import mne
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: recording not found")
+    path = require_file(path, "recording not found")
     try:
         return mne.io.read_raw_fif(path, preload=True, verbose="error")
     except Exception as exc:  # mne raises many types for a corrupt file

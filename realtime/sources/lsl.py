@@ -282,7 +282,9 @@ class LSLSource(Source):
         self._after_reconnect = False
         self._sfreq = 0.0
         self._n_channels = 0
-        self._last_warning = -1e9
+        # repeated warnings within a second go to DEBUG (errors always go out)
+        self._event_log = RateLimitedLog(log, interval=1.0, demote_to=logging.DEBUG,
+                                         min_level=logging.WARNING, max_level=logging.ERROR)
 
     # --- connection ---------------------------------------------------------------------------
     def _query(self) -> str:
@@ -362,12 +364,7 @@ class LSLSource(Source):
         """Record ``msg`` in ``health.events`` (last :data:`MAX_EVENTS`) and log it; repeated
         warnings within a second go to DEBUG so a jittery sender cannot flood the log."""
         self.health.events.append(msg)  # a bounded deque
-        now = time.monotonic()
-        if level >= logging.WARNING and now - self._last_warning < 1.0 and level < logging.ERROR:
-            level = logging.DEBUG
-        elif level >= logging.WARNING:
-            self._last_warning = now
-        log.log(level, "%s: %s", self._query(), msg)
+        self._event_log.log("event", level, "%s: %s", self._query(), msg)
 
     def _mark_lost(self, reason: str) -> None:
         self._inlet = None  # inlet only: we own no outlet

@@ -80,8 +80,8 @@ def test_run_reads_the_realtime_section_of_its_config(tmp_path):
 
 
 def test_run_flags_and_config_keys_are_one_setting():
+    from neuralign.cli.common import config_from_args
     from neuralign.cli.online import RUN_FLAGS
-    from neuralign.cli.parser import config_from_args
 
     p = subparser("run")
     args = p.parse_args(["--bundle", "b", "--source", "lsl:EEG", "--torch-threads", "2",
@@ -161,7 +161,7 @@ def test_screenshots_go_to_a_documented_directory(monkeypatch, tmp_path):
     assert default_screenshot_dir() == tmp_path / "shots"
     monkeypatch.delenv("NEURALIGN_SCREENSHOT_DIR")
     assert default_screenshot_dir() == Path.home() / "neuralign" / "screenshots"
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "howto" / "viewer.md").read_text()
     assert "NEURALIGN_SCREENSHOT_DIR" in readme and "~/neuralign/screenshots" in readme
 
 

@@ -1,4 +1,4 @@
-"""`neuralign train` on a THINGS-EEG2-layout folder with each feature layout the README names.
+"""`neuralign train` on a THINGS-EEG2-layout folder with each feature layout docs/tutorials/things_eeg2.md names.
 
 NICE directories and ATM torch files store no image ids: their rows follow the dataset's own
 order (training images then test images, as image_metadata.npy lists them). Training through the

@@ -77,7 +77,8 @@ def test_bad_epoch_window_longer_than_the_buffer(tiny_bundle):
     bundle = load_bundle(tiny_bundle[0])
     pipe = Pipeline(bundle, bundle.ch_names, 500.0, buffer_seconds=1.0)
     with pytest.raises(UserError, match="buffer_seconds"):
-        Epocher(pipe, EpochWindow.for_pipeline(bundle.manifest.epoch, pipe), RingBuffer(63, 500))
+        Epocher(pipe.output, EpochWindow.for_signal(bundle.manifest.epoch, pipe.output),
+                RingBuffer(63, 500))
 
 
 def test_bad_channel_type_is_one_user_error(tiny_bundle):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from neuralign.realtime.decisions import (
-    Decider,
     RepetitionStore,
     Result,
+    ResultBuilder,
     RunningAccuracy,
 )
 from neuralign.realtime.epocher import Epoch
@@ -84,9 +84,9 @@ def _epoch(i, label, value):
 
 def test_decider_decodes_singles_and_running_averages_in_one_call():
     dec = FakeDecoder()
-    decider = Decider(dec)
-    first = decider.decide([_epoch(0, "x", 1.0), _epoch(1, None, -1.0)])
-    again = decider.decide([_epoch(2, "x", -3.0)])
+    decider = ResultBuilder(dec)
+    first = decider.build([_epoch(0, "x", 1.0), _epoch(1, None, -1.0)])
+    again = decider.build([_epoch(2, "x", -3.0)])
     assert dec.calls == [[1.0, -1.0], [-3.0, -1.0]]  # single, then the average of 1 and -3
     r0, r1 = first
     assert (r0.epoch_id, r0.marker, r0.marker_timestamp, r0.last_sample_timestamp) == (
@@ -99,9 +99,9 @@ def test_decider_decodes_singles_and_running_averages_in_one_call():
 
 
 def test_decider_fills_missing_channels_and_reconstructs_masked_ones():
-    decider = Decider(FakeDecoder(), missing=[1])
+    decider = ResultBuilder(FakeDecoder(), missing=[1])
     ep = _epoch(0, "x", 1.0)
-    decider.decide([ep])
+    decider.build([ep])
     np.testing.assert_array_equal(ep.data[1], 9.0)  # filled before decoding
     rec = decider.reconstruct(_epoch(1, "y", 2.0), [0])
     assert rec.epoch_id == 1 and rec.channels == [0]

@@ -12,6 +12,7 @@ from neuralign.realtime.decisions import Result
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay import LSLReplayer
 from neuralign.realtime.replay.wiring import replay_source
+from neuralign.realtime.subscriptions import recent
 
 
 def test_two_streams_in_one_engine_decode_like_offline(tiny_bundle):
@@ -38,10 +39,10 @@ def test_two_streams_in_one_engine_decode_like_offline(tiny_bundle):
         for rep in reps:
             rep.stop()
     assert engine.error is None
-    names = sorted({r.stream for r in engine.results})
+    names = sorted({r.stream for r in recent(engine)})
     assert len(names) == 2 and all(names)
     for name in names:
-        mine = sorted((r for r in engine.results if r.stream == name),
+        mine = sorted((r for r in recent(engine) if r.stream == name),
                       key=lambda r: r.marker_timestamp)
         assert [r.marker for r in mine] == [o["marker"] for o in offline]
         for r, o in zip(mine, offline):
@@ -50,7 +51,7 @@ def test_two_streams_in_one_engine_decode_like_offline(tiny_bundle):
         # repetitions are averaged within the stream: counts as if it were alone
         assert max(r.n_repetitions for r in mine) == max(
             sum(o["marker"] == m for o in offline) for m in {o["marker"] for o in offline})
-    wire = Result.from_json(engine.results[0].to_json())
+    wire = Result.from_json(recent(engine)[0].to_json())
     assert wire.stream in names
     assert engine.status()["streams"][0]["lost_in_engine"] == 0
 

@@ -17,6 +17,7 @@ from neuralign.realtime.replay import LSLReplayer
 from neuralign.realtime.replay.wiring import replay_source
 from neuralign.realtime.sources.brainflow import BrainFlowSource
 from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.subscriptions import recent
 from tests.conftest import FAST_TRAIN
 
 SYNTH_NAMES = BoardShim.get_eeg_names(BoardIds.SYNTHETIC_BOARD.value)
@@ -52,9 +53,9 @@ def test_brainflow_synthetic_board_with_inserted_markers(board_bundle):
         assert engine.wait_for(4, timeout=20), engine.status()
     finally:
         engine.stop()
-    markers = [r.marker for r in list(engine.results)[:4]]
+    markers = [r.marker for r in recent(engine)[:4]]
     assert markers == ["1", "2", "3", "4"]
-    for r in engine.results:
+    for r in recent(engine):
         assert set(r.topk_ids) <= set(bundle.template_ids)
     assert engine.status()["dropped"] == 0
     assert engine.stats.summary()["engine_total"]["p50"] > 0
@@ -82,7 +83,7 @@ def test_mne_lsl_player_with_annotations(tiny_bundle):
     finally:
         engine.stop()
         player.stop()
-    got = [r.marker for r in engine.results]
+    got = [r.marker for r in recent(engine)]
     assert got and all(m in expected for m in got)
     # consecutive decoded markers appear in the file's order
     pos = [expected.index(m) for m in got]

@@ -56,8 +56,8 @@ class Stream:
         bundle = _bundle(baseline, gain)
         self.inputs = RingBuffer(2, 3000)
         self.pipe = Pipeline(bundle, bundle.ch_names, SFREQ, buffer_seconds=buffer_seconds)
-        self.epocher = Epocher(self.pipe, EpochWindow.for_pipeline(bundle.manifest.epoch,
-                                                                   self.pipe),
+        self.epocher = Epocher(self.pipe.output, EpochWindow.for_signal(bundle.manifest.epoch,
+                                                                        self.pipe.output),
                                inputs=self.inputs, sliding_hop_s=sliding_hop_s)
 
     def advance_to(self, n: int, chunk: int = 7) -> None:
@@ -155,3 +155,19 @@ def test_an_epoch_whose_window_left_the_buffer_is_dropped(caplog):
         assert s.epocher.ready_epochs() == []
     assert "late" in caplog.text and "left the buffer" in caplog.text
     assert s.epocher.seconds_until_next_ready() is None  # not retried
+
+
+def test_an_epoch_across_a_gap_the_pipeline_restarted_at_is_dropped():
+    """The gap rule is applied once, upstream: the chunk's gaps restart the filters and mark the
+    processed grid, which is all the epocher reads."""
+    s = Stream()
+    s.epocher.add_onset("across", 200, float(ts_of(200)))
+    s.epocher.add_onset("after", 400, float(ts_of(400)))
+    s.advance_to(220)
+    idx = np.arange(220, 460, dtype=np.float64)  # input 220 does not follow 219
+    data = np.vstack([idx, np.full_like(idx, 3.0)])
+    s.inputs.write(data.astype(np.float32), ts_of(idx))
+    s.pipe.push(data, ts_of(idx), restarts={220})
+    (ep,) = s.epocher.ready_epochs()
+    assert ep.label == "after" and s.epocher.health.gap_epochs_dropped == 1
+    assert s.pipe.health.filter_restarts == 1

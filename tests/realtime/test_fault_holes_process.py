@@ -1,11 +1,10 @@
-"""Fault-matrix holes, engine side: a lost marker stream, the CLI's result cursor once the
-engine's result history is full, drops that nothing counted (viewer queue, marker queue,
-multi-channel markers, recorder write errors) and results published out of epoch order. All on
-real LSL streams with the tiny bundle."""
+"""Fault-matrix holes, engine side: a lost marker stream, the CLI's results past the engine's
+full history, drops that nothing counted (a stalled reader, marker queue, multi-channel markers,
+recorder write errors) and results published out of epoch order. All on real LSL streams with
+the tiny bundle."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import uuid
@@ -19,10 +18,11 @@ from neuralign.config import RealtimeConfig
 from neuralign.realtime.decisions import RunningAccuracy
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.lsl_io import make_outlet
-from neuralign.realtime.outputs import ViewerQueue
+from neuralign.realtime.queues import DropOldestQueue
 from neuralign.realtime.recorder import Recorder
 from neuralign.realtime.sources.base import MarkerQueue
 from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.subscriptions import recent
 from neuralign.recording_format import RESULTS
 from tests.realtime.faults import (
     Sender,
@@ -102,10 +102,11 @@ def test_fault_marker_stream_lost_and_back_shows_in_health_and_status(tiny_bundl
     assert "marker stream lost" in events and "marker stream reconnected (#1)" in events, events
 
 
-# ---- the CLI's result cursor past a full history -------------------------------------------------
+# ---- the CLI's results past a small subscription and a full history ------------------------------
 def test_fault_cli_results_follow_past_a_full_result_history(tiny_bundle, capsys):
-    """``engine.results`` keeps the newest ``results_maxlen``; the CLI's running accuracy and
-    --verbose-results used to freeze once it was full (a slice by position)."""
+    """The engine keeps the newest ``results_maxlen``; the CLI's running accuracy and
+    --verbose-results follow their own subscription, so they go on once that history is full
+    and a reader that falls behind says how many results it did not score."""
     bundle_dir, data_dir = tiny_bundle
     bundle = load_bundle(bundle_dir)
     raw = tiny_raw(data_dir, 8.0)
@@ -113,46 +114,48 @@ def test_fault_cli_results_follow_past_a_full_result_history(tiny_bundle, capsys
     sender = Sender(raw.ch_names, SFREQ)
     engine = _engine(bundle, sender, results_maxlen=5)
     acc = RunningAccuracy(bundle.template_ids)
-    cursor = 0
+    follow = engine.subscribe(maxlen=len(events))  # before the start, as the CLI does
+    stalled = engine.subscribe(maxlen=5)  # a reader that never looks until the end
+    dropped = 0
     engine.start()
     try:
         sender.wait_for_consumers()
         t = _send_in_thread(sender, raw, events)
         deadline = time.monotonic() + 30
         while (t.is_alive() or engine.n_decoded < len(events)) and time.monotonic() < deadline:
-            cursor = follow_results(engine, cursor, acc, verbose=True)  # what the CLI loop does
+            dropped = follow_results(follow, acc, True, dropped)  # what the CLI loop does
             time.sleep(0.02)
     finally:
         engine.stop()
-    cursor = follow_results(engine, cursor, acc, verbose=True)
+    dropped = follow_results(follow, acc, True, dropped)
     out = capsys.readouterr().out
     n = engine.n_decoded
-    assert engine.error is None and n == len(events) > 3 * engine.results.maxlen
-    assert len(engine.results) == 5 and cursor == n
+    assert engine.error is None and n == len(events) > 3 * 5
+    assert dropped == 0 and follow.dropped == 0
+    assert [r.epoch_id for r in recent(engine)] == list(range(n - 5, n))  # the kept history
     printed = [int(ln.split()[1]) for ln in out.splitlines() if ln.startswith("  epoch ")]
-    assert printed == list(range(n)), printed  # every result once, in order, across the wrap
+    assert printed == list(range(n)), printed  # every result once, in order, past the history
     assert "not scored" not in out
     assert acc.n_judged == n
-    late = engine.results_since(0)  # a reader that never looked: the newest 5, the rest missed
-    assert [r.epoch_id for r in late.results] == list(range(n - 5, n))
-    assert (late.cursor, late.missed) == (n, n - 5)
-    assert engine.results_since(n) == ([], n, 0)
-    follow_results(engine, 0, RunningAccuracy(bundle.template_ids))
+    assert stalled.dropped == n - 5  # the stalled reader: the newest 5, the rest dropped
+    assert follow_results(stalled, RunningAccuracy(bundle.template_ids)) == n - 5
     assert f"{n - 5} results not scored" in capsys.readouterr().out
+    assert stalled.drain() == [] and follow_results(stalled, acc, reported=n - 5) == n - 5
+    assert "not scored" not in capsys.readouterr().out  # said once
 
 
 # ---- drops that nothing counted ----------------------------------------------------------------
 def test_fault_viewer_queue_and_recorder_losses_are_in_health(tiny_bundle, tmp_path, capsys):
-    """A stalled viewer's queue drops the oldest results and a full disk fails the recorder's
-    writes: both counted in health (each result carries it) and named in the status line."""
+    """A stalled reader's subscription drops its oldest results and a full disk fails the
+    recorder's writes: both counted in health (each result carries it) and named in the status
+    line."""
     bundle_dir, data_dir = tiny_bundle
     bundle = load_bundle(bundle_dir)
     raw = tiny_raw(data_dir, 8.0)
     events = raw_events(raw)
     sender = Sender(raw.ch_names, SFREQ)
     engine = _engine(bundle, sender)
-    engine.viewer = ViewerQueue(maxsize=3)
-    engine.viewer.drain()  # a viewer is attached ... and then never reads again
+    viewer = engine.subscribe(maxlen=3)  # a viewer is attached ... and then never reads again
     rec = Recorder(tmp_path / "rec", raw.ch_names, raw.get_channel_types(), SFREQ)
     rec._files[RESULTS].close()
     rec._files[RESULTS] = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 - the disk is full
@@ -166,11 +169,11 @@ def test_fault_viewer_queue_and_recorder_losses_are_in_health(tiny_bundle, tmp_p
         h = engine.status()["health"]
         print_engine_status(engine)
         line = capsys.readouterr().out
-        last = engine.results[-1].health
+        last = recent(engine, 1)[0].health
     finally:
         engine.stop()
     n = engine.n_decoded
-    assert h["viewer_dropped"] == n - 3 and len(engine.viewer.drain()) == 3
+    assert h["viewer_dropped"] == n - 3 == viewer.dropped and len(viewer.drain()) == 3
     assert n <= h["recorder_write_errors"] <= rec.n_write_errors  # closing fails some more
     assert last["viewer_dropped"] == n - 4  # the result carries the count at its publication
     assert f"{n - 3} results dropped by the viewer" in line
@@ -229,7 +232,7 @@ def test_fault_multi_channel_markers_keep_the_label_and_count_the_rest(tiny_bund
 
 
 # ---- results in epoch order ------------------------------------------------------------------------
-class _SlowHandOff(queue.Queue):
+class _SlowHandOff(DropOldestQueue):
     """The ready queue, with the inference thread descheduled for 3 ms right after it takes an
     epoch (what a loaded machine does at any instruction): the epoch is then out of the queue
     but not yet counted as pending, the window in which an inline batch overtook it."""
@@ -250,16 +253,16 @@ def test_fault_results_are_published_in_epoch_order(tiny_bundle):
     sender = Sender(raw.ch_names, SFREQ, markers=False)
     cfg = RealtimeConfig(batch_size=4, max_wait_ms=10, sliding_hop_s=0.02)
     engine = _engine(bundle, sender, markers=False, cfg=cfg)
-    engine._ready = _SlowHandOff(maxsize=engine._ready.maxsize)
+    engine._ready = _SlowHandOff(engine._ready.maxsize, on_drop=engine._ready_dropped)
     order: list[int] = []  # epoch ids in the order the decider saw them (repetition store)
     engine.start()
-    decide = engine.decider.decide
+    build = engine.result_builder.build
 
     def recording_decide(batch):
         order.extend(ep.epoch_id for ep in batch)
-        return decide(batch)
+        return build(batch)
 
-    engine.decider.decide = recording_decide
+    engine.result_builder.build = recording_decide
     try:
         sender.wait_for_consumers()
         _send_in_thread(sender, raw, (), speed=3, chunk=7).join()
@@ -267,8 +270,9 @@ def test_fault_results_are_published_in_epoch_order(tiny_bundle):
     finally:
         engine.stop()
     assert engine.error is None
-    ids = [r.epoch_id for r in engine.results]
-    onsets = [r.marker_timestamp for r in engine.results]
+    results = recent(engine)
+    ids = [r.epoch_id for r in results]
+    onsets = [r.marker_timestamp for r in results]
     n_queued = len(ids) - engine.n_inline_batches  # >= the epochs the inference thread ran
     assert len(ids) > 150 and engine.n_inline_batches > 10 and n_queued > 10, (
         len(ids), engine.n_inline_batches)
@@ -277,4 +281,4 @@ def test_fault_results_are_published_in_epoch_order(tiny_bundle):
     assert order == ids
     onsets = np.asarray(onsets)
     assert np.all(np.diff(onsets[np.isfinite(onsets)]) > 0)
-    assert np.all(np.diff([r.last_sample_timestamp for r in engine.results]) > 0)
+    assert np.all(np.diff([r.last_sample_timestamp for r in results]) > 0)

@@ -16,7 +16,7 @@ from neuralign.bundle import NoiseNormalizationSection, load_bundle
 from neuralign.config import RealtimeConfig
 from neuralign.errors import DataError
 from neuralign.offline.loaders.things_eeg2 import load_published_dict
-from neuralign.realtime.decisions import Decider, Result, RunningAccuracy
+from neuralign.realtime.decisions import Result, ResultBuilder, RunningAccuracy
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.epocher import Epocher, EpochWindow
 from neuralign.realtime.inference import Decoder
@@ -38,13 +38,14 @@ def _push_all(pipes_and_data, ts: np.ndarray, chunk: int = 50) -> None:
 
 def _decode(bundle, decoder, x, ts, events, keep=None, pipe_kw=None):
     """Epochs of ``events`` through a real Pipeline + Epocher (only the ``keep`` channels in the
-    stream, --fill-missing), decided by a real Decider: (pipeline, epochs, results)."""
+    stream, --fill-missing), decided by a real ResultBuilder: (pipeline, epochs, results)."""
     keep = list(range(x.shape[0])) if keep is None else keep
     names = bundle.ch_names
     pipe = Pipeline(bundle, [names[i] for i in keep], SFREQ, fill_missing=len(keep) < len(names),
                     **(pipe_kw or {}))
     inputs = RingBuffer(len(keep), x.shape[1] + 10)
-    epo = Epocher(pipe, EpochWindow.for_pipeline(bundle.manifest.epoch, pipe), inputs)
+    epo = Epocher(pipe.output, EpochWindow.for_signal(bundle.manifest.epoch, pipe.output), inputs,
+                  health=pipe.health)
     for s, label in events:
         epo.add_onset(label, s, ts[s])
     eps = []
@@ -52,7 +53,7 @@ def _decode(bundle, decoder, x, ts, events, keep=None, pipe_kw=None):
         inputs.write(x[keep, a:a + 25].astype(np.float32), ts[a:a + 25])
         pipe.push(x[keep, a:a + 25], ts[a:a + 25])
         eps += epo.ready_epochs()
-    return pipe, eps, Decider(decoder, pipe.missing).decide(eps)
+    return pipe, eps, ResultBuilder(decoder, pipe.missing).build(eps)
 
 
 # ---- --fill-missing and whitening -------------------------------------------------------------
@@ -88,11 +89,11 @@ def test_fault_fill_missing_whitens_the_present_channels_on_their_own(tiny_bundl
     got = got - got.mean(axis=1, keepdims=True)  # a baseline, as every epoch gets
     ref = ref - ref.mean(axis=1, keepdims=True)
 
-    z = part.normalise(got)
+    z = part.normalize(got)
     assert np.all(z[missing] == 0)  # the neutral value the model's reconstruction fills in
     want = fitted_on_present.apply(got[keep])
     rel = np.linalg.norm(z[keep] - want) / np.linalg.norm(want)
-    full_w = full.normalise(ref)[keep]
+    full_w = full.normalize(ref)[keep]
     dev_new = float(np.median(np.abs(z[keep] - full_w)))
     dev_old = float(np.median(np.abs((full.whitening.w @ got)[keep] - full_w)))  # zeros via W
     assert rel < 0.03, rel  # measured 0.009 (the zeros through the full W: 0.43)
@@ -295,7 +296,7 @@ def test_fault_null_score_reads_back_as_nan():
 
 
 def test_fault_viewer_shows_a_result_with_a_null_score(qtbot, tiny_bundle):
-    """Over LSL (the JSON's null) and in process (to_dict's None): shown, the score as n/a."""
+    """Over LSL (the JSON's null) and in process (a NaN score): shown, the score as n/a."""
     from neuralign.realtime.outputs import ResultOutlet
     from neuralign.ui.feeds import LSLResultFeed
     from neuralign.ui.panels.stimulus import StimulusPanel
@@ -308,7 +309,7 @@ def test_fault_viewer_shows_a_result_with_a_null_score(qtbot, tiny_bundle):
 
     panel = StimulusPanel(ids, bundle.thumbnails, k=3)
     qtbot.addWidget(panel)
-    assert panel.show_result(r.to_dict())
+    assert panel.show_result(r)
     assert panel.topk_tiles[0].text.text().endswith("n/a")
     assert panel.topk_tiles[1].text.text().endswith("0.400")
 

@@ -122,7 +122,8 @@ def test_fault_nothing_grows_without_bound(tiny_bundle):
     assert len(store) == 50
     bundle = load_bundle(tiny_bundle[0])
     pipe = Pipeline(bundle, bundle.ch_names, 500.0)
-    ep = Epocher(pipe, EpochWindow.for_pipeline(bundle.manifest.epoch, pipe), RingBuffer(63, 100))
+    ep = Epocher(pipe.output, EpochWindow.for_signal(bundle.manifest.epoch, pipe.output),
+                 RingBuffer(63, 100), health=pipe.health)
     ep.add_markers(Marker(float(i), "c0001_i00") for i in range(MAX_UNPLACED + 500))
     ep.ready_epochs()
     assert len(ep._unplaced) <= MAX_UNPLACED
@@ -132,9 +133,10 @@ def test_fault_nothing_grows_without_bound(tiny_bundle):
     # results: the newest KEEP_HEALTH keep their health snapshot in memory, older ones drop it
     # (it went out on the wire and into the recording): 100000 snapshots were hundreds of MB
     from neuralign.realtime.decisions import Result
-    from neuralign.realtime.engine import KEEP_HEALTH
+    from neuralign.realtime.subscriptions import KEEP_HEALTH
 
+    reader = engine.subscribe()
     for i in range(KEEP_HEALTH + 50):
         engine._fan_out(Result(i, "x", 0.0, 0.0, 1, ["x"], [1.0], health={"gaps": 0}))
-    kept = [r.health is not None for r in engine.results]
+    kept = [r.health is not None for r in reader.drain()]
     assert sum(kept) == KEEP_HEALTH and all(kept[-KEEP_HEALTH:]) and not any(kept[:50])

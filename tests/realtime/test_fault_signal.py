@@ -172,8 +172,8 @@ def test_fault_railed_epochs_can_be_dropped_instead_of_flagged(tiny_bundle):
     bundle = load_bundle(tiny_bundle[0])
     pipe = Pipeline(bundle, bundle.ch_names, SFREQ, rail=0.5)
     inputs = RingBuffer(63, 15000)
-    ep = Epocher(pipe, EpochWindow.for_pipeline(bundle.manifest.epoch, pipe), inputs,
-                 sliding_hop_s=0.2, bad_epochs="drop")
+    ep = Epocher(pipe.output, EpochWindow.for_signal(bundle.manifest.epoch, pipe.output), inputs,
+                 sliding_hop_s=0.2, bad_epochs="drop", health=pipe.health)
     x = np.random.default_rng(3).standard_normal((63, 3000)) * 1e-5
     x[3, 1200] = 2.0  # railed
     ts = np.arange(3000) / SFREQ

@@ -18,6 +18,7 @@ from neuralign.errors import UserError
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.sources.factory import open_source
 from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.subscriptions import recent
 from tests.realtime.faults import (
     ResultReader,
     Sender,
@@ -81,10 +82,10 @@ def test_fault_unknown_and_garbage_markers_are_counted_never_decoded(tiny_bundle
     finally:
         engine.stop()
     assert engine.error is None
-    assert [r.marker for r in engine.results] == [v for _, v in events]
+    assert [r.marker for r in recent(engine)] == [v for _, v in events]
     h = engine.status()["health"]
     assert h["unknown_markers"] == 4 and h["bad_markers"] == 2
-    assert len(engine.decider.repetitions) <= len(bundle.template_ids)
+    assert len(engine.result_builder.repetitions) <= len(bundle.template_ids)
     unknown_logs = [r for r in caplog.records if "not an image id" in r.getMessage()]
     assert len(unknown_logs) == 3  # once per distinct value
 
@@ -245,12 +246,12 @@ def test_fault_timestamps_jump_repeat_and_drift(tiny_bundle):
     assert engine.error is None and st["gaps"] >= 3
     assert st["health"]["gap_epochs_dropped"] > 0
     assert 0 < engine.n_decoded < len(events)
-    for r in engine.results:
+    for r in recent(engine):
         assert 0 < r.last_sample_timestamp - r.marker_timestamp < 1.0
 
 
 def test_fault_result_consumer_stalling_5s_never_stalls_the_engine(tiny_bundle):
-    """A result inlet that stops reading for 5 s and a viewer queue nobody drains: decoding
+    """A result inlet that stops reading for 5 s (no in-process reader at all): decoding
     goes on, the late consumer then gets every result."""
     bundle_dir, data_dir = tiny_bundle
     bundle = load_bundle(bundle_dir)

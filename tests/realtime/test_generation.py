@@ -17,6 +17,7 @@ from neuralign.realtime.engine import Engine
 from neuralign.realtime.generation import GeneratorWorker
 from neuralign.realtime.replay import LSLReplayer
 from neuralign.realtime.replay.wiring import replay_source
+from neuralign.realtime.subscriptions import recent
 from neuralign.signal.events import annotation_onsets
 
 
@@ -69,7 +70,7 @@ def test_engine_generates_one_image_per_decoded_epoch(tiny_generator_bundle):
     gen = engine.generation
     assert gen.n_generated == engine.n_decoded == len(markers) and gen.n_dropped == 0
     by_epoch = {g.epoch_id: g for g in gen.images}
-    results = sorted(engine.results, key=lambda r: r.marker_timestamp)
+    results = sorted(recent(engine), key=lambda r: r.marker_timestamp)
     assert [r.epoch_id for r in results] == sorted(by_epoch)  # exactly one image per epoch
     assert {r.epoch_id for r in on_wire} <= set(by_epoch)
     assert [r.marker for r in results] == markers
@@ -184,7 +185,7 @@ def test_stop_drops_what_is_pending_after_its_timeout_and_joins(tiny_generator_b
         worker.submit([Result(epoch_id=2 * b + i, marker=None, marker_timestamp=0.0,
                               last_sample_timestamp=0.0, n_repetitions=1, topk_ids=[],
                               topk_scores=[]) for i in range(2)], list(z))
-    thread = worker._thread
+    (thread,) = worker._threads
     t0 = time.monotonic()
     worker.stop(timeout=0.3)
     assert time.monotonic() - t0 < 2.0 and not thread.is_alive()

@@ -20,6 +20,7 @@ from neuralign.config import RealtimeConfig
 from neuralign.offline.single_trial import decode_recording
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.subscriptions import recent
 from neuralign.signal.events import stimulus_events
 from tests.realtime.faults import wait_until
 from tests.realtime.producers import ArrivalProducer
@@ -58,7 +59,7 @@ def test_arrival_stamped_chunks_decode_every_epoch_as_offline(tiny_bundle, chunk
     producer = ArrivalProducer(raw.get_data(picks=bundle.ch_names), raw.info["sfreq"],
                                bundle.ch_names, events, chunk=chunk, jitter_s=0.001)
     engine = _session(bundle, producer, len(offline))
-    online = {r.marker_timestamp: r for r in engine.results}
+    online = {r.marker_timestamp: r for r in recent(engine)}
     st = engine.status()
     assert st["received"] == raw.n_times, st  # every sample arrived ...
     assert st["health"]["gap_epochs_dropped"] == 0, st  # ... so no epoch spans a gap
@@ -106,8 +107,9 @@ def test_fault_one_real_gap_drops_exactly_the_epochs_across_it_and_restarts_the_
 
 def test_fault_clock_sync_is_settable_from_the_cli():
     """--clock-sync reaches the data and the marker inlets (it could only be set in code)."""
+    from neuralign.cli.common import config_from_args
     from neuralign.cli.online import RUN_FLAGS
-    from neuralign.cli.parser import build_parser, config_from_args
+    from neuralign.cli.parser import build_parser
     from neuralign.realtime.sources.factory import open_source
 
     args = build_parser().parse_args(["run", "--bundle", "B", "--source", "lsl:amp",

@@ -1,5 +1,5 @@
 """The soak (issue 11) in a few seconds: replay + engine + recorder faster than real time, and
-every figure of the report. The 2-hour-equivalent run is 'neuralign bench soak' (README)."""
+every figure of the report. The 2-hour-equivalent run is 'neuralign bench soak' (docs/benchmarks/soak.md)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from neuralign.config import RealtimeConfig
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.recorder import Recorder, read_recording
 from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.subscriptions import recent
 from neuralign.units import implausible_unit
 from tests.realtime.faults import Sender, now, raw_events, tiny_raw, wait_until
 
@@ -60,7 +61,7 @@ def test_bad_units_microvolts_declared_as_volts_are_named_once(tiny_bundle, capl
     assert 1e5 < _ratios(engine)[0] < 1e7
     logged = [r for r in caplog.records if r.getMessage().startswith("units:")]
     assert len(logged) == 1  # once, whichever check found it
-    assert all(r.health["unit_warning"] == warning for r in list(engine.results)[-3:])
+    assert all(r.health["unit_warning"] == warning for r in recent(engine)[-3:])
     assert "UNITS: " in health_text(engine.status())
 
 
@@ -88,10 +89,10 @@ def test_bad_units_declared_microvolts_match_volts_without_warning(tiny_bundle):
         filtered, epochs = _ratios(engine)
         assert 1 / 3 < filtered < 3 and 1 / 3 < epochs < 3  # the checks ran, and agree
         assert "UNITS" not in health_text(engine.status())
-    assert [r.marker for r in uv.results] == [r.marker for r in ref.results]
-    assert [r.topk_ids for r in uv.results] == [r.topk_ids for r in ref.results]
-    np.testing.assert_allclose([r.topk_scores for r in uv.results],
-                               [r.topk_scores for r in ref.results], atol=1e-4)
+    assert [r.marker for r in recent(uv)] == [r.marker for r in recent(ref)]
+    assert [r.topk_ids for r in recent(uv)] == [r.topk_ids for r in recent(ref)]
+    np.testing.assert_allclose([r.topk_scores for r in recent(uv)],
+                               [r.topk_scores for r in recent(ref)], atol=1e-4)
 
 
 def test_recording_from_a_microvolt_stream_keeps_its_unit_and_reads_volts(tiny_sim, tmp_path):

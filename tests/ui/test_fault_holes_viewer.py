@@ -27,12 +27,12 @@ from tests.realtime.faults import Sender, now, stream_until, tiny_raw, wait_unti
 #: what a test puts before ``neuralign run``: an engine whose decoder fails on the first batch
 _BROKEN_DECODER = """
 import sys
-from neuralign.realtime.decisions import Decider
+from neuralign.realtime.decisions import ResultBuilder
 
 def broken(self, batch):
     raise RuntimeError("decoder exploded")
 
-Decider.decide = broken
+ResultBuilder.build = broken
 from neuralign.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -139,7 +139,7 @@ def test_fault_viewer_closes_when_its_engine_fails(qtbot, tiny_bundle):
         sender.wait_for_consumers()
         stream_until(sender, raw.get_data(), stop)
         time.sleep(2.0)  # the window is open; then an epoch reaches the broken decoder
-        engine.decider.decide = lambda batch: fail()
+        engine.result_builder.build = lambda batch: fail()
         sender.marker(bundle.template_ids[0], now())
 
     threading.Thread(target=feed_markers, daemon=True).start()

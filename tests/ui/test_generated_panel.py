@@ -12,6 +12,7 @@ from neuralign.config import RealtimeConfig
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay import LSLReplayer
 from neuralign.realtime.replay.wiring import replay_source
+from neuralign.realtime.subscriptions import recent
 from neuralign.ui.feeds import EngineFeed, LSLResultFeed
 from neuralign.ui.panels.generated import ATTACH_MODE, image_rgb
 from neuralign.ui.viewer import ViewerWindow
@@ -57,7 +58,7 @@ def test_generated_panel_follows_decoded_epochs(qtbot, generator_engine):
     qtbot.waitUntil(changed, timeout=40_000)
     assert panel.n_changes >= 3
     generated = {g.epoch_id: g for g in list(engine.generation.images)}
-    decoded = {r.epoch_id: r for r in list(engine.results)}
+    decoded = {r.epoch_id: r for r in recent(engine)}
     for epoch_id, g in seen.items():
         assert g is generated[epoch_id]  # the engine's own image of that epoch
         assert g.marker == decoded[epoch_id].marker
@@ -110,8 +111,8 @@ def test_a_generator_that_lost_to_the_mean_image_shows_the_retrieved_image(qtbot
         assert panel.fallback is not None and "mean training image" in panel.info.text()
         qtbot.waitUntil(lambda: panel.n_changes >= 2, timeout=40_000)
         shown = panel.shown
-        assert panel.tile.image_id == shown["topk_ids"][0]  # the retrieved top-1 of that epoch
-        assert shown["epoch_id"] in {r.epoch_id for r in list(engine.results)}
+        assert panel.tile.image_id == shown.topk_ids[0]  # the retrieved top-1 of that epoch
+        assert shown.epoch_id in {r.epoch_id for r in recent(engine)}
         win.close()
     finally:
         engine.stop()

@@ -89,7 +89,7 @@ def test_traces_have_a_scale_bar_in_microvolts(qtbot):
 
 
 def test_reconstruction_plot_names_its_units(qtbot, tiny_bundle):
-    from neuralign.ui.viewer import reconstruction_amplitude_label
+    from neuralign.ui.panels import reconstruction_amplitude_label
 
     man = load_bundle(tiny_bundle[0]).manifest
     label = reconstruction_amplitude_label(man)

@@ -22,6 +22,7 @@ from neuralign.config import RealtimeConfig
 from neuralign.realtime.engine import Engine
 from neuralign.realtime.replay import LSLReplayer
 from neuralign.realtime.replay.wiring import replay_source
+from neuralign.realtime.subscriptions import recent
 from neuralign.ui.feeds import EngineFeed, LSLResultFeed, default_trace_channels
 from neuralign.ui.panels import pearson_r
 from neuralign.ui.viewer import ViewerWindow
@@ -92,8 +93,8 @@ def test_engine_viewer_follows_trials_masks_and_closes_cleanly(qtbot, live_engin
         r = win.stimulus.shown
         if r is not None:
             tiles = win.stimulus.topk_tiles[: win.stimulus.k]
-            shown[r["epoch_id"]] = (tuple(win.stimulus.displayed_ids()),
-                                    tuple(t.pixmap_key() for t in tiles), r.get("marker"))
+            shown[r.epoch_id] = (tuple(win.stimulus.displayed_ids()),
+                                 tuple(t.pixmap_key() for t in tiles), r.marker)
 
     qtbot.waitUntil(lambda: win.state.n_results >= 1, timeout=40_000)
     # mask Oz like a user: a real mouse click on its dot in the sensor map
@@ -111,7 +112,7 @@ def test_engine_viewer_follows_trials_masks_and_closes_cleanly(qtbot, live_engin
     qtbot.waitUntil(progressed, timeout=40_000)
 
     # the top-k panel showed the engine's own results, and changed between trials
-    by_epoch = {r.epoch_id: r for r in list(engine.results)}
+    by_epoch = {r.epoch_id: r for r in recent(engine)}
     for epoch_id, (ids, keys, marker) in shown.items():
         r = by_epoch[epoch_id]
         assert list(ids) == r.topk_ids[: len(ids)]
@@ -156,19 +157,19 @@ def test_engine_viewer_follows_trials_masks_and_closes_cleanly(qtbot, live_engin
     _activate(qtbot, win)
     qtbot.keyClick(win, Qt.Key.Key_Space)
     assert win.paused
-    frozen, n0 = win.stimulus.shown["epoch_id"], win.state.n_results
+    frozen, n0 = win.stimulus.shown.epoch_id, win.state.n_results
     qtbot.waitUntil(lambda: engine.n_decoded >= n0 + 2 and win.state.n_results >= n0 + 2,
                     timeout=20_000)
-    assert win.stimulus.shown["epoch_id"] == frozen
+    assert win.stimulus.shown.epoch_id == frozen
     assert "PAUSED" in win._labels["pause"].text()
     qtbot.keyClick(win, Qt.Key.Key_Space)
     assert not win.paused
-    qtbot.waitUntil(lambda: win.stimulus.shown["epoch_id"] != frozen, timeout=5_000)
+    qtbot.waitUntil(lambda: win.stimulus.shown.epoch_id != frozen, timeout=5_000)
     assert win.state.n_results == len(win.state.history)  # every decoded epoch arrived
 
     # screenshot: a test artefact and the documentation image (with a repetition average shown)
     qtbot.waitUntil(lambda: win.mask.last_r is not None and win.fps() > 0
-                    and bool(win.stimulus.shown.get("avg_topk_ids")), timeout=20_000)
+                    and bool(win.stimulus.shown.avg_topk_ids), timeout=20_000)
     log.info("viewer: %.1f display updates/s, %.1f repaints/s, GUI thread %.0f %% CPU",
              win.fps(), win.paint_fps(), 100 * win.gui_cpu_fraction())
     win.screenshot_dir = tmp_path
@@ -176,7 +177,7 @@ def test_engine_viewer_follows_trials_masks_and_closes_cleanly(qtbot, live_engin
     assert len(list(tmp_path.glob("neuralign-viewer-*.png"))) == 1
     out = win.save_screenshot(tmp_path / "viewer.png")
     assert out.stat().st_size > 10_000
-    if os.environ.get("NEURALIGN_UPDATE_DOCS") == "1":  # refresh the README image on request only
+    if os.environ.get("NEURALIGN_UPDATE_DOCS") == "1":  # refresh the README's / docs' image on request only
         shutil.copyfile(out, REPO / "docs" / "viewer.png")
 
     # closing stops the feed thread, not the engine the window does not own
@@ -203,10 +204,10 @@ def test_lsl_result_feed_shows_the_engines_result_stream(qtbot, live_engine):
 
     qtbot.waitUntil(lambda: win.state.n_results >= 3 and win.stimulus.shown is not None
                     and win.state.n_judged > 0, timeout=40_000)
-    by_epoch = {r.epoch_id: r for r in list(engine.results)}
+    by_epoch = {r.epoch_id: r for r in recent(engine)}
     for r in win.state.history:  # what travelled over LSL is what the engine decoded
         assert r.topk_ids == by_epoch[r.epoch_id].topk_ids
-    assert win.stimulus.displayed_ids() == win.stimulus.shown["topk_ids"][: win.stimulus.k]
+    assert win.stimulus.displayed_ids() == win.stimulus.shown.topk_ids[: win.stimulus.k]
     win.toggle_mask("Oz")
     assert engine.masked_channels == []
     n_seen = win.state.n_results
@@ -229,7 +230,7 @@ def test_lsl_result_feed_shows_the_engines_result_stream(qtbot, live_engine):
 def test_owned_engine_stops_with_the_window(qtbot, live_engine):
     """``neuralign run --view``: the window owns the engine, so closing it stops the engine."""
     bundle, engine = live_engine
-    win = ViewerWindow(EngineFeed(engine, bundle), owns_engine=True)
+    win = ViewerWindow(EngineFeed(engine, bundle), owns_source=True)
     qtbot.addWidget(win)
     win.show()
     qtbot.waitUntil(lambda: win.state.n_results >= 1, timeout=40_000)

@@ -61,7 +61,7 @@ def _flat_button(text: str, tip: str) -> QPushButton:
 
 
 def color_text(text: str, color: QColor | str | None) -> str:
-    """Rich text in a colour (status-bar labels)."""
+    """Rich text in a color (status-bar labels)."""
     if color is None:
         return text
     c = color.name() if isinstance(color, QColor) else color

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PyQt6.QtCore import Qt
+from PyQt6.QtGui import QPixmap
 from PyQt6.QtWidgets import QLabel, QStackedLayout, QVBoxLayout, QWidget
 
-from neuralign.realtime.decisions import Generated
+from neuralign.realtime.decisions import Generated, Result
 from neuralign.ui.panels.common import IN_PROCESS_HINT, thumbnail_pixmap, unavailable_label
+from neuralign.ui.panels.registry import PanelContext, Slot, register_panel
 from neuralign.ui.panels.stimulus import STIM_PX, ThumbTile
+
+if TYPE_CHECKING:
+    from neuralign.ui.forms import Frame
 
 #: What the panel says when it cannot show generated images, by reason.
 NO_GENERATOR = "this bundle has no generator (neuralign export --generator GEN_RUN adds one)"
@@ -32,13 +39,13 @@ class GeneratedPanel(QWidget):
     """
 
     def __init__(self, unavailable: str | None = None, parent: QWidget | None = None,
-                 fallback: dict | None = None):
+                 fallback: dict[str, QPixmap] | None = None):
         super().__init__(parent)
         #: retrieved-image pixmaps by image id: with a generator that failed its validation the
         #: panel shows the retrieved top-1 image and says why (see show_retrieved)
         self.fallback = fallback if unavailable and fallback else None
         self.available = unavailable is None or self.fallback is not None
-        self.shown: Generated | None = None
+        self.shown: Generated | Result | None = None
         self.n_changes = 0
         outer = QVBoxLayout(self)
         outer.setContentsMargins(2, 2, 2, 2)
@@ -60,11 +67,11 @@ class GeneratedPanel(QWidget):
         outer.addLayout(self.stack)
         self.stack.setCurrentIndex(0 if self.available else 1)
 
-    def show_retrieved(self, r: dict | None) -> bool:
-        """Fallback mode only: the retrieved top-1 image of result form ``r``."""
+    def show_retrieved(self, r: Result | None) -> bool:
+        """Fallback mode only: the retrieved top-1 image of result ``r``."""
         if self.fallback is None or r is None or r is self.shown:
             return False
-        ids = r.get("topk_ids") or []
+        ids = r.topk_ids
         if not ids or ids[0] not in self.fallback:
             return False
         self.tile.set_image(ids[0], self.fallback[ids[0]], None)
@@ -88,3 +95,29 @@ def unavailable_text(reason: str) -> str | None:
     if not reason:
         return None
     return {"attach": ATTACH_MODE, "no generator": NO_GENERATOR}.get(reason, reason)
+
+
+@register_panel
+class GeneratedView:
+    """The generated image, top right beside the stimulus.
+
+    A generator that failed its validation makes no images: the panel then shows each epoch's
+    retrieved top-1 image (the stimulus panel's pixmaps) and says why.
+    """
+
+    name = "generated"
+    title = "Generated image"
+    slot = Slot.RIGHT_TOP
+    order = 1
+    stretch = 0
+
+    def build(self, ctx: PanelContext) -> GeneratedPanel:
+        off = ctx.feed.generated_unavailable()
+        gated = off not in ("", "attach", "no generator")
+        self.widget = GeneratedPanel(unavailable_text(off),
+                                     fallback=ctx.pixmaps(STIM_PX) if gated else None)
+        return self.widget
+
+    def update(self, frame: Frame) -> None:
+        self.widget.show_generated(frame.generated)
+        self.widget.show_retrieved(frame.latest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -20,6 +21,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from neuralign.realtime.decisions import Reconstruction
+from neuralign.ui.forms import ChannelComparison
 from neuralign.ui.panels.common import (
     IN_PROCESS_HINT,
     _flat_button,
@@ -27,8 +30,26 @@ from neuralign.ui.panels.common import (
     static_plot,
     unavailable_label,
 )
+from neuralign.ui.panels.registry import PanelContext, Slot, register_panel
+from neuralign.ui.panels.traces import amplitude_unit
+
+if TYPE_CHECKING:
+    from neuralign.bundle import Manifest
+    from neuralign.ui.forms import Frame
 
 log = logging.getLogger(__name__)
+
+
+def reconstruction_amplitude_label(manifest: Manifest) -> str:
+    """The reconstruction plot's y label: it shows the model's input, i.e. the epoch after the
+    bundle's noise normalization (whitened: in units of the noise s.d.), not the raw signal."""
+    method = manifest.noise_normalization.method if manifest.noise_normalization else "none"
+    if method == "mvnn":
+        return "whitened amplitude (noise s.d.)"
+    if method == "zscore":
+        return "z-scored amplitude (s.d.)"
+    unit, _ = amplitude_unit(manifest.channels.types)
+    return f"amplitude ({'V' if unit == 'µV' else unit})"
 
 
 def sensor_positions(ch_names: Sequence[str], ch_types: Sequence[str] | None = None
@@ -153,7 +174,8 @@ class MaskPanel(QWidget):
         self.stack.addWidget(body)
         self.stack.addWidget(unavailable_label(
             "Masking unavailable: the LSL result stream carries decoded results only; masked-"
-            f"channel reconstruction needs the engine and its viewer in one process: {IN_PROCESS_HINT}."))
+            "channel reconstruction needs the engine and its viewer in one process: "
+            f"{IN_PROCESS_HINT}."))
         self.available = available
         self.stack.setCurrentIndex(0 if available else 1)
         self.btn_clear.setEnabled(available)
@@ -281,27 +303,49 @@ class MaskPanel(QWidget):
             self.rec_plot.getPlotItem().setTitle("click a sensor to mask it", size="10pt")
         self.maskChanged.emit(list(self.masked))
 
-    def show_reconstruction(self, rec: dict | None) -> bool:
-        """Plot the selected channel of the engine's latest reconstruction (if it has it)."""
+    def show_reconstruction(self, rec: Reconstruction | None) -> bool:
+        """Plot the selected channel of the engine's latest reconstruction (if it has it).
+
+        A new reconstruction is told from the one on screen by its identity: the engine makes a
+        new object per batch."""
         if rec is None or self.selected is None or not self.available:
             return False
-        chans = list(rec.get("channels") or [])
-        if self.selected not in chans:
-            return False  # the engine has not run a batch with this mask yet
-        key = (rec.get("epoch_id"), self.selected, id(rec))
+        key = (rec.epoch_id, self.selected, id(rec))
         if key == self._shown_key:
             return False
-        j = chans.index(self.selected)
-        orig = np.asarray(rec["original"][j], np.float64)
-        recon = np.asarray(rec["reconstructed"][j], np.float64)
-        t = self.tmin + np.arange(orig.size) / self.sfreq
-        self.orig_curve.setData(t, orig)
-        self.rec_curve.setData(t, recon)
-        self.last_r = pearson_r(orig, recon)
-        self.last_epoch = rec.get("epoch_id")
+        row = ChannelComparison.of(rec, self.selected)
+        if row is None:
+            return False  # the engine has not run a batch with this mask yet
+        t = self.tmin + np.arange(row.original.size) / self.sfreq
+        self.orig_curve.setData(t, row.original)
+        self.rec_curve.setData(t, row.reconstructed)
+        self.last_r = pearson_r(row.original, row.reconstructed)
+        self.last_epoch = row.epoch_id
         self.rec_plot.getPlotItem().setTitle(
             f"{self.ch_names[self.selected]}: r = {self.last_r:.2f} (epoch {self.last_epoch})",
             size="10pt")
         self.rec_plot.getPlotItem().enableAutoRange()
         self._shown_key = key
         return True
+
+
+@register_panel
+class MaskView:
+    """The masked-channel reconstruction, bottom right: a sensor click asks the feed to mask."""
+
+    name = "mask"
+    title = "Masked-channel reconstruction"
+    slot = Slot.RIGHT_BOTTOM
+    order = 0
+    stretch = 0
+
+    def build(self, ctx: PanelContext) -> MaskPanel:
+        man = ctx.bundle.manifest
+        self.widget = MaskPanel(ctx.bundle.ch_names, man.channels.types,
+                                ctx.feed.supports_masking, float(man.sfreq),
+                                float(man.epoch.tmin), reconstruction_amplitude_label(man))
+        self.widget.maskChanged.connect(ctx.feed.set_masked)
+        return self.widget
+
+    def update(self, frame: Frame) -> None:
+        self.widget.show_reconstruction(frame.reconstruction)

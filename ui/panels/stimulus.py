@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PyQt6.QtCore import Qt
@@ -16,15 +17,15 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from neuralign.realtime.decisions import Result
 from neuralign.ui.panels.common import thumbnail_pixmap
+from neuralign.ui.panels.registry import PanelContext, Slot, register_panel
+
+if TYPE_CHECKING:
+    from neuralign.ui.forms import Frame
 
 TILE_PX = 64  # retrieved thumbnails (48 px in the bundle): readable at 1366x768 with k=5 in a row
 STIM_PX = 112
-
-
-def _score(v: float | None) -> float:
-    """A displayed score: null (a non-finite score on the wire, None in a result dict) is NaN."""
-    return math.nan if v is None else float(v)
 
 
 class ThumbTile(QFrame):
@@ -82,14 +83,17 @@ class StimulusPanel(QWidget):
     """
 
     def __init__(self, template_ids: Sequence[str], thumbnails: np.ndarray, k: int = 5,
-                 parent: QWidget | None = None):
+                 parent: QWidget | None = None,
+                 pixmaps: Callable[[int], dict[str, QPixmap]] | None = None):
         super().__init__(parent)
-        self.pixmaps = {tid: thumbnail_pixmap(thumbnails[i], TILE_PX)
+        if pixmaps is None:  # ``pixmaps``: a window's shared cache (PanelContext.pixmaps)
+            def pixmaps(size: int) -> dict[str, QPixmap]:
+                return {tid: thumbnail_pixmap(thumbnails[i], size)
                         for i, tid in enumerate(template_ids) if i < len(thumbnails)}
-        self.stim_pixmaps = {tid: thumbnail_pixmap(thumbnails[i], STIM_PX)
-                             for i, tid in enumerate(template_ids) if i < len(thumbnails)}
+        self.pixmaps = pixmaps(TILE_PX)
+        self.stim_pixmaps = pixmaps(STIM_PX)
         self.k = k
-        self.shown: dict | None = None  # the result currently displayed
+        self.shown: Result | None = None  # the result currently displayed
         self.n_changes = 0
 
         lay = QGridLayout(self)
@@ -139,30 +143,32 @@ class StimulusPanel(QWidget):
         for i, t in enumerate(tiles[: self.k]):
             if i < len(ids):
                 tid = ids[i]
-                t.set_image(tid, self.pixmaps.get(tid), _score(scores[i]) if i < len(scores)
+                t.set_image(tid, self.pixmaps.get(tid), float(scores[i]) if i < len(scores)
                             else None, highlight=truth is not None and tid == truth)
             else:
                 t.set_image(None, None, None)
 
-    def show_result(self, r: dict | None) -> bool:
-        """Display one result dict (no-op when it is the one on screen). True if it changed."""
-        if r is None or (self.shown is not None and r.get("epoch_id") == self.shown.get("epoch_id")):
+    def show_result(self, r: Result | None) -> bool:
+        """Display one result (no-op when it is the one on screen). True if it changed.
+
+        A NaN score (null on the strict LSL wire) shows as "n/a": the result is still shown.
+        """
+        if r is None or (self.shown is not None and r.epoch_id == self.shown.epoch_id):
             return False
-        marker = r.get("marker")
+        marker = r.marker
         self.stim.set_image(marker, self.stim_pixmaps.get(marker), None)
         if marker is None:
             self.stim.pic.setText("no marker\n(sliding window)")
         known = marker in self.pixmaps
         truth = marker if known else None
-        info = f"epoch {r.get('epoch_id')}"
+        info = f"epoch {r.epoch_id}"
         if marker is not None and not known:
             info += " — not in the template bank"
         self.stim_info.setText(info)
-        self._fill(self.topk_tiles, r.get("topk_ids") or [], r.get("topk_scores") or [], truth)
-        avg_ids = r.get("avg_topk_ids")
-        if avg_ids:
-            self.avg_title.setText(f"<b>Repetition average (n = {r.get('n_repetitions', '?')})</b>")
-            self._fill(self.avg_tiles, avg_ids, r.get("avg_topk_scores") or [], truth)
+        self._fill(self.topk_tiles, r.topk_ids, r.topk_scores, truth)
+        if r.avg_topk_ids:
+            self.avg_title.setText(f"<b>Repetition average (n = {r.n_repetitions})</b>")
+            self._fill(self.avg_tiles, r.avg_topk_ids, r.avg_topk_scores or [], truth)
         else:
             self.avg_title.setText("<b>Repetition average</b> (first presentation)")
             for t in self.avg_tiles:
@@ -174,3 +180,22 @@ class StimulusPanel(QWidget):
     def displayed_ids(self) -> list[str | None]:
         """The ids the top-k tiles show right now (read from the widgets, for tests and logs)."""
         return [t.image_id for t in self.topk_tiles[: self.k]]
+
+
+@register_panel
+class StimulusView:
+    """The stimulus and top-k panel, top right (it takes the row's spare width)."""
+
+    name = "stimulus"
+    title = "Stimulus and retrieved images"
+    slot = Slot.RIGHT_TOP
+    order = 0
+    stretch = 1
+
+    def build(self, ctx: PanelContext) -> StimulusPanel:
+        self.widget = StimulusPanel(ctx.bundle.template_ids, ctx.bundle.thumbnails, ctx.top_k,
+                                    pixmaps=ctx.pixmaps)
+        return self.widget
+
+    def update(self, frame: Frame) -> None:
+        self.widget.show_result(frame.latest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -23,6 +24,10 @@ from PyQt6.QtWidgets import (
 
 from neuralign.ui.feeds import TraceSnapshot, default_trace_channels
 from neuralign.ui.panels.common import IN_PROCESS_HINT, _flat_button, static_plot, unavailable_label
+from neuralign.ui.panels.registry import PanelContext, Slot, register_panel
+
+if TYPE_CHECKING:
+    from neuralign.ui.forms import Frame
 
 GOOD_PEN = pg.mkPen((200, 220, 255), width=1)
 BAD_PEN = pg.mkPen((255, 60, 60), width=1)
@@ -210,7 +215,8 @@ class TracePanel(QWidget):
 class ChannelDialog(QDialog):
     """Pick the trace channels from a checkable list (defaults: occipital/parietal)."""
 
-    def __init__(self, names: Sequence[str], selected: Sequence[str], parent: QWidget | None = None):
+    def __init__(self, names: Sequence[str], selected: Sequence[str],
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Trace channels")
         self.names = list(names)
@@ -242,7 +248,8 @@ class ChannelDialog(QDialog):
         keep = set(names)
         for i in range(self.list.count()):
             it = self.list.item(i)
-            it.setCheckState(Qt.CheckState.Checked if it.text() in keep else Qt.CheckState.Unchecked)
+            it.setCheckState(Qt.CheckState.Checked if it.text() in keep
+                             else Qt.CheckState.Unchecked)
 
     def _default(self) -> None:
         self._set(default_trace_channels(self.names))
@@ -250,3 +257,23 @@ class ChannelDialog(QDialog):
     def selected(self) -> list[str]:
         return [self.list.item(i).text() for i in range(self.list.count())
                 if self.list.item(i).checkState() == Qt.CheckState.Checked]
+
+
+@register_panel
+class TracesView:
+    """The live traces, the window's left column; its Channels button opens the window's picker."""
+
+    name = "traces"
+    title = "Filtered traces"
+    slot = Slot.LEFT
+    order = 0
+    stretch = 0
+
+    def build(self, ctx: PanelContext) -> TracePanel:
+        self.widget = TracePanel(ctx.feed.supports_traces, ctx.window_s,
+                                 amplitude_unit(ctx.bundle.manifest.channels.types))
+        self.widget.channelsRequested.connect(ctx.choose_channels)
+        return self.widget
+
+    def update(self, frame: Frame) -> None:
+        self.widget.show_traces(frame.traces)
