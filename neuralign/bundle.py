@@ -162,6 +162,25 @@ class ScaleSection(_Part):
     whitened_rms: float | None = None
 
 
+class CalibrationSection(_Part):
+    """Temperature scaling of the retrieval scores: ``p(image) = softmax(cosine / T)`` over the
+    template bank, fitted at export on validation trials (never the test trials a report
+    scores). Absent in bundles exported before it: the engine then publishes no probabilities.
+    """
+
+    temperature: float = Field(gt=0)
+    method: str = "temperature scaling: T minimising the validation NLL of the true image"
+    split: str = "validation images (held out of training)"
+    n_trials: int = 0  # single trials the temperature was fitted on
+    n_candidates: int = 0  # the validation template bank's size
+    nll: float | None = None  # validation NLL at T
+    ece: float | None = None  # validation expected calibration error (top-1, 10 bins) at T
+    # dynamic stopping chosen on the same validation trials: stop once the accumulated top-1
+    # posterior reaches the threshold, or at the maximum repetitions
+    recommended_threshold: float | None = None
+    recommended_max_reps: int | None = None
+
+
 class Manifest(_Part):
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -179,6 +198,7 @@ class Manifest(_Part):
     provenance: str | None = None  # where the epochs came from (e.g. "neuralign-causal")
     training_config: dict[str, Any] | None = None
     scale: ScaleSection | None = None  # absent in bundles exported before it
+    calibration: CalibrationSection | None = None  # absent in bundles exported before it
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

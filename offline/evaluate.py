@@ -182,6 +182,33 @@ class Evaluator:
             rows.append(row)
         return rows
 
+    # ---- calibration, ITR, dynamic stopping ---------------------------------------------------
+    def closed_loop(self, soa: float, temperature: float | None = None,
+                    max_reps: int = 4) -> dict | None:
+        """Calibrated confidence (temperature fitted on validation trials), Wolpaw ITR of
+        fixed repetitions and of dynamic stopping on the test trials
+        (:func:`neuralign.offline.calibration.closed_loop_report`); None for a model without a
+        shared embedding space or without validation images."""
+        from neuralign.offline.calibration import (
+            blocks,
+            closed_loop_report,
+            single_trial_scores,
+            validation_scores,
+        )
+
+        if not self.embeds or len(self.prep.val_index) < 2:
+            return None
+        val = validation_scores(self.model, self.prep)
+        x = self.prep.x_test
+        test = single_trial_scores(self.model, x, self.prep.f_test, self.batch)
+        r_max = int(min(max_reps, val.shape[1], x.shape[1]))
+        _, target = blocks(test, r_max)
+        k = x.shape[1] // r_max  # the same sequences: the first r of each block, averaged
+        seq = x[:, : k * r_max].reshape(len(x) * k, r_max, *x.shape[2:])
+        avg_acc = {r: float((self.similarity(seq[:, :r].mean(axis=1)).argmax(1) == target).mean())
+                   for r in range(1, r_max + 1)}
+        return closed_loop_report(val, test, soa, temperature, r_max, avg_epoch_acc=avg_acc)
+
     # ---- encoding ----------------------------------------------------------------------------
     @torch.no_grad()
     def predicted_responses(self, f: np.ndarray, raw: bool = False) -> np.ndarray | None:
@@ -251,7 +278,8 @@ class Evaluator:
         return scored_quantities(self.similarity(true), self.predicted_responses(self.prep.f_test),
                                  true, self.visual)
 
-    def run(self, masks: bool = True) -> dict:
+    def run(self, masks: bool = True, soa: float = 0.2) -> dict:
+        """The whole report; ``soa``: seconds per presentation (the ITR's clock)."""
         true = self.prep.x_test.mean(axis=1)
         report = {"queries": "test epochs averaged over all repetitions",
                   "prototype_normalisation": "cosine similarity; template embeddings L2-normalised; "
@@ -271,6 +299,9 @@ class Evaluator:
             report["encoding_raw_decoder"] = encoding_metrics(
                 self.predicted_responses(self.prep.f_test, raw=True), true, self.visual)
         report["accuracy_vs_repetitions"] = self.accuracy_vs_repetitions()
+        closed = self.closed_loop(soa)
+        if closed is not None:
+            report["closed_loop"] = closed
         if masks:
             report["masked_reconstruction"] = self.masked_reconstruction()
         return report
@@ -440,6 +471,9 @@ def write_figures(report: dict, prep: Prepared, out_dir: Path) -> list[Path]:
         paths.append(out_dir / "accuracy_vs_repetitions.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
+    closed = report.get("closed_loop")
+    if closed:
+        paths += _closed_loop_figures(closed, out_dir)
     masks = report.get("masked_reconstruction", [])
     if masks:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
@@ -471,4 +505,52 @@ def write_figures(report: dict, prep: Prepared, out_dir: Path) -> list[Path]:
             plt.close(fig)
         except Exception as exc:  # a figure must never fail an evaluation
             log.warning("encoding topomap skipped: %s", exc)
+    return paths
+
+
+def _closed_loop_figures(closed: dict, out_dir: Path) -> list[Path]:
+    """The reliability diagram (validation and test single trials, test accumulated) and
+    accuracy / ITR against repetitions (fixed) with the dynamic-stopping points."""
+    import matplotlib.pyplot as plt
+
+    cal = closed["calibration"]
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    for key, label in (("validation_single_trial", "validation, single trial"),
+                       ("test_single_trial", "test, single trial"),
+                       ("test_accumulated", f"test, accumulated 1-{closed['max_reps']} reps")):
+        bins = cal[key]["reliability"]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                label=f"{label} (ECE {cal[key]['ece']:.3f})")
+    ax.set_xlabel("top-1 probability")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(f"reliability, T = {closed['temperature']:.3f}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths = [out_dir / "reliability.png"]
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fixed, dyn = closed["fixed"], closed["dynamic_stopping"]["test"]
+    rec = closed["dynamic_stopping"]["recommended"]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    r = [row["n_repetitions"] for row in fixed]
+    for ax, key, name in ((axes[0], "accuracy", "top-1 accuracy"),
+                          (axes[1], "bits_per_min", "ITR (bits/min)")):
+        ax.plot(r, [row[key] for row in fixed], marker="o", label="fixed, summed evidence")
+        if f"{key}_averaged_epochs" in fixed[0]:
+            ax.plot(r, [row[f"{key}_averaged_epochs"] for row in fixed], marker="s",
+                    label="fixed, averaged epochs")
+        ax.scatter([d["mean_presentations"] for d in dyn], [d[key] for d in dyn], marker="x",
+                   color="C3", label="dynamic stopping")
+        ax.scatter([rec["mean_presentations"]], [rec[key]], s=90, facecolors="none",
+                   edgecolors="C3", label=f"recommended (p >= {rec['threshold']})")
+        ax.set_xlabel("presentations per selection")
+        ax.set_ylabel(name)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{closed['n_candidates']} candidates, SOA {closed['soa_s']} s", fontsize=9)
+    fig.tight_layout()
+    paths.append(out_dir / "itr_vs_repetitions.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
     return paths

@@ -34,6 +34,19 @@ ABLATIONS = {
 DEFAULT_ABLATIONS = ["full", "w/o L_con", "w/o L_fea", "w/o L_recon"]
 
 
+#: seconds per presentation when the dataset does not say (THINGS-EEG2's RSVP rate)
+DEFAULT_SOA = 0.2
+
+
+def presentation_soa(config: Config) -> tuple[float, str]:
+    """Seconds per presentation for the ITR, and where it came from: the simulator's SOA, else
+    :data:`DEFAULT_SOA` (the prepared arrays keep no onset times)."""
+    sim = config.dataset.simulation
+    if config.dataset.kind == "simulated" and sim is not None:
+        return float(sim.soa), "dataset.simulation.soa"
+    return DEFAULT_SOA, f"assumed ({DEFAULT_SOA} s, RSVP): the dataset does not record its SOA"
+
+
 def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool = True,
                  masks: bool = True, progress: Callable[[str], None] | None = None) -> dict:
     """Evaluate a run and write its report; ``progress`` gets one line as each stage starts
@@ -52,10 +65,13 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
     t0 = time.perf_counter()
     say(f"model: retrieval, classification, encoding, repetitions{', masked channels' if masks else ''}")
     evaluator = Evaluator(model, prep, seed=config.training.seed)
+    soa, soa_source = presentation_soa(config)
     report = {"run": str(run_dir), "model": config.model.name, "dataset": prep.meta.get("kind"),
               "provenance": prep.meta.get("provenance"),
               "n_test_images": len(prep.test_ids), "n_train_images": len(prep.train_ids),
-              **evaluator.run(masks=masks)}
+              **evaluator.run(masks=masks, soa=soa)}
+    if "closed_loop" in report:
+        report["closed_loop"]["soa_source"] = soa_source
     if baselines:
         say("ridge baselines and paired comparisons")
         report["ridge"] = ridge_baselines(prep, return_predictions=True)
@@ -114,6 +130,18 @@ def training_scale(prep, max_epochs: int = 400):
                         whitened_rms=median_epoch_rms(x))
 
 
+def _calibration(model, prep):
+    """The bundle's temperature, fitted on validation trials (None, logged, when it cannot be:
+    the bundle then carries no probabilities)."""
+    from neuralign.offline.calibration import fit_bundle_calibration
+
+    try:
+        return fit_bundle_calibration(model, prep)
+    except ValueError as exc:
+        log.warning("no calibration in the bundle: %s", exc)
+        return None
+
+
 def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) -> Path:
     """Write the engine's bundle: weights, template bank (test images), full preprocessing spec;
     with ``generator_run`` (a FLIG / SMR+ICG run trained on this run's brain embeddings, see
@@ -153,6 +181,7 @@ def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) 
         provenance=prep.meta.get("provenance"),
         training_config=dump_config(config),
         scale=training_scale(prep),
+        calibration=_calibration(model, prep),
     )
     generator_state = None
     if generator_run is not None:

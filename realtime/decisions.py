@@ -4,11 +4,19 @@
 one string sample per decoded epoch on LSL (type ``NeuralignResults``), appends the object to
 ``engine.results``, hands it to the viewer and writes ``Result.to_dict()`` to ``results.jsonl``.
 Any LSL client reads the JSON object ``{epoch_id, marker, marker_timestamp,
-last_sample_timestamp, n_repetitions, topk_ids, topk_scores[, avg_topk_ids, avg_topk_scores],
-stages_ms[, stream][, flags][, health]}``: ``avg_*`` only from an image's second presentation
-on, ``stream`` only from an engine with several sources, ``flags`` only when not empty (e.g.
-``"bad_samples"``), ``health`` (the engine's counters at publication) only while the result
-carries it.
+last_sample_timestamp, n_repetitions, topk_ids, topk_scores[, topk_probs][, avg_topk_ids,
+avg_topk_scores[, avg_topk_probs]], stages_ms[, stream][, flags][, health]}``: ``avg_*`` only
+from an image's second presentation on, ``*_probs`` only from a bundle with a calibration
+section, ``stream`` only from an engine with several sources, ``flags`` only when not empty
+(e.g. ``"bad_samples"``), ``health`` (the engine's counters at publication) only while the
+result carries it.
+
+Probabilities (calibrated bundles): ``topk_probs`` is the single-trial ``softmax(score / T)``
+over the whole template bank, at each top-k id; ``avg_topk_probs`` the accumulated posterior at
+each ``avg_topk_ids`` id: the softmax of the image's summed per-repetition log-likelihoods
+``score / T`` (independent repetitions, flat prior). The repetition decision itself still ranks
+by decoding the averaged epoch: on the demo data that is more accurate than ranking by summed
+scores (see docs/calibration.md), so ``avg_topk_probs`` need not decrease along the list.
 
 :class:`ResultBuilder` turns a batch of epochs into results: the single-trial decision and,
 through a :class:`RepetitionStore`, the decision on the running average of all presentations of
@@ -27,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from neuralign.itr import bits_per_minute, wolpaw_bits
+
 if TYPE_CHECKING:
     from neuralign.realtime.epocher import Epoch
     from neuralign.realtime.inference import Decoded, Decoder
@@ -37,7 +47,9 @@ SCORE_DIGITS = 6
 
 @dataclass
 class Result:
-    """One decoded epoch. Field order is the key order of the JSON on the wire."""
+    """One decoded epoch. Field order is the key order of the JSON on the wire, but for
+    ``topk_probs`` / ``avg_topk_probs`` (last, so positional construction is unchanged), which
+    follow their scores there."""
 
     epoch_id: int
     marker: str | None  # the image id of the marker; None in sliding-window mode
@@ -52,6 +64,8 @@ class Result:
     stream: str | None = None  # input stream of an engine with several sources (else absent)
     flags: list[str] = field(default_factory=list)  # e.g. "bad_samples" (absent when empty)
     health: dict[str, Any] | None = None  # the engine's health counters at publication
+    topk_probs: list[float] | None = None  # calibrated p of each top-k id (single trial)
+    avg_topk_probs: list[float] | None = None  # accumulated posterior of each avg_topk id
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form (``avg_*`` keys only when there is an average)."""
@@ -61,9 +75,13 @@ class Result:
             "last_sample_timestamp": self.last_sample_timestamp,
             "n_repetitions": self.n_repetitions, "topk_ids": list(self.topk_ids),
             "topk_scores": list(self.topk_scores)}
+        if self.topk_probs is not None:  # calibrated bundles only: older readers see no change
+            d["topk_probs"] = list(self.topk_probs)
         if self.avg_topk_ids is not None:
             d["avg_topk_ids"] = list(self.avg_topk_ids)
             d["avg_topk_scores"] = list(self.avg_topk_scores or [])
+            if self.avg_topk_probs is not None:
+                d["avg_topk_probs"] = list(self.avg_topk_probs)
         d["stages_ms"] = dict(self.stages_ms)
         if self.stream is not None:  # only multi-stream engines: older readers see no change
             d["stream"] = self.stream
@@ -83,6 +101,7 @@ class Result:
         ignored, so a reader keeps working when a newer engine adds fields. A null score (a
         non-finite one on the strict wire) reads back as NaN: the result is still a result."""
         avg_scores = d.get("avg_topk_scores")
+        probs, avg_probs = d.get("topk_probs"), d.get("avg_topk_probs")
         try:
             return cls(epoch_id=int(d["epoch_id"]), marker=d["marker"],
                        marker_timestamp=_num(d["marker_timestamp"]),
@@ -93,7 +112,10 @@ class Result:
                        avg_topk_scores=(None if avg_scores is None
                                         else [_num(s) for s in avg_scores]),
                        stages_ms=dict(d.get("stages_ms") or {}), stream=d.get("stream"),
-                       flags=list(d.get("flags") or []), health=d.get("health"))
+                       flags=list(d.get("flags") or []), health=d.get("health"),
+                       topk_probs=None if probs is None else [_num(p) for p in probs],
+                       avg_topk_probs=(None if avg_probs is None
+                                       else [_num(p) for p in avg_probs]))
         except KeyError as err:
             raise ValueError(f"not a neuralign result: no key {err.args[0]!r}") from None
 
@@ -178,23 +200,70 @@ class RepetitionStore:
         return self._n.get(label, 0)
 
 
+class EvidenceStore:
+    """Summed per-repetition log-likelihoods (``score / T`` over the whole bank) of each image:
+    the accumulated posterior is their softmax.
+
+    One float64 row of the bank's size per image, so at most ``max_values`` values are kept in
+    all (the least recently presented image is forgotten first, as in :class:`RepetitionStore`;
+    with a very large bank fewer images are kept than there, and a forgotten image's posterior
+    restarts from its next presentation).
+    """
+
+    def __init__(self, n_bank: int, max_labels: int = 4096, max_values: int = 2**23) -> None:
+        self.max_labels = max(1, min(max_labels, max_values // max(n_bank, 1)))
+        self._sum: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def add(self, label: str, loglik: np.ndarray) -> np.ndarray:
+        """Fold one repetition's log-likelihoods in; the image's sum so far."""
+        s = self._sum.get(label)
+        s = loglik.astype(np.float64) if s is None else s + loglik
+        self._sum[label] = s
+        self._sum.move_to_end(label)
+        while len(self._sum) > self.max_labels:
+            self._sum.popitem(last=False)
+        return s
+
+
+def _log_softmax(a: np.ndarray) -> np.ndarray:
+    """Row-wise log softmax (numerically stable; last axis)."""
+    m = a.max(axis=-1, keepdims=True)
+    z = a - m
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
 class ResultBuilder:
     """Epochs -> :class:`Result`: single-trial top-k and, for a repeated image, the top-k of its
     running average; every epoch of a batch and every average decoded by one decoder call.
 
     ``missing``: bundle channels the stream lacks (``--fill-missing``); the model reconstructs
     them in each epoch before anything else sees it.
+
+    ``temperature`` (default: the decoder's, from the bundle's calibration section): with it
+    every result carries calibrated probabilities (one (batch, bank) matrix product and softmax
+    in numpy per batch); without it (older bundles) none.
     """
 
     def __init__(self, decoder: Decoder, missing: Sequence[int] = (),
-                 max_repetition_images: int | None = None):
+                 max_repetition_images: int | None = None, temperature: float | None = None):
         self.decoder = decoder
         self.missing = np.asarray(missing, dtype=np.int64)
         # every template image fits; beyond it (realtime.decode_markers: all) the oldest are
         # forgotten
-        n_templates = len(getattr(decoder, "template_ids", ()))
-        self.repetitions = RepetitionStore(max_repetition_images or max(1024, n_templates))
+        template_ids = list(getattr(decoder, "template_ids", ()))
+        n_labels = max_repetition_images or max(1024, len(template_ids))
+        self.repetitions = RepetitionStore(n_labels)
         self.last_embeddings: list[np.ndarray] = []  # of the last build(), in batch order
+        t = temperature if temperature is not None else getattr(decoder, "temperature", None)
+        bank = getattr(decoder, "bank", None)
+        self.temperature: float | None = None
+        if t is not None and bank is not None and len(template_ids):
+            bank = bank.detach().cpu().numpy() if hasattr(bank, "detach") else np.asarray(bank)
+            self.temperature = float(t)
+            # (d, bank) scaled by 1/T once: a batch's log-likelihoods are one matrix product
+            self._bank_t = np.ascontiguousarray(bank.T / self.temperature, np.float32)
+            self._index = {img: i for i, img in enumerate(template_ids)}
+            self.evidence = EvidenceStore(len(template_ids), n_labels)
 
     def build(self, batch: Sequence[Epoch]) -> list[Result]:
         """Results of ``batch``, in order (``stages_ms`` is left for the engine to fill)."""
@@ -205,8 +274,7 @@ class ResultBuilder:
                 ep.data[self.missing] = self.decoder.reconstruct(
                     ep.data, self.missing.tolist())[self.missing]
             items.append(ep.data)
-            # repetitions are averaged within a stream, never across subjects
-            key = ep.label if ep.stream is None or ep.label is None else f"{ep.stream}/{ep.label}"
+            key = _repetition_key(ep)
             n, avg = (1, None) if key is None else self.repetitions.add(key, ep.data)
             counts.append(n)
             if avg is not None:
@@ -214,24 +282,46 @@ class ResultBuilder:
         decoded = iter(self.decoder.decode_all(items))
         out = []
         self.last_embeddings = []  # the batch's single-trial embeddings (the generator's input)
-        for ep, n in zip(batch, counts):
+        pairs = []
+        for n in counts:
             single = next(decoded)
             self.last_embeddings.append(single.embedding)
-            avg_dec = next(decoded) if n >= 2 else None
+            pairs.append((single, next(decoded) if n >= 2 else None))
+        loglik = (_log_softmax(np.stack(self.last_embeddings).astype(np.float32) @ self._bank_t)
+                  if self.temperature is not None and pairs else None)
+        for i, (ep, n, (single, avg_dec)) in enumerate(zip(batch, counts, pairs)):
+            probs = avg_probs = None
+            if loglik is not None:
+                probs = self._probs(loglik[i], single.topk_ids)
+                key = _repetition_key(ep)
+                if key is not None:
+                    acc = self.evidence.add(key, loglik[i])
+                    if avg_dec is not None:
+                        avg_probs = self._probs(_log_softmax(acc), avg_dec.topk_ids)
             out.append(Result(
                 epoch_id=ep.epoch_id, marker=ep.label, marker_timestamp=ep.onset_timestamp,
                 last_sample_timestamp=ep.last_sample_timestamp, n_repetitions=n,
                 topk_ids=single.topk_ids, topk_scores=_rounded(single),
                 avg_topk_ids=None if avg_dec is None else avg_dec.topk_ids,
                 avg_topk_scores=None if avg_dec is None else _rounded(avg_dec), stream=ep.stream,
-                flags=list(ep.flags)))
+                flags=list(ep.flags), topk_probs=probs, avg_topk_probs=avg_probs))
         return out
+
+    def _probs(self, log_post: np.ndarray, ids: Sequence[str]) -> list[float]:
+        """The posterior at ``ids`` (rounded for the wire)."""
+        idx = [self._index[i] for i in ids]
+        return [round(float(p), SCORE_DIGITS) for p in np.exp(log_post[idx])]
 
     def reconstruct(self, ep: Epoch, channels: Sequence[int]) -> Reconstruction:
         """Mask ``channels`` of ``ep`` and let the model fill them in from the others."""
         chans = list(channels)
         rec = self.decoder.reconstruct(ep.data, chans)
         return Reconstruction(ep.epoch_id, chans, ep.data[chans], rec[chans])
+
+
+def _repetition_key(ep: Epoch) -> str | None:
+    """Repetitions are averaged within a stream, never across subjects (None: no label)."""
+    return ep.label if ep.stream is None or ep.label is None else f"{ep.stream}/{ep.label}"
 
 
 def _rounded(dec: Decoded) -> list[float]:
@@ -246,6 +336,10 @@ class RunningAccuracy:
     ``n_avg_top1 / n_avg_judged`` counts every averaged decision (the viewer's status bar);
     :meth:`summary`'s ``avg_top1`` scores only the latest averaged decisions, as many as there are
     template images (about one current decision per image; the demo's line and JSON).
+
+    The information transfer rate (:mod:`neuralign.itr`) treats each single trial as one
+    selection among the bank's images at the running top-1 accuracy, at the observed
+    presentation rate (marked results over the span of their stimulus onsets).
     """
 
     def __init__(self, template_ids: Iterable[str]):
@@ -253,9 +347,24 @@ class RunningAccuracy:
         self.n_judged = self.n_top1 = self.n_top5 = 0
         self.n_avg_judged = self.n_avg_top1 = 0
         self._latest_avg: deque[tuple[bool, int]] = deque(maxlen=max(1, len(self.known)))
+        self.n_presented = 0  # marked results (stimulus presentations), truth known or not
+        self._first_onset = math.inf
+        self._last_onset = -math.inf
+
+    @property
+    def presentations_per_s(self) -> float | None:
+        """Observed presentation rate; None before two presentations at distinct times."""
+        span = self._last_onset - self._first_onset
+        if self.n_presented < 2 or not math.isfinite(span) or span <= 0:
+            return None
+        return (self.n_presented - 1) / span
 
     def add(self, r: Result) -> bool:
         """Score one result; False when its truth is unknown (not counted)."""
+        if r.marker is not None and math.isfinite(r.marker_timestamp):
+            self.n_presented += 1
+            self._first_onset = min(self._first_onset, r.marker_timestamp)
+            self._last_onset = max(self._last_onset, r.marker_timestamp)
         if r.marker is None or r.marker not in self.known or not r.topk_ids:
             return False
         self.n_judged += 1
@@ -274,13 +383,21 @@ class RunningAccuracy:
         return self
 
     def summary(self) -> dict[str, float]:
-        """``{"n"}`` alone before any judged result, else ``n, top1, top5, chance_top1`` and,
-        once an image repeated, ``avg_top1, avg_n_repetitions`` (JSON-ready)."""
+        """``{"n"}`` alone before any judged result, else ``n, top1, top5, chance_top1``, once
+        the presentation rate is known ``n_candidates, presentations_per_s, itr_bits,
+        itr_bits_per_min`` (single-trial Wolpaw ITR) and, once an image repeated, ``avg_top1,
+        avg_n_repetitions`` (JSON-ready)."""
         n = self.n_judged
         if not n:
             return {"n": 0}
         out: dict[str, float] = {"n": n, "top1": self.n_top1 / n, "top5": self.n_top5 / n,
                                  "chance_top1": 1 / len(self.known)}
+        rate = self.presentations_per_s
+        if rate is not None:
+            n_cand = len(self.known)
+            out.update(n_candidates=n_cand, presentations_per_s=rate,
+                       itr_bits=wolpaw_bits(n_cand, out["top1"]),
+                       itr_bits_per_min=bits_per_minute(n_cand, out["top1"], 1 / rate))
         latest = self._latest_avg
         if latest:
             out["avg_top1"] = sum(hit for hit, _ in latest) / len(latest)

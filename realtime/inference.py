@@ -71,6 +71,9 @@ class Decoder:
         self.top_k = min(top_k, len(bundle.template_ids))
         self.template_ids = bundle.template_ids
         self.bank = torch.from_numpy(np.ascontiguousarray(bundle.template_embeddings)).to(self.device)
+        cal = bundle.manifest.calibration
+        #: softmax temperature of the scores (None, an older bundle: results carry no probabilities)
+        self.temperature = cal.temperature if cal is not None else None
         m = bundle.manifest.model
         self.buckets = (sorted(set(buckets)) if buckets
                         else shape_buckets(batch_size, self.device.type))

@@ -95,6 +95,9 @@ class ViewerState:
              f"top-5 {100 * acc.n_top5 / n:.0f} %")
         if acc.n_avg_judged:
             s += f"  avg top-1 {100 * acc.n_avg_top1 / acc.n_avg_judged:.0f} %"
+        summary = acc.summary()  # the single-trial Wolpaw ITR at the observed presentation rate
+        if "itr_bits_per_min" in summary:
+            s += f"  ITR {summary['itr_bits_per_min']:.1f} bits/min"
         return s
 
 

@@ -84,7 +84,52 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"{args.config}: dataset.kind: expected 'simulated' for 'neuralign simulate' "
             f"(got {config.dataset.kind!r})"
         )
+    if args.live:
+        return simulate_live(config, args)
+    if not args.out:
+        raise UserError("neuralign simulate: --out is required (or --live to stream)")
     ensure_simulated(config, Path(args.out), force=True)
+    return 0
+
+
+def simulate_live(config: Config, args: argparse.Namespace) -> int:
+    """``neuralign simulate --live``: a virtual subject watching ``--markers`` on LSL."""
+    from neuralign.offline.simulator.live import VirtualSubject
+    from neuralign.realtime.replay.timing import PROFILES
+
+    sim = config.dataset.simulation
+    if sim.modality not in ("eeg", "meg", "mua"):
+        raise UserError(f"--live streams eeg, meg or mua, not {sim.modality!r}")
+    if args.timing and args.timing not in PROFILES:
+        raise UserError(f"--timing: unknown profile {args.timing!r}; known: {', '.join(PROFILES)}")
+    subject = VirtualSubject(sim, markers=args.markers, name=args.name,
+                             latency_s=args.latency_ms / 1e3, timing=args.timing,
+                             timing_seed=args.timing_seed, chunk_size=args.chunk_size,
+                             seed=args.live_seed, source_id=args.source_id)
+    subject.start()
+    sig = subject.signal
+    print(f"Virtual subject {args.name!r}: {sim.modality.upper()} {len(sig.ch_names)} ch @ "
+          f"{sig.sfreq:g} Hz (seed {sim.seed}, snr {sig.snr:g}, {len(sig.image_ids)} images), "
+          f"responses {args.latency_ms:g} ms after each marker of {args.markers!r}, timing "
+          f"{subject.timing.name}. Ctrl-C stops.")
+    t_end = time.monotonic() + args.duration if args.duration else None
+    next_status = time.monotonic() + args.status_every
+    try:
+        while subject.running and (t_end is None or time.monotonic() < t_end):
+            time.sleep(0.1)
+            if args.status_every > 0 and time.monotonic() >= next_status:
+                next_status += args.status_every
+                print(f"  {subject.n_sent / sig.sfreq:7.1f} s streamed, markers "
+                      f"{'connected' if subject.marker_connected else 'not connected'}: "
+                      f"{subject.n_markers} shown, {subject.n_unknown} unknown ids, "
+                      f"{subject.n_late} late, {subject.n_dropped} samples lost by the "
+                      "timing profile", flush=True)
+    except KeyboardInterrupt:
+        print("stopping ...")
+    finally:
+        subject.stop()
+    if subject.error is not None:
+        raise UserError(f"virtual subject stopped: {subject.error}")
     return 0
 
 
@@ -212,10 +257,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         "annotation per stimulus onset (for replay). Deterministic for a seed.",
     )
     add_config_args(p)
-    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--out", help="output directory (created); not with --live")
     p.add_argument("--seed", type=int, help="override dataset.simulation.seed")
     p.add_argument("--snr", type=float, help="override the difficulty (dataset.simulation.snr)")
     p.add_argument("--modality", choices=["eeg", "meg", "mua", "retina"], help="override the modality")
+    live = p.add_argument_group(
+        "live (a virtual subject; docs/virtual_subject.md)",
+        "--live streams the simulated subject on LSL in real time: each marker (an image id) of "
+        "--markers evokes that image's simulated response --latency-ms after its stamp. Use the "
+        "config and seed the bundle was trained on (the demo's by default).")
+    live.add_argument("--live", action="store_true", help="stream instead of writing a dataset")
+    live.add_argument("--markers", default="neuralign-markers", metavar="NAME",
+                      help="marker stream to watch: NAME or key=value[,...] of name, type, "
+                      "source_id (default %(default)s, what neuralign present sends)")
+    live.add_argument("--name", default="VirtualEEG", help="LSL data stream name (default "
+                      "%(default)s)")
+    live.add_argument("--source-id", help="LSL source_id (default: a new uuid)")
+    live.add_argument("--latency-ms", type=float, default=0.0,
+                      help="display delay added to each marker's stamp; the visual pathway's "
+                      "is in the simulated responses, and a bundle trained on simulated data "
+                      "expects none (default %(default)s)")
+    live.add_argument("--timing", metavar="PROFILE",
+                      help="deliver like a real device: ideal (default), wired-1khz, "
+                      "cyton-dongle, consumer-256 or brainflow (docs/timing_profiles.md)")
+    live.add_argument("--timing-seed", type=int, default=0, help="seed of the --timing draws")
+    live.add_argument("--chunk-size", type=int, default=10,
+                      help="samples per push when the profile does not set it (default "
+                      "%(default)s)")
+    live.add_argument("--live-seed", type=int,
+                      help="seed of the live background and trial variability (default: from "
+                      "--seed, independent of the dataset's sessions)")
+    live.add_argument("--duration", type=float, help="stop after this many seconds")
+    live.add_argument("--status-every", type=float, default=10.0,
+                      help="seconds between status lines, 0 = none (default %(default)s)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(

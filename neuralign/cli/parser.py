@@ -12,7 +12,7 @@ import logging
 import sys
 
 from neuralign import __version__, bench
-from neuralign.cli import demo, offline, online
+from neuralign.cli import demo, offline, online, present
 from neuralign.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for module in (offline, online, bench, demo):  # the order of 'neuralign --help'
+    for module in (offline, online, present, bench, demo):  # the order of 'neuralign --help'
         module.register(sub)
     return parser
 

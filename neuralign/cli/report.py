@@ -46,11 +46,30 @@ def print_report(rep: dict, path: str | Path) -> None:
                   f"{e['pearson_r_across_images_visual']:.3f}"
                   + (f" (ridge: {ridge['encoding']['pearson_r_across_images_visual']:.3f})"
                      if ridge else ""))
+    if "closed_loop" in rep:
+        print_closed_loop(rep["closed_loop"])
     for flag in rep.get("vs_ridge", {}).get("worse", []):
         v = rep["vs_ridge"]["metrics"][flag]
         print(f"WARNING: {flag} significantly below ridge: {v['model']:.3f} vs {v['ridge']:.3f} "
               f"(difference 95 % CI {v['difference_ci'][0]:+.3f}..{v['difference_ci'][1]:+.3f})")
     print(f"report: {path}")
+
+
+def print_closed_loop(cl: dict) -> None:
+    """Calibration, fixed-repetition and dynamic-stopping ITR lines of an evaluation report."""
+    c = cl["calibration"]
+    print(f"calibration (T {cl['temperature']:.3f} fitted on validation trials): ECE "
+          f"validation {c['validation_single_trial']['ece']:.3f}, test single-trial "
+          f"{c['test_single_trial']['ece']:.3f}, test accumulated "
+          f"{c['test_accumulated']['ece']:.3f}")
+    print(f"ITR ({cl['n_candidates']} candidates, SOA {cl['soa_s']} s), fixed repetitions: "
+          + "; ".join(f"{f['n_repetitions']}: top-1 {f['accuracy']:.3f} "
+                      f"{f['bits_per_min']:.1f} bits/min" for f in cl["fixed"]))
+    r = cl["dynamic_stopping"]["recommended"]
+    print(f"dynamic stopping (p >= {r['threshold']}, max {r['max_reps']}, chosen on validation): "
+          f"top-1 {r['accuracy']:.3f} with {r['mean_presentations']:.2f} presentations "
+          f"({r['presentations_saved']:.0%} fewer; fixed {r['max_reps']}: "
+          f"{r['fixed_accuracy']:.3f}), {r['bits_per_min']:.1f} bits/min")
 
 
 def accuracy_text(acc: dict) -> str:
@@ -62,6 +81,9 @@ def accuracy_text(acc: dict) -> str:
            f"(chance {acc['chance_top1']:.2f}, n {acc['n']})")
     if "avg_top1" in acc:
         txt += f", averaged ({acc['avg_n_repetitions']} reps) top-1 {acc['avg_top1']:.2f}"
+    if "itr_bits_per_min" in acc:
+        txt += (f", ITR {acc['itr_bits_per_min']:.1f} bits/min ({acc['n_candidates']} images, "
+                f"{acc['presentations_per_s']:.1f} presentations/s)")
     return txt
 
 

@@ -190,36 +190,68 @@ def _picks(data: np.ndarray, ch_names: list[str], visual: np.ndarray,
 
 
 @dataclass
-class _Experiment:
-    """What both sessions of one simulation share: the paradigm, the sensors, the sources."""
+class SubjectModel:
+    """What a simulated dataset's signals are made of, drawn from its seed: the paradigm (every
+    image), the sensors and the recorded units (visual dipoles for EEG/MEG, tuned units for MUA).
 
-    cfg: SimulationConfig
-    pre: PreprocessingConfig
-    out_dir: Path
+    :func:`simulate` and the live virtual subject (``live.py``) both get it from
+    :func:`subject_model`, so a live stream evokes exactly the image responses a model trained
+    on the dataset learned.
+    """
+
     paradigm: Paradigm
     info: mne.Info
     model: object  # the sensor model (None for MUA)
     visual: np.ndarray
     occ: np.ndarray
     ch_names: list[str]
-    sources: object  # visual dipoles (EEG/MEG) or tuned units (MUA)
+    sources: object  # VisualSources (EEG/MEG) or MuaTuning (MUA)
+
+
+@dataclass(kw_only=True)
+class _Experiment(SubjectModel):
+    """What both sessions of one simulation share: the subject, plus where and how it is written."""
+
+    cfg: SimulationConfig
+    pre: PreprocessingConfig
+    out_dir: Path
     row_of: np.ndarray  # image index -> its row in its split's epochs
 
 
-def _experiment(cfg: SimulationConfig, pre: PreprocessingConfig, out_dir: Path,
-                rng_par: np.random.Generator, rng_src: np.random.Generator) -> _Experiment:
-    """The paradigm and its image set (written), the sensors and the recorded units."""
-    paradigm = make_paradigm(cfg, rng_par)
-    image_dir = out_dir / "image_set"
-    write_image_set(paradigm, image_dir, cfg.image_size)
-    logger.info("wrote %d images to %s", len(paradigm.image_ids), image_dir)
+def _stage_rngs(seed: int) -> list[np.random.Generator]:
+    """Independent streams per stage: changing e.g. the image size never changes the signals."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
 
+
+def _subject(cfg: SimulationConfig, rng_par: np.random.Generator,
+             rng_src: np.random.Generator) -> SubjectModel:
+    paradigm = make_paradigm(cfg, rng_par)
     info, model, visual, occ = _sensor_setup(cfg)
     ch_names = list(info["ch_names"])
     # What the recorded units are (dipoles for EEG/MEG, tuned units for MUA): drawn once, shared
     # by the training and the test session.
     sources = (make_visual_sources(model, paradigm, rng_src) if model is not None
                else mua_tuning(paradigm, len(ch_names), cfg.sfreq, rng_src))
+    return SubjectModel(paradigm, info, model, visual, occ, ch_names, sources)
+
+
+def subject_model(cfg: SimulationConfig) -> SubjectModel:
+    """The paradigm, sensors and sources :func:`simulate` draws for ``cfg`` (nothing written)."""
+    if cfg.modality == "retina":
+        raise ValueError("the retina simulator has no continuous signal (modality 'retina')")
+    rng_par, rng_src = _stage_rngs(cfg.seed)[:2]
+    return _subject(cfg, rng_par, rng_src)
+
+
+def _experiment(cfg: SimulationConfig, pre: PreprocessingConfig, out_dir: Path,
+                rng_par: np.random.Generator, rng_src: np.random.Generator) -> _Experiment:
+    """The paradigm and its image set (written), the sensors and the recorded units."""
+    subject = _subject(cfg, rng_par, rng_src)
+    paradigm = subject.paradigm
+    image_dir = out_dir / "image_set"
+    write_image_set(paradigm, image_dir, cfg.image_size)
+    logger.info("wrote %d images to %s", len(paradigm.image_ids), image_dir)
+    info = subject.info
     train_idx, test_idx = paradigm.indices("train"), paradigm.indices("test")
     row_of = np.full(len(paradigm.image_ids), -1)
     row_of[train_idx] = np.arange(len(train_idx))
@@ -228,8 +260,7 @@ def _experiment(cfg: SimulationConfig, pre: PreprocessingConfig, out_dir: Path,
     with info._unlock():
         info["line_freq"] = cfg.line_freq if cfg.line_freq > 0 else None
         info["description"] = f"neuralign {__version__} simulator, seed {cfg.seed}"
-    return _Experiment(cfg, pre, out_dir, paradigm, info, model, visual, occ, ch_names, sources,
-                       row_of)
+    return _Experiment(**vars(subject), cfg=cfg, pre=pre, out_dir=out_dir, row_of=row_of)
 
 
 def _write_session(ex: _Experiment, name: str, images: np.ndarray, reps: int,
@@ -324,9 +355,7 @@ def simulate(
     pre = preprocessing if preprocessing is not None else PreprocessingConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Independent streams per stage: changing e.g. the image size never changes the signals.
-    seeds = np.random.SeedSequence(cfg.seed).spawn(6)
-    rng_par, rng_src, rng_tr, rng_te, rng_sig_tr, rng_sig_te = (np.random.default_rng(s) for s in seeds)
+    rng_par, rng_src, rng_tr, rng_te, rng_sig_tr, rng_sig_te = _stage_rngs(cfg.seed)
     ex = _experiment(cfg, pre, out_dir, rng_par, rng_src)
     train_idx, test_idx = ex.paradigm.indices("train"), ex.paradigm.indices("test")
 

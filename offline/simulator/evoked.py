@@ -167,6 +167,19 @@ def synthesize_evoked(
     )
 
 
+def noise_free_response(sources: VisualSources, image: int | None, sfreq: float) -> np.ndarray:
+    """Image ``image``'s response without trial variability, at unit scale (channels, window).
+
+    ``None``: the shared response (the mean over all images, the part no image-specific tuning
+    adds to). Why: the template a live stream's single trials are checked against.
+    """
+    n_win = int(round(RESPONSE_WINDOW_S * sfreq))
+    t = np.arange(n_win) / sfreq
+    shape = np.exp(-0.5 * ((t[None, :] - sources.latency[:, None]) / sources.width[:, None]) ** 2)
+    amp = sources.amplitude.mean(0) if image is None else sources.amplitude[image]
+    return sources.gain @ (amp[:, None] * shape)
+
+
 # ---------------------------------------------------------------------------------------------
 # Multi-unit activity
 

@@ -73,6 +73,10 @@ def test_live_decoding_matches_offline_trial_by_trial(tiny_bundle):
     # repetitions of the same image are averaged into a running decision
     reps = [r for r in online if r["n_repetitions"] >= 2]
     assert reps and all("avg_topk_ids" in r for r in reps)
+    # the tiny bundle is calibrated: probabilities on the wire, one per listed id
+    assert all(len(r["topk_probs"]) == len(r["topk_ids"]) for r in online)
+    assert all(0 < p <= 1 for r in online for p in r["topk_probs"])
+    assert all(len(r["avg_topk_probs"]) == len(r["avg_topk_ids"]) for r in reps)
     # latency instrumentation: every stage measured, end-to-end positive
     summary = engine.stats.summary()
     for stage in ("acquire", "filter", "epoch", "normalize", "wait_in_batch", "inference",
