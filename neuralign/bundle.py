@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -166,10 +166,22 @@ class CalibrationSection(_Part):
     """Temperature scaling of the retrieval scores: ``p(image) = softmax(cosine / T)`` over the
     template bank, fitted at export on validation trials (never the test trials a report
     scores). Absent in bundles exported before it: the engine then publishes no probabilities.
+
+    After ``r`` presentations of an image the engine decides on their averaged epoch, whose
+    cosines are sharper than a single trial's: its posterior is ``softmax(cosine / T_r)`` with
+    ``T_r = repetition_temperatures[r - 1]`` (beyond the list its last; absent, as in bundles
+    exported before it: ``T`` for every ``r``).
     """
 
     temperature: float = Field(gt=0)
-    method: str = "temperature scaling: T minimising the validation NLL of the true image"
+    repetition_temperatures: list[Annotated[float, Field(gt=0)]] | None = None
+
+    def temperature_at(self, r: int) -> float:
+        """``T_r`` of the decision on the average of ``r`` presentations."""
+        ts = self.repetition_temperatures
+        return float(ts[min(max(r, 1), len(ts)) - 1]) if ts else self.temperature
+    method: str = ("temperature scaling: T (single trial) and T_r (the average of r "
+                   "presentations) minimising the validation NLL of the true image")
     split: str = "validation images (held out of training)"
     n_trials: int = 0  # single trials the temperature was fitted on
     n_candidates: int = 0  # the validation template bank's size

@@ -263,6 +263,11 @@ class TrainingConfig(_Section):
     # raw decoder output D_B(P(f)) as the prediction.
     calibrate_encoding: bool = True
     n_val_trials: int = Field(740, ge=1)
+    # How the validation images are drawn (fixed seed): "images", any training images;
+    # "concepts", every image of whole training concepts held out of training (as many concepts
+    # as it takes to reach ~n_val_trials images), so validation is as zero-shot as the test and a
+    # temperature fitted there is not too sharp for unseen concepts (docs/calibration.md).
+    validation_split: Literal["images", "concepts"] = "images"
     # True: one sample per image, the mean of its repetitions (the paper); False: every single
     # trial; "random": each epoch, each image's sample is the mean of a random non-empty subset of
     # its repetitions (augmentation: as many steps as averaging, the variety of single trials).

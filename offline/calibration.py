@@ -6,9 +6,13 @@ single-trial cosine scores against the template bank become ``softmax(score / T)
 bank; ``T`` is the one parameter, chosen to minimise the negative log-likelihood of the true
 image on validation trials (images held out of training; never the test trials a report scores).
 
-Repetitions are treated as independent observations of the same image, so the posterior after
-``r`` presentations is ``softmax(sum_j score_j / T)`` (summed log-likelihoods; uniform prior).
-That is what :class:`neuralign.realtime.decisions.ResultBuilder` computes live, and what
+After ``r`` presentations the engine decides on the running average of the ``r`` epochs (decoding
+the averaged epoch ranks better than summing per-repetition log-likelihoods), so the posterior is
+that decision's: ``softmax(score_r / T_r)`` of the averaged epoch's cosines, with one temperature
+per repetition count ``r`` fitted the same way on validation sequences (``T_1 = T``; beyond the
+largest ``r`` validation shows, the last). Summing ``score / T`` over repetitions instead treats
+correlated repetitions as independent and is over-confident. That is what
+:class:`neuralign.realtime.decisions.ResultBuilder` computes live, and what
 :func:`dynamic_stopping` simulates offline.
 """
 
@@ -89,10 +93,35 @@ def calibration_report(scores: np.ndarray, target: np.ndarray, temperature: floa
             "reliability": reliability_bins(conf, hit, n_bins)}
 
 
-def accumulated_log_posterior(scores: np.ndarray, temperature: float) -> np.ndarray:
-    """(sequences, reps, bank) single-trial scores -> the log posterior after each repetition:
-    log softmax of the cumulative sum of ``score / T`` (independent repetitions, flat prior)."""
-    return log_posterior(np.cumsum(np.asarray(scores, np.float64), axis=1), temperature)
+def temperature_at(temperatures: list[float] | tuple[float, ...], r: int) -> float:
+    """``T_r`` (``temperatures[r - 1]``; beyond the list, its last)."""
+    return float(temperatures[min(max(r, 1), len(temperatures)) - 1])
+
+
+def repetition_log_posterior(avg_scores: np.ndarray, temperatures) -> np.ndarray:
+    """(sequences, reps, bank) cosines of the average of the first ``r`` repetitions (at
+    ``[:, r - 1]``) -> the log posterior of each: log softmax of ``score / T_r``."""
+    s = np.asarray(avg_scores, np.float64)
+    t = np.array([temperature_at(temperatures, r) for r in range(1, s.shape[1] + 1)])
+    return log_softmax(s / t[None, :, None], axis=-1)
+
+
+def fit_repetition_temperatures(avg_scores: np.ndarray, target: np.ndarray,
+                                temperature: float | None = None) -> list[float]:
+    """``T_r`` of each repetition count of ``avg_scores`` (sequences, reps, bank), each minimising
+    the NLL of ``target`` at that count; ``temperature`` (the single-trial fit, on every
+    validation trial rather than the first of each sequence) is ``T_1`` when given."""
+    ts = [fit_temperature(avg_scores[:, r], target) for r in range(avg_scores.shape[1])]
+    if temperature is not None:
+        ts[0] = float(temperature)
+    return ts
+
+
+def mean_of_first(scores: np.ndarray) -> np.ndarray:
+    """(sequences, reps, bank) single-trial scores -> the mean of the first ``r`` at ``[:, r-1]``:
+    the averaged epoch's scores of a linear model (synthetic scores, tests)."""
+    s = np.asarray(scores, np.float64)
+    return np.cumsum(s, axis=1) / np.arange(1, s.shape[1] + 1)[None, :, None]
 
 
 def blocks(scores: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,17 +188,51 @@ def single_trial_scores(model, x: np.ndarray, f: np.ndarray, batch: int = 256) -
     return (_unit(z.numpy()) @ _unit(bank.numpy()).T).reshape(n_img, reps, len(f))
 
 
-def validation_scores(model, prep) -> np.ndarray:
-    """:func:`single_trial_scores` of the validation images' trials against a bank of the
-    validation images (a retrieval task of about the test bank's size)."""
+def averaged_scores(model, x: np.ndarray, f: np.ndarray, r_max: int,
+                    batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's repetition decision offline: the repetitions of each image of ``x``
+    (images, reps, C, T) cut into :func:`blocks` of ``r_max``, and the cosines with the bank ``f``
+    of the average of each block's first ``r`` epochs: ((sequences, r_max, bank), each
+    sequence's image)."""
+    n_img, reps = x.shape[:2]
+    k = reps // r_max
+    if k < 1:
+        raise ValueError(f"{reps} repetitions cannot make a block of {r_max}")
+    seq = np.asarray(x[:, : k * r_max], np.float32).reshape(n_img * k, r_max, *x.shape[2:])
+    means = np.cumsum(seq, axis=1, dtype=np.float64)
+    means /= np.arange(1, r_max + 1)[None, :, None, None]
+    return (single_trial_scores(model, means.astype(np.float32), f, batch),
+            np.repeat(np.arange(n_img), k))
+
+
+def _validation(prep) -> tuple[np.ndarray, np.ndarray]:
     vi = np.asarray(prep.val_index)
     if len(vi) < 2:
         raise ValueError(f"{len(vi)} validation images: cannot fit a temperature")
-    return single_trial_scores(model, prep.x_train[vi], prep.f_train[vi])
+    return prep.x_train[vi], prep.f_train[vi]
 
 
-def fit_bundle_calibration(model, prep):
-    """The bundle's :class:`~neuralign.bundle.CalibrationSection`, fitted on validation trials."""
+def validation_scores(model, prep) -> np.ndarray:
+    """:func:`single_trial_scores` of the validation images' trials against a bank of the
+    validation images (a retrieval task of about the test bank's size)."""
+    return single_trial_scores(model, *_validation(prep))
+
+
+def validation_averaged_scores(model, prep, r_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`averaged_scores` of the validation images against a bank of themselves."""
+    x, f = _validation(prep)
+    return averaged_scores(model, x, f, min(r_max, x.shape[1]))
+
+
+def split_name(how: str = "images") -> str:
+    """What the validation trials are, by ``training.validation_split`` (bundle and report)."""
+    return ("validation concepts (every image of training concepts held out of training)"
+            if how == "concepts" else "validation images (held out of training)")
+
+
+def fit_bundle_calibration(model, prep, validation_split: str = "images"):
+    """The bundle's :class:`~neuralign.bundle.CalibrationSection`, fitted on validation trials
+    (``validation_split``: how they were drawn, ``training.validation_split``)."""
     from neuralign.bundle import CalibrationSection
 
     s = validation_scores(model, prep)
@@ -178,30 +241,26 @@ def fit_bundle_calibration(model, prep):
     t = fit_temperature(flat, target)
     rep = calibration_report(flat, target, t)
     r_max = min(REFERENCE_REPS, s.shape[1])
-    seq, seq_target = blocks(s, r_max)
-    _, dyn, best = recommend_threshold(accumulated_log_posterior(seq, t), seq_target)
-    return CalibrationSection(temperature=t, n_trials=len(target), n_candidates=s.shape[2],
+    avg, seq_target = validation_averaged_scores(model, prep, r_max)
+    ts = fit_repetition_temperatures(avg, seq_target, t)
+    _, dyn, best = recommend_threshold(repetition_log_posterior(avg, ts), seq_target)
+    return CalibrationSection(temperature=t, repetition_temperatures=ts, split=split_name(validation_split),
+                              n_trials=len(target), n_candidates=s.shape[2],
                               nll=rep["nll"], ece=rep["ece"],
                               recommended_threshold=dyn[best].threshold,
                               recommended_max_reps=r_max)
 
 
-def _fixed_rows(acc_lp: np.ndarray, target: np.ndarray, n_cand: int, soa: float,
-                avg_epoch_acc: dict[int, float] | None = None) -> list[dict]:
+def _fixed_rows(acc_lp: np.ndarray, target: np.ndarray, n_cand: int, soa: float) -> list[dict]:
     from neuralign.itr import bits_per_minute, wolpaw_bits
 
     rows = []
     for r in range(1, acc_lp.shape[1] + 1):
         conf, hit = top1(acc_lp[:, r - 1], target)
         acc = float(hit.mean())
-        row = {"n_repetitions": r, "accuracy": acc, "mean_confidence": float(conf.mean()),
-               "ece": ece(conf, hit), "bits_per_selection": wolpaw_bits(n_cand, acc),
-               "bits_per_min": bits_per_minute(n_cand, acc, r * soa)}
-        if avg_epoch_acc and r in avg_epoch_acc:
-            a = avg_epoch_acc[r]
-            row.update(accuracy_averaged_epochs=a,
-                       bits_per_min_averaged_epochs=bits_per_minute(n_cand, a, r * soa))
-        rows.append(row)
+        rows.append({"n_repetitions": r, "accuracy": acc, "mean_confidence": float(conf.mean()),
+                     "ece": ece(conf, hit), "bits_per_selection": wolpaw_bits(n_cand, acc),
+                     "bits_per_min": bits_per_minute(n_cand, acc, r * soa)})
     return rows
 
 
@@ -217,20 +276,30 @@ def recommend_threshold(acc_log_post: np.ndarray, target: np.ndarray,
     return fixed, dyn, min(ok, key=lambda i: (dyn[i].mean_presentations, -thresholds[i]))
 
 
+def _accumulated(conf_hit: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    conf = np.concatenate([c for c, _ in conf_hit])
+    hit = np.concatenate([h for _, h in conf_hit])
+    return {"ece": ece(conf, hit), "accuracy": float(hit.mean()),
+            "mean_confidence": float(conf.mean()), "n_decisions": len(hit),
+            "reliability": reliability_bins(conf, hit)}
+
+
 def closed_loop_report(val_scores: np.ndarray, test_scores: np.ndarray, soa: float,
                        temperature: float | None = None, max_reps: int = REFERENCE_REPS,
                        thresholds: tuple[float, ...] = THRESHOLDS,
-                       avg_epoch_acc: dict[int, float] | None = None) -> dict:
-    """Calibration, fixed-repetition and dynamic-stopping ITR of single-trial scores
-    (images, reps, bank) of validation and test trials (target: image i is bank entry i).
+                       val_avg: tuple[np.ndarray, np.ndarray] | None = None,
+                       test_avg: tuple[np.ndarray, np.ndarray] | None = None,
+                       repetition_temperatures: list[float] | None = None) -> dict:
+    """Calibration, fixed-repetition and dynamic-stopping ITR of validation and test trials.
 
-    The temperature (fitted on ``val_scores`` unless given) and the recommended threshold are
-    chosen on validation trials; every number reported as "test" comes from ``test_scores``.
-    Presentation sequences are disjoint blocks of ``max_reps`` repetitions of an image in
-    recorded order (:func:`blocks`). The recommendation is the threshold with the fewest mean
-    presentations whose validation accuracy reaches the fixed ``max_reps`` accuracy there.
-    ``avg_epoch_acc``: test accuracy of decoding the averaged epochs, by repetitions (shown
-    beside the summed-evidence decision).
+    ``val_scores`` / ``test_scores``: single-trial scores (images, reps, bank) (target: image i
+    is bank entry i). ``val_avg`` / ``test_avg``: (scores of the average of each sequence's first
+    r epochs (sequences, max_reps, bank), each sequence's image), as :func:`averaged_scores`
+    makes them; None: :func:`mean_of_first` of the scores' :func:`blocks` (a linear model).
+    ``T`` and ``T_r`` (fitted on validation unless given) and the recommended threshold are
+    chosen on validation trials; every number reported as "test" comes from the test trials.
+    The recommendation is the threshold with the fewest mean presentations whose validation
+    accuracy reaches the fixed ``max_reps`` accuracy there.
     """
     r_max = int(min(max_reps, val_scores.shape[1], test_scores.shape[1]))
     vflat = val_scores.reshape(-1, val_scores.shape[2])
@@ -240,14 +309,26 @@ def closed_loop_report(val_scores: np.ndarray, test_scores: np.ndarray, soa: flo
     tt = np.repeat(np.arange(test_scores.shape[0]), test_scores.shape[1])
     n_val, n_test = val_scores.shape[2], test_scores.shape[2]
 
-    vseq, vtg = blocks(val_scores, r_max)
-    tseq, ttg = blocks(test_scores, r_max)
-    v_lp, t_lp = accumulated_log_posterior(vseq, t), accumulated_log_posterior(tseq, t)
-    # accumulated calibration: every sequence after each of its 1..r_max repetitions
-    conf, hit = top1(t_lp.reshape(-1, n_test), np.repeat(ttg, r_max))
+    def avg_of(scores, given):
+        if given is not None:
+            return np.asarray(given[0])[:, :r_max], np.asarray(given[1])
+        seq, target = blocks(scores, r_max)
+        return mean_of_first(seq), target
+
+    (v_avg, vtg), (t_avg, ttg) = avg_of(val_scores, val_avg), avg_of(test_scores, test_avg)
+    ts = (fit_repetition_temperatures(v_avg, vtg, t) if repetition_temperatures is None
+          else [float(x) for x in repetition_temperatures])
+    v_lp, t_lp = repetition_log_posterior(v_avg, ts), repetition_log_posterior(t_avg, ts)
+    # the summed-evidence posterior of the same sequences (before T_r), for comparison
+    sum_lp = log_posterior(np.cumsum(blocks(test_scores, r_max)[0], axis=1), t)
+    by_r = [top1(t_lp[:, r], ttg) for r in range(r_max)]
     v_fixed, v_dyn, best = recommend_threshold(v_lp, vtg, thresholds)
     t_dyn = [dynamic_stopping(t_lp, ttg, th) for th in thresholds]
-    fixed = _fixed_rows(t_lp, ttg, n_test, soa, avg_epoch_acc)
+    fixed = _fixed_rows(t_lp, ttg, n_test, soa)
+    for row, (c, h) in zip(fixed, (top1(sum_lp[:, r], ttg) for r in range(r_max))):
+        row.update(temperature=temperature_at(ts, row["n_repetitions"]),
+                   summed_evidence_accuracy=float(h.mean()),
+                   summed_evidence_ece=ece(c, h))
     rec = t_dyn[best].to_dict(n_test, soa)
     rec.update(validation_accuracy=v_dyn[best].accuracy,
                validation_mean_presentations=v_dyn[best].mean_presentations,
@@ -256,17 +337,18 @@ def closed_loop_report(val_scores: np.ndarray, test_scores: np.ndarray, soa: flo
                presentations_saved=1 - rec["mean_presentations"] / r_max,
                reaches_fixed_accuracy=rec["accuracy"] >= fixed[-1]["accuracy"])
     return {
-        "temperature": t, "soa_s": soa, "n_candidates": n_test, "max_reps": r_max,
+        "temperature": t, "repetition_temperatures": ts, "soa_s": soa,
+        "n_candidates": n_test, "max_reps": r_max,
         "method": "p = softmax(cosine / T) over the template bank; T minimises the NLL of the "
                   "true image on validation single trials; after r presentations the posterior "
-                  "is the softmax of the summed score / T (independent repetitions)",
+                  "is softmax(cosine of the averaged epoch / T_r), T_r fitted likewise on "
+                  "validation sequences (the decision the engine makes)",
         "calibration": {
             "validation_single_trial": calibration_report(vflat, vt, t),
             "test_single_trial": calibration_report(tflat, tt, t),
-            "test_accumulated": {"ece": ece(conf, hit), "accuracy": float(hit.mean()),
-                                 "mean_confidence": float(conf.mean()),
-                                 "n_decisions": len(hit),
-                                 "reliability": reliability_bins(conf, hit)},
+            "test_accumulated": _accumulated(by_r),
+            "test_summed_evidence": _accumulated(
+                [top1(sum_lp[:, r], ttg) for r in range(r_max)]),
             "n_validation_candidates": n_val},
         "fixed": fixed,
         "dynamic_stopping": {

@@ -185,14 +185,16 @@ class Evaluator:
     # ---- calibration, ITR, dynamic stopping ---------------------------------------------------
     def closed_loop(self, soa: float, temperature: float | None = None,
                     max_reps: int = 4) -> dict | None:
-        """Calibrated confidence (temperature fitted on validation trials), Wolpaw ITR of
-        fixed repetitions and of dynamic stopping on the test trials
-        (:func:`neuralign.offline.calibration.closed_loop_report`); None for a model without a
+        """Calibrated confidence (temperatures fitted on validation trials), Wolpaw ITR of
+        fixed repetitions and of dynamic stopping on the test trials, every repetition decision
+        the engine's own (the averaged epoch's top-1 and ``softmax(cosine / T_r)``;
+        :func:`neuralign.offline.calibration.closed_loop_report`); None for a model without a
         shared embedding space or without validation images."""
         from neuralign.offline.calibration import (
-            blocks,
+            averaged_scores,
             closed_loop_report,
             single_trial_scores,
+            validation_averaged_scores,
             validation_scores,
         )
 
@@ -202,12 +204,10 @@ class Evaluator:
         x = self.prep.x_test
         test = single_trial_scores(self.model, x, self.prep.f_test, self.batch)
         r_max = int(min(max_reps, val.shape[1], x.shape[1]))
-        _, target = blocks(test, r_max)
-        k = x.shape[1] // r_max  # the same sequences: the first r of each block, averaged
-        seq = x[:, : k * r_max].reshape(len(x) * k, r_max, *x.shape[2:])
-        avg_acc = {r: float((self.similarity(seq[:, :r].mean(axis=1)).argmax(1) == target).mean())
-                   for r in range(1, r_max + 1)}
-        return closed_loop_report(val, test, soa, temperature, r_max, avg_epoch_acc=avg_acc)
+        return closed_loop_report(
+            val, test, soa, temperature, r_max,
+            val_avg=validation_averaged_scores(self.model, self.prep, r_max),
+            test_avg=averaged_scores(self.model, x, self.prep.f_test, r_max, self.batch))
 
     # ---- encoding ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -518,7 +518,7 @@ def _closed_loop_figures(closed: dict, out_dir: Path) -> list[Path]:
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
     for key, label in (("validation_single_trial", "validation, single trial"),
                        ("test_single_trial", "test, single trial"),
-                       ("test_accumulated", f"test, accumulated 1-{closed['max_reps']} reps")):
+                       ("test_accumulated", f"test, averaged 1-{closed['max_reps']} reps, T_r")):
         bins = cal[key]["reliability"]
         ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
                 label=f"{label} (ECE {cal[key]['ece']:.3f})")
@@ -537,10 +537,7 @@ def _closed_loop_figures(closed: dict, out_dir: Path) -> list[Path]:
     r = [row["n_repetitions"] for row in fixed]
     for ax, key, name in ((axes[0], "accuracy", "top-1 accuracy"),
                           (axes[1], "bits_per_min", "ITR (bits/min)")):
-        ax.plot(r, [row[key] for row in fixed], marker="o", label="fixed, summed evidence")
-        if f"{key}_averaged_epochs" in fixed[0]:
-            ax.plot(r, [row[f"{key}_averaged_epochs"] for row in fixed], marker="s",
-                    label="fixed, averaged epochs")
+        ax.plot(r, [row[key] for row in fixed], marker="o", label="fixed, averaged epochs")
         ax.scatter([d["mean_presentations"] for d in dyn], [d[key] for d in dyn], marker="x",
                    color="C3", label="dynamic stopping")
         ax.scatter([rec["mean_presentations"]], [rec[key]], s=90, facecolors="none",

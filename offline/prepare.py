@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -164,17 +165,42 @@ def apply_normalizer(norm: dict, x: np.ndarray) -> np.ndarray:
     return NoiseNormalizer.from_dict(norm).apply(x).astype(np.float32)
 
 
+def validation_index(config: Config, concepts: Sequence[str]) -> np.ndarray:
+    """Sorted indices of the validation images among the training images (``concepts``: each
+    image's concept), drawn with ``training.seed`` as ``training.validation_split`` says."""
+    tr = config.training
+    n_train = len(concepts)
+    n_val = min(tr.n_val_trials, max(1, n_train // 5))
+    if n_val < tr.n_val_trials:
+        log.warning("training.n_val_trials=%d > 20%% of %d training images; using %d",
+                    tr.n_val_trials, n_train, n_val)
+    rng = np.random.default_rng(tr.seed)
+    if tr.validation_split == "images":
+        return np.sort(rng.choice(n_train, size=n_val, replace=False))
+    labels = np.asarray([str(c) if c is not None else "" for c in concepts])
+    names = np.unique(labels)
+    if "" in names or len(names) < 2 or len(names) == n_train:
+        raise UserError(
+            "training.validation_split=concepts needs a concept label on every training image "
+            f"and several images per concept ({len(names)} distinct labels over {n_train} "
+            "images); use training.validation_split=images for this dataset")
+    held: list[np.ndarray] = []
+    n = 0
+    for c in rng.permutation(names):  # whole concepts until ~n_val images are held out
+        if n >= n_val or len(held) == len(names) - 1:
+            break
+        idx = np.flatnonzero(labels == c)
+        held.append(idx)
+        n += len(idx)
+    return np.sort(np.concatenate(held))
+
+
 def prepare(config: Config, data_dir: Path | None = None, features: Path | None = None,
             device: str = "cpu") -> Prepared:
     """Load, split off validation images, fit the normaliser, attach image features."""
     dataset = load_dataset(config, data_dir)
-    rng = np.random.default_rng(config.training.seed)
+    val_index = validation_index(config, dataset.train.concepts)
     n_train = dataset.train.n_images
-    n_val = min(config.training.n_val_trials, max(1, n_train // 5))
-    if n_val < config.training.n_val_trials:
-        log.warning("training.n_val_trials=%d > 20%% of %d training images; using %d",
-                    config.training.n_val_trials, n_train, n_val)
-    val_index = np.sort(rng.choice(n_train, size=n_val, replace=False))
     fit_mask = np.ones(n_train, dtype=bool)
     fit_mask[val_index] = False
     norm = fit_normalizer(config, dataset.train.data[fit_mask])

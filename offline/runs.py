@@ -72,6 +72,7 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
               **evaluator.run(masks=masks, soa=soa)}
     if "closed_loop" in report:
         report["closed_loop"]["soa_source"] = soa_source
+        report["closed_loop"]["validation_split"] = config.training.validation_split
     if baselines:
         say("ridge baselines and paired comparisons")
         report["ridge"] = ridge_baselines(prep, return_predictions=True)
@@ -130,13 +131,13 @@ def training_scale(prep, max_epochs: int = 400):
                         whitened_rms=median_epoch_rms(x))
 
 
-def _calibration(model, prep):
+def _calibration(model, prep, validation_split: str):
     """The bundle's temperature, fitted on validation trials (None, logged, when it cannot be:
     the bundle then carries no probabilities)."""
     from neuralign.offline.calibration import fit_bundle_calibration
 
     try:
-        return fit_bundle_calibration(model, prep)
+        return fit_bundle_calibration(model, prep, validation_split)
     except ValueError as exc:
         log.warning("no calibration in the bundle: %s", exc)
         return None
@@ -181,7 +182,7 @@ def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) 
         provenance=prep.meta.get("provenance"),
         training_config=dump_config(config),
         scale=training_scale(prep),
-        calibration=_calibration(model, prep),
+        calibration=_calibration(model, prep, config.training.validation_split),
     )
     generator_state = None
     if generator_run is not None:

@@ -12,11 +12,11 @@ section, ``stream`` only from an engine with several sources, ``flags`` only whe
 result carries it.
 
 Probabilities (calibrated bundles): ``topk_probs`` is the single-trial ``softmax(score / T)``
-over the whole template bank, at each top-k id; ``avg_topk_probs`` the accumulated posterior at
-each ``avg_topk_ids`` id: the softmax of the image's summed per-repetition log-likelihoods
-``score / T`` (independent repetitions, flat prior). The repetition decision itself still ranks
-by decoding the averaged epoch: on the demo data that is more accurate than ranking by summed
-scores (see docs/calibration.md), so ``avg_topk_probs`` need not decrease along the list.
+over the whole template bank, at each top-k id; ``avg_topk_probs`` the posterior of the
+repetition decision itself, the running average of the image's ``r`` presentations:
+``softmax(avg score / T_r)`` over the bank with the bundle's temperature for ``r`` repetitions
+(averaged epochs score sharper than single trials). Both follow their ids' order, so
+``avg_topk_probs[0]`` is the maximum posterior (what dynamic stopping reads).
 
 :class:`ResultBuilder` turns a batch of epochs into results: the single-trial decision and,
 through a :class:`RepetitionStore`, the decision on the running average of all presentations of
@@ -200,31 +200,6 @@ class RepetitionStore:
         return self._n.get(label, 0)
 
 
-class EvidenceStore:
-    """Summed per-repetition log-likelihoods (``score / T`` over the whole bank) of each image:
-    the accumulated posterior is their softmax.
-
-    One float64 row of the bank's size per image, so at most ``max_values`` values are kept in
-    all (the least recently presented image is forgotten first, as in :class:`RepetitionStore`;
-    with a very large bank fewer images are kept than there, and a forgotten image's posterior
-    restarts from its next presentation).
-    """
-
-    def __init__(self, n_bank: int, max_labels: int = 4096, max_values: int = 2**23) -> None:
-        self.max_labels = max(1, min(max_labels, max_values // max(n_bank, 1)))
-        self._sum: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def add(self, label: str, loglik: np.ndarray) -> np.ndarray:
-        """Fold one repetition's log-likelihoods in; the image's sum so far."""
-        s = self._sum.get(label)
-        s = loglik.astype(np.float64) if s is None else s + loglik
-        self._sum[label] = s
-        self._sum.move_to_end(label)
-        while len(self._sum) > self.max_labels:
-            self._sum.popitem(last=False)
-        return s
-
-
 def _log_softmax(a: np.ndarray) -> np.ndarray:
     """Row-wise log softmax (numerically stable; last axis)."""
     m = a.max(axis=-1, keepdims=True)
@@ -239,13 +214,16 @@ class ResultBuilder:
     ``missing``: bundle channels the stream lacks (``--fill-missing``); the model reconstructs
     them in each epoch before anything else sees it.
 
-    ``temperature`` (default: the decoder's, from the bundle's calibration section): with it
-    every result carries calibrated probabilities (one (batch, bank) matrix product and softmax
-    in numpy per batch); without it (older bundles) none.
+    ``temperature`` (default: the decoder's, from the bundle's calibration section) and
+    ``repetition_temperatures`` (``T_r`` of the average of ``r`` presentations; beyond the list
+    its last; default the decoder's, else ``T``): with them every result carries calibrated
+    probabilities (one (batch, d) x (d, bank) product and softmax in numpy per batch, the
+    averaged epochs' rows included); without (older bundles) none.
     """
 
     def __init__(self, decoder: Decoder, missing: Sequence[int] = (),
-                 max_repetition_images: int | None = None, temperature: float | None = None):
+                 max_repetition_images: int | None = None, temperature: float | None = None,
+                 repetition_temperatures: Sequence[float] | None = None):
         self.decoder = decoder
         self.missing = np.asarray(missing, dtype=np.int64)
         # every template image fits; beyond it (realtime.decode_markers: all) the oldest are
@@ -260,10 +238,13 @@ class ResultBuilder:
         if t is not None and bank is not None and len(template_ids):
             bank = bank.detach().cpu().numpy() if hasattr(bank, "detach") else np.asarray(bank)
             self.temperature = float(t)
-            # (d, bank) scaled by 1/T once: a batch's log-likelihoods are one matrix product
-            self._bank_t = np.ascontiguousarray(bank.T / self.temperature, np.float32)
+            ts = (repetition_temperatures if repetition_temperatures is not None
+                  else getattr(decoder, "repetition_temperatures", None))
+            # 1 / T_r by r (index 0 unused: r >= 1; index 1 is the single trial's T)
+            self._inv_t = 1.0 / np.array([self.temperature, self.temperature]
+                                         + [float(x) for x in list(ts or [])[1:]], np.float32)
+            self._bank = np.ascontiguousarray(bank.T, np.float32)  # (d, bank)
             self._index = {img: i for i, img in enumerate(template_ids)}
-            self.evidence = EvidenceStore(len(template_ids), n_labels)
 
     def build(self, batch: Sequence[Epoch]) -> list[Result]:
         """Results of ``batch``, in order (``stages_ms`` is left for the engine to fill)."""
@@ -287,25 +268,39 @@ class ResultBuilder:
             single = next(decoded)
             self.last_embeddings.append(single.embedding)
             pairs.append((single, next(decoded) if n >= 2 else None))
-        loglik = (_log_softmax(np.stack(self.last_embeddings).astype(np.float32) @ self._bank_t)
-                  if self.temperature is not None and pairs else None)
-        for i, (ep, n, (single, avg_dec)) in enumerate(zip(batch, counts, pairs)):
+        log_post = self._log_posteriors(pairs, counts) if self.temperature is not None else None
+        n_avg = 0
+        for i, (ep, n_rep, (single, avg_dec)) in enumerate(zip(batch, counts, pairs)):
             probs = avg_probs = None
-            if loglik is not None:
-                probs = self._probs(loglik[i], single.topk_ids)
-                key = _repetition_key(ep)
-                if key is not None:
-                    acc = self.evidence.add(key, loglik[i])
-                    if avg_dec is not None:
-                        avg_probs = self._probs(_log_softmax(acc), avg_dec.topk_ids)
+            if log_post is not None:
+                probs = self._probs(log_post[i], single.topk_ids)
+                if avg_dec is not None:  # the averaged epochs' rows follow the single trials
+                    avg_probs = self._probs(log_post[len(pairs) + n_avg], avg_dec.topk_ids)
+                    n_avg += 1
             out.append(Result(
                 epoch_id=ep.epoch_id, marker=ep.label, marker_timestamp=ep.onset_timestamp,
-                last_sample_timestamp=ep.last_sample_timestamp, n_repetitions=n,
+                last_sample_timestamp=ep.last_sample_timestamp, n_repetitions=n_rep,
                 topk_ids=single.topk_ids, topk_scores=_rounded(single),
                 avg_topk_ids=None if avg_dec is None else avg_dec.topk_ids,
                 avg_topk_scores=None if avg_dec is None else _rounded(avg_dec), stream=ep.stream,
                 flags=list(ep.flags), topk_probs=probs, avg_topk_probs=avg_probs))
         return out
+
+    def _log_posteriors(self, pairs: list[tuple[Decoded, Decoded | None]],
+                        counts: list[int]) -> np.ndarray | None:
+        """One row per single trial (at ``T``), then one per averaged epoch in batch order (at
+        ``T_r`` of its repetition count): one matrix product and softmax for the batch."""
+        if not pairs:
+            return None
+        last = len(self._inv_t) - 1
+        rows = [single.embedding for single, _ in pairs]
+        inv_t = [self._inv_t[1]] * len(pairs)
+        for (_, avg_dec), r in zip(pairs, counts):
+            if avg_dec is not None:
+                rows.append(avg_dec.embedding)
+                inv_t.append(self._inv_t[min(r, last)])
+        emb = np.asarray(rows, np.float32)
+        return _log_softmax((emb @ self._bank) * np.asarray(inv_t, np.float32)[:, None])
 
     def _probs(self, log_post: np.ndarray, ids: Sequence[str]) -> list[float]:
         """The posterior at ``ids`` (rounded for the wire)."""

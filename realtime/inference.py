@@ -74,6 +74,8 @@ class Decoder:
         cal = bundle.manifest.calibration
         #: softmax temperature of the scores (None, an older bundle: results carry no probabilities)
         self.temperature = cal.temperature if cal is not None else None
+        #: T_r of the average of r presentations (None: T for every r)
+        self.repetition_temperatures = cal.repetition_temperatures if cal is not None else None
         m = bundle.manifest.model
         self.buckets = (sorted(set(buckets)) if buckets
                         else shape_buckets(batch_size, self.device.type))

@@ -87,20 +87,32 @@ def _softmax(a):
     return e / e.sum()
 
 
-def test_results_carry_calibrated_and_accumulated_probabilities():
-    t = 0.5
-    builder = ResultBuilder(BankDecoder(temperature=t))
-    v1, v2 = np.array([3.0, 1.0, 0.0]), np.array([1.0, 2.0, 2.0])
+def test_results_carry_calibrated_probabilities_of_the_repetition_decision():
+    t, t2 = 0.5, 0.25
+    builder = ResultBuilder(BankDecoder(temperature=t), repetition_temperatures=[t, t2])
+    v1, v2, v3 = np.array([3.0, 1.0, 0.0]), np.array([1.0, 2.0, 2.0]), np.array([0.0, 3.0, 1.0])
     (r1,) = builder.build([_ep(0, "x", v1)])
     z1 = v1 / np.linalg.norm(v1)
     p1 = _softmax(z1 / t)  # softmax over the whole bank, not the top-k
     assert r1.topk_ids == ["x", "y"] and r1.avg_topk_probs is None
     np.testing.assert_allclose(r1.topk_probs, p1[[0, 1]], atol=1e-6)
     (r2,) = builder.build([_ep(1, "x", v2)])
-    z2 = v2 / np.linalg.norm(v2)
-    post = _softmax((z1 + z2) / t)  # summed log-likelihoods, not averaged scores
+    za = (v1 + v2) / 2
+    za = za / np.linalg.norm(za)
+    post = _softmax(za / t2)  # the averaged epoch's scores at T_2, not summed evidence
     idx = [BankDecoder.template_ids.index(i) for i in r2.avg_topk_ids]
     np.testing.assert_allclose(r2.avg_topk_probs, post[idx], atol=1e-6)
+    assert r2.avg_topk_probs[0] == pytest.approx(post.max(), abs=1e-6)  # the max posterior
+    assert r2.avg_topk_probs == sorted(r2.avg_topk_probs, reverse=True)
+    # a third presentation (beyond the list: T_2) and another image's first, in one batch
+    r3, other = builder.build([_ep(2, "x", v3), _ep(3, "y", v2)])
+    zb = (v1 + v2 + v3) / 3
+    post3 = _softmax(zb / np.linalg.norm(zb) / t2)
+    idx3 = [BankDecoder.template_ids.index(i) for i in r3.avg_topk_ids]
+    np.testing.assert_allclose(r3.avg_topk_probs, post3[idx3], atol=1e-6)
+    assert other.avg_topk_probs is None
+    np.testing.assert_allclose(other.topk_probs[0], _softmax(v2 / np.linalg.norm(v2) / t).max(),
+                               atol=1e-6)
     # on the wire after their scores; an old reader of the wire ignores them
     wire = r2.to_dict()
     keys = list(wire)

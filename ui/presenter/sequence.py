@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralign.errors import UserError
+from neuralign.errors import UserError, require_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _ID_COLUMNS = ("image", "image_id", "id")
@@ -134,9 +134,7 @@ def _timing_columns(header: list[str], where: str) -> dict[str, str]:
 
 def read_sequence(path: Path, images: Mapping[str, Path] | None, default: Timing) -> list[Trial]:
     """Trials of a sequence CSV (see the module doc); every error names the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--sequence: {path}: no such file")
+    path = require_file(path, "no such file", error=UserError, where="--sequence: ")
     with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))
     rows = [r for r in rows if any(c.strip() for c in r)]
