@@ -58,7 +58,10 @@ def print_report(rep: dict, path: str | Path) -> None:
 def print_closed_loop(cl: dict) -> None:
     """Calibration, fixed-repetition and dynamic-stopping ITR lines of an evaluation report."""
     c = cl["calibration"]
-    print(f"calibration (T {cl['temperature']:.3f} fitted on validation trials): ECE "
+    t_r = ", ".join(f"{t:.3f}" for t in cl.get("repetition_temperatures") or [])
+    print(f"calibration (T {cl['temperature']:.3f}"
+          + (f"; per repetition count T_r {t_r}" if t_r else "")
+          + " fitted on validation trials): ECE "
           f"validation {c['validation_single_trial']['ece']:.3f}, test single-trial "
           f"{c['test_single_trial']['ece']:.3f}, test accumulated "
           f"{c['test_accumulated']['ece']:.3f}")
