@@ -217,8 +217,9 @@ class ResultBuilder:
     ``temperature`` (default: the decoder's, from the bundle's calibration section) and
     ``repetition_temperatures`` (``T_r`` of the average of ``r`` presentations; beyond the list
     its last; default the decoder's, else ``T``): with them every result carries calibrated
-    probabilities (one (batch, d) x (d, bank) product and softmax in numpy per batch, the
-    averaged epochs' rows included); without (older bundles) none.
+    probabilities: a softmax over the bank of the scores the decoder computed for its top-k
+    (:attr:`Decoded.scores`), one per batch, the averaged epochs' rows included; without (older
+    bundles) none.
     """
 
     def __init__(self, decoder: Decoder, missing: Sequence[int] = (),
@@ -233,17 +234,14 @@ class ResultBuilder:
         self.repetitions = RepetitionStore(n_labels)
         self.last_embeddings: list[np.ndarray] = []  # of the last build(), in batch order
         t = temperature if temperature is not None else getattr(decoder, "temperature", None)
-        bank = getattr(decoder, "bank", None)
         self.temperature: float | None = None
-        if t is not None and bank is not None and len(template_ids):
-            bank = bank.detach().cpu().numpy() if hasattr(bank, "detach") else np.asarray(bank)
+        if t is not None and len(template_ids):
             self.temperature = float(t)
             ts = (repetition_temperatures if repetition_temperatures is not None
                   else getattr(decoder, "repetition_temperatures", None))
             # 1 / T_r by r (index 0 unused: r >= 1; index 1 is the single trial's T)
             self._inv_t = 1.0 / np.array([self.temperature, self.temperature]
                                          + [float(x) for x in list(ts or [])[1:]], np.float32)
-            self._bank = np.ascontiguousarray(bank.T, np.float32)  # (d, bank)
             self._index = {img: i for i, img in enumerate(template_ids)}
 
     def build(self, batch: Sequence[Epoch]) -> list[Result]:
@@ -289,18 +287,22 @@ class ResultBuilder:
     def _log_posteriors(self, pairs: list[tuple[Decoded, Decoded | None]],
                         counts: list[int]) -> np.ndarray | None:
         """One row per single trial (at ``T``), then one per averaged epoch in batch order (at
-        ``T_r`` of its repetition count): one matrix product and softmax for the batch."""
+        ``T_r`` of its repetition count): one softmax for the batch, over the bank scores the
+        decoder already computed."""
         if not pairs:
             return None
         last = len(self._inv_t) - 1
-        rows = [single.embedding for single, _ in pairs]
+        rows = [single.scores for single, _ in pairs]
         inv_t = [self._inv_t[1]] * len(pairs)
         for (_, avg_dec), r in zip(pairs, counts):
             if avg_dec is not None:
-                rows.append(avg_dec.embedding)
+                rows.append(avg_dec.scores)
                 inv_t.append(self._inv_t[min(r, last)])
-        emb = np.asarray(rows, np.float32)
-        return _log_softmax((emb @ self._bank) * np.asarray(inv_t, np.float32)[:, None])
+        if any(row is None for row in rows):
+            raise ValueError("calibrated results need every template's score: the decoder "
+                             "returned none (Decoder.keep_scores is off)")
+        scores = np.asarray(rows, np.float32)
+        return _log_softmax(scores * np.asarray(inv_t, np.float32)[:, None])
 
     def _probs(self, log_post: np.ndarray, ids: Sequence[str]) -> list[float]:
         """The posterior at ``ids`` (rounded for the wire)."""

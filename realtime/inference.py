@@ -44,6 +44,9 @@ class Decoded:
     embedding: np.ndarray  # (d,) L2-normalised
     topk_ids: list[str]
     topk_scores: list[float]
+    #: every template's cosine, in bank order (only from a decoder that keeps them: a calibrated
+    #: bundle's, whose probabilities are a softmax over the whole bank)
+    scores: np.ndarray | None = None
 
 
 class Decoder:
@@ -76,6 +79,9 @@ class Decoder:
         self.temperature = cal.temperature if cal is not None else None
         #: T_r of the average of r presentations (None: T for every r)
         self.repetition_temperatures = cal.repetition_temperatures if cal is not None else None
+        #: return every template's score with each epoch (the probabilities' input), computed
+        #: anyway for the top-k: one copy instead of a second bank product downstream
+        self.keep_scores = self.temperature is not None
         m = bundle.manifest.model
         self.buckets = (sorted(set(buckets)) if buckets
                         else shape_buckets(batch_size, self.device.type))
@@ -132,13 +138,15 @@ class Decoder:
             for _ in range(n):
                 self._run(host)
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Embeddings, top-k scores and indices, and (``keep_scores``) every template's score."""
         z = torch.nn.functional.normalize(self.model.encode_brain(x), dim=-1)
-        scores, idx = (z @ self.bank.T).topk(self.top_k, dim=1)
-        return z, scores, idx
+        every = z @ self.bank.T
+        scores, idx = every.topk(self.top_k, dim=1)
+        return (z, scores, idx, every) if self.keep_scores else (z, scores, idx)
 
     @torch.inference_mode()
-    def _run(self, host: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run(self, host: torch.Tensor) -> tuple[torch.Tensor, ...]:
         graph = self._graph
         if graph is not None and host.shape == graph[1].shape:
             g, static_in, out = graph
@@ -161,9 +169,10 @@ class Decoder:
         if len(epochs) < b:
             host[len(epochs):].zero_()
         self.bucket_counts[b] += 1
-        z, scores, idx = self._run(host)
+        z, scores, idx, *every = self._run(host)
         return [Decoded(z[i].numpy(), [self.template_ids[j] for j in idx[i].tolist()],
-                        scores[i].tolist()) for i in range(len(epochs))]
+                        scores[i].tolist(), every[0][i].numpy() if every else None)
+                for i in range(len(epochs))]
 
     def decode_all(self, epochs: list[np.ndarray]) -> list[Decoded]:
         """Decode any number of epochs, ``batch_size`` at a time."""

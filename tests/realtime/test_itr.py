@@ -72,7 +72,9 @@ class BankDecoder:
             z = x.ravel()[:3].astype(np.float32)
             z = z / np.linalg.norm(z)
             order = np.argsort(-z)[:2]
-            out.append(Decoded(z, [self.template_ids[j] for j in order], z[order].tolist()))
+            every = z @ self.bank.numpy().T  # every template's cosine, as the real decoder keeps
+            out.append(Decoded(z, [self.template_ids[j] for j in order], z[order].tolist(),
+                               every if self.temperature is not None else None))
         return out
 
 
