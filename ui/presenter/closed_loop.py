@@ -7,7 +7,6 @@ what arrived (:meth:`ResultReader.drain`) and the pure :class:`~.stopping.Active
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -15,8 +14,8 @@ from dataclasses import dataclass
 
 from neuralign.errors import UserError
 from neuralign.realtime.decisions import Result
-from neuralign.realtime.lsl_io import LostError, local_clock, open_inlet, resolve_stream
-from neuralign.realtime.outputs import RESULT_STREAM_TYPE
+from neuralign.realtime.lsl_io import LostError, resolve_stream
+from neuralign.realtime.outputs import RESULT_STREAM_TYPE, ResultInlet
 from neuralign.ui.presenter.stopping import posterior_of
 
 log = logging.getLogger(__name__)
@@ -33,13 +32,15 @@ class ResultEvent:
     received: float  # local LSL clock
 
 
+def event_of(result: Result, received: float) -> ResultEvent:
+    """What the presenter keeps of one result."""
+    return ResultEvent(result.marker, result.marker_timestamp, result.n_repetitions,
+                       posterior_of(result), received)
+
+
 def parse_result(text: str, received: float) -> ResultEvent:
     """One result sample -> :class:`ResultEvent` (ValueError when it is not a result)."""
-    result = Result.from_json(text)
-    p = posterior_of(result)
-    if p is None:  # a Result class older than the engine's wire: read the fields from the JSON
-        p = posterior_of(json.loads(text))
-    return ResultEvent(result.marker, result.marker_timestamp, result.n_repetitions, p, received)
+    return event_of(Result.from_json(text), received)
 
 
 def parse_results_spec(spec: str) -> str:
@@ -56,29 +57,23 @@ class ResultReader:
 
     def __init__(self, name: str, resolve_timeout: float = 30.0):
         info = resolve_stream(name=name, stype=RESULT_STREAM_TYPE, timeout=resolve_timeout)
-        self._inlet = open_inlet(info, timeout=resolve_timeout, max_buflen=60)
+        self._inlet = ResultInlet(info, timeout=resolve_timeout, max_buflen=60)
         self._queue: queue.SimpleQueue[ResultEvent] = queue.SimpleQueue()
         self._stop = threading.Event()
         self.lost = False
-        self.n_bad = 0
         self._thread = threading.Thread(target=self._run, name="present-results", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                sample, _ = self._inlet.pull_sample(timeout=0.05)
+                got = self._inlet.pull(timeout=0.05)  # samples that are not results: logged
             except LostError:
                 log.error("the result stream is gone: no more decisions (timeouts continue)")
                 self.lost = True
                 return
-            if sample is None:
-                continue
-            try:
-                self._queue.put(parse_result(sample[0], local_clock()))
-            except (ValueError, TypeError, IndexError):
-                self.n_bad += 1
-                log.warning("ignoring a sample that is not a result: %.80r", sample)
+            for result, received in got:
+                self._queue.put(event_of(result, received))
 
     def drain(self) -> list[ResultEvent]:
         out = []
@@ -91,4 +86,4 @@ class ResultReader:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=1.0)
-        self._inlet.close_stream()
+        self._inlet.close()
