@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,6 +163,12 @@ class ScaleSection(_Part):
     whitened_rms: float | None = None
 
 
+def repetition_temperature(temperatures: Sequence[float], r: int) -> float:
+    """``T_r`` from a bundle's ``repetition_temperatures``: ``temperatures[r - 1]``, beyond the
+    list its last (the one rule for export, evaluate and the engine)."""
+    return float(temperatures[min(max(r, 1), len(temperatures)) - 1])
+
+
 class CalibrationSection(_Part):
     """Temperature scaling of the retrieval scores: ``p(image) = softmax(cosine / T)`` over the
     template bank, fitted at export on validation trials (never the test trials a report
@@ -175,11 +182,6 @@ class CalibrationSection(_Part):
 
     temperature: float = Field(gt=0)
     repetition_temperatures: list[Annotated[float, Field(gt=0)]] | None = None
-
-    def temperature_at(self, r: int) -> float:
-        """``T_r`` of the decision on the average of ``r`` presentations."""
-        ts = self.repetition_temperatures
-        return float(ts[min(max(r, 1), len(ts)) - 1]) if ts else self.temperature
     method: str = ("temperature scaling: T (single trial) and T_r (the average of r "
                    "presentations) minimising the validation NLL of the true image")
     split: str = "validation images (held out of training)"
@@ -191,6 +193,11 @@ class CalibrationSection(_Part):
     # posterior reaches the threshold, or at the maximum repetitions
     recommended_threshold: float | None = None
     recommended_max_reps: int | None = None
+
+    def temperature_at(self, r: int) -> float:
+        """``T_r`` of the decision on the average of ``r`` presentations."""
+        ts = self.repetition_temperatures
+        return repetition_temperature(ts, r) if ts else self.temperature
 
 
 class Manifest(_Part):

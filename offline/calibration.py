@@ -24,6 +24,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from neuralign.bundle import CalibrationSection, repetition_temperature
+
 #: bounds of the temperature search (cosine scores live in [-1, 1])
 T_BOUNDS = (1e-3, 10.0)
 N_BINS = 10
@@ -93,16 +95,11 @@ def calibration_report(scores: np.ndarray, target: np.ndarray, temperature: floa
             "reliability": reliability_bins(conf, hit, n_bins)}
 
 
-def temperature_at(temperatures: list[float] | tuple[float, ...], r: int) -> float:
-    """``T_r`` (``temperatures[r - 1]``; beyond the list, its last)."""
-    return float(temperatures[min(max(r, 1), len(temperatures)) - 1])
-
-
 def repetition_log_posterior(avg_scores: np.ndarray, temperatures) -> np.ndarray:
     """(sequences, reps, bank) cosines of the average of the first ``r`` repetitions (at
     ``[:, r - 1]``) -> the log posterior of each: log softmax of ``score / T_r``."""
     s = np.asarray(avg_scores, np.float64)
-    t = np.array([temperature_at(temperatures, r) for r in range(1, s.shape[1] + 1)])
+    t = np.array([repetition_temperature(temperatures, r) for r in range(1, s.shape[1] + 1)])
     return log_softmax(s / t[None, :, None], axis=-1)
 
 
@@ -233,7 +230,6 @@ def split_name(how: str = "images") -> str:
 def fit_bundle_calibration(model, prep, validation_split: str = "images"):
     """The bundle's :class:`~neuralign.bundle.CalibrationSection`, fitted on validation trials
     (``validation_split``: how they were drawn, ``training.validation_split``)."""
-    from neuralign.bundle import CalibrationSection
 
     s = validation_scores(model, prep)
     flat = s.reshape(-1, s.shape[2])
@@ -326,7 +322,7 @@ def closed_loop_report(val_scores: np.ndarray, test_scores: np.ndarray, soa: flo
     t_dyn = [dynamic_stopping(t_lp, ttg, th) for th in thresholds]
     fixed = _fixed_rows(t_lp, ttg, n_test, soa)
     for row, (c, h) in zip(fixed, (top1(sum_lp[:, r], ttg) for r in range(r_max))):
-        row.update(temperature=temperature_at(ts, row["n_repetitions"]),
+        row.update(temperature=repetition_temperature(ts, row["n_repetitions"]),
                    summed_evidence_accuracy=float(h.mean()),
                    summed_evidence_ece=ece(c, h))
     rec = t_dyn[best].to_dict(n_test, soa)

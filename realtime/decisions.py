@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy.special import log_softmax
 
+from neuralign.bundle import repetition_temperature
 from neuralign.itr import bits_per_minute, wolpaw_bits
 
 if TYPE_CHECKING:
@@ -200,13 +202,6 @@ class RepetitionStore:
         return self._n.get(label, 0)
 
 
-def _log_softmax(a: np.ndarray) -> np.ndarray:
-    """Row-wise log softmax (numerically stable; last axis)."""
-    m = a.max(axis=-1, keepdims=True)
-    z = a - m
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
 class ResultBuilder:
     """Epochs -> :class:`Result`: single-trial top-k and, for a repeated image, the top-k of its
     running average; every epoch of a batch and every average decoded by one decoder call.
@@ -239,9 +234,7 @@ class ResultBuilder:
             self.temperature = float(t)
             ts = (repetition_temperatures if repetition_temperatures is not None
                   else getattr(decoder, "repetition_temperatures", None))
-            # 1 / T_r by r (index 0 unused: r >= 1; index 1 is the single trial's T)
-            self._inv_t = 1.0 / np.array([self.temperature, self.temperature]
-                                         + [float(x) for x in list(ts or [])[1:]], np.float32)
+            self._repetition_temperatures = list(ts) if ts else None
             self._index = {img: i for i, img in enumerate(template_ids)}
 
     def build(self, batch: Sequence[Epoch]) -> list[Result]:
@@ -291,18 +284,18 @@ class ResultBuilder:
         decoder already computed."""
         if not pairs:
             return None
-        last = len(self._inv_t) - 1
         rows = [single.scores for single, _ in pairs]
-        inv_t = [self._inv_t[1]] * len(pairs)
+        temps = [self.temperature] * len(pairs)
+        ts = self._repetition_temperatures
         for (_, avg_dec), r in zip(pairs, counts):
             if avg_dec is not None:
                 rows.append(avg_dec.scores)
-                inv_t.append(self._inv_t[min(r, last)])
+                temps.append(repetition_temperature(ts, r) if ts else self.temperature)
         if any(row is None for row in rows):
             raise ValueError("calibrated results need every template's score: the decoder "
                              "returned none (Decoder.keep_scores is off)")
         scores = np.asarray(rows, np.float32)
-        return _log_softmax(scores * np.asarray(inv_t, np.float32)[:, None])
+        return log_softmax(scores / np.asarray(temps, np.float32)[:, None], axis=-1)
 
     def _probs(self, log_post: np.ndarray, ids: Sequence[str]) -> list[float]:
         """The posterior at ``ids`` (rounded for the wire)."""

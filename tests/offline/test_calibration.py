@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from neuralign.bundle import repetition_temperature
 from neuralign.offline import calibration as cal
 
 
@@ -42,7 +43,7 @@ def test_repetition_posterior_uses_the_temperature_of_each_count_and_stops_early
     lp = cal.repetition_log_posterior(s, ts)
     np.testing.assert_allclose(np.exp(lp[0, 1, 0]), 1 / (1 + np.exp(-2.0)))  # softmax([2, 0])
     np.testing.assert_allclose(np.exp(lp[0, 2, 0]), 1 / (1 + np.exp(-2.0)))  # T_3 = T_2
-    assert cal.temperature_at(ts, 1) == 1.0 and cal.temperature_at(ts, 7) == 0.5
+    assert repetition_temperature(ts, 1) == 1.0 and repetition_temperature(ts, 7) == 0.5
     target = np.array([0, 0])
     # sequence 0 reaches p >= 0.85 after 2 presentations; sequence 1 never: it runs to the cap
     # and decides on its last scores [0, 0] (a tie: argmax takes candidate 0)
