@@ -57,6 +57,7 @@ from neuralign.offline.simulator.evoked import (
 )
 from neuralign.realtime.lsl_io import local_clock, make_outlet
 from neuralign.realtime.replay.timing import TimingProfile, get_profile, plan_schedule
+from neuralign.realtime.worker import ThreadedWorker
 
 log = logging.getLogger(__name__)
 
@@ -242,15 +243,12 @@ class LiveSignal:
                 block += line[:, (start + np.arange(n)) % period]
             block[:, :blink_len] += carry
             carry = np.zeros((n_ch, blink_len))
-            if cfg.blink_rate > 0:  # noise.blinks's process, continued across block edges
-                for onset in np.sort(rng.integers(0, n, rng.poisson(cfg.blink_rate * n
-                                                                    / self.sfreq))):
-                    length = int(rng.uniform(0.2, 0.4) * self.sfreq)
-                    wave = (np.sin(np.pi * np.arange(length) / length) ** 2 * sc["blink"]
-                            * rng.uniform(0.7, 1.3))
-                    inside = min(length, n - onset)
-                    block[:, onset:onset + inside] += topo[:, None] * wave[None, :inside]
-                    carry[:, : length - inside] += topo[:, None] * wave[None, inside:]
+            # the offline blink process, continued across block edges
+            onsets, waves = noise_mod.blink_waves(n, self.sfreq, cfg.blink_rate, sc["blink"], rng)
+            for onset, wave in zip(onsets, waves):
+                inside = min(len(wave), n - onset)
+                block[:, onset:onset + inside] += topo[:, None] * wave[None, :inside]
+                carry[:, : len(wave) - inside] += topo[:, None] * wave[None, inside:]
             start += n
             yield np.ascontiguousarray(block)
 
@@ -335,7 +333,7 @@ class LiveSignal:
         return out
 
 
-class VirtualSubject:
+class VirtualSubject(ThreadedWorker):
     """Watch a marker stream and stream the simulated subject's signal on LSL in real time.
 
     ``config``: the dataset's simulation, or a config holding it (its seed fixes the images'
@@ -385,13 +383,12 @@ class VirtualSubject:
         self.error: BaseException | None = None
         self._outlet = None
         self._inlet = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._init_threads()
 
     # --- control ----------------------------------------------------------------------------
     def start(self) -> VirtualSubject:
         """Build the subject, open the outlet (visible on return) and start streaming."""
-        if self._thread is not None:
+        if self._threads or self._stop.is_set():
             raise RuntimeError("virtual subject already started")
         from neuralign.realtime.sources.kind_lsl import lsl_selector
         from neuralign.realtime.sources.lsl import LSLMarkerInlet
@@ -409,9 +406,7 @@ class VirtualSubject:
                                    chunk_size=0, dtype="float32")
         self.signal.start_producer()
         self.t0 = local_clock()
-        self._thread = threading.Thread(target=self._run, name=f"virtual-{self.name}",
-                                        daemon=True)
-        self._thread.start()
+        self._spawn(self._run, f"virtual-{self.name}")
         log.info("%s: virtual %s subject streaming %d ch @ %g Hz (snr %g, latency %g ms, "
                  "timing %s), markers from %s", self.name, self.config.modality,
                  len(self.signal.ch_names), self.signal.sfreq, self.signal.snr,
@@ -420,24 +415,17 @@ class VirtualSubject:
 
     def stop(self) -> None:
         """Stop streaming, close the marker inlet and destroy the outlet."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._halt(timeout=5)
         if self.signal is not None:
             self.signal.stop_producer()
         if self._inlet is not None:
             self._inlet.close()
         self._outlet = None
 
-    def __enter__(self) -> VirtualSubject:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The streaming thread is alive (False after :meth:`stop` or a failure)."""
+        return any(t.is_alive() for t in self._threads)
 
     @property
     def marker_connected(self) -> bool:

@@ -94,21 +94,36 @@ def blink_topography(model: SensorModel) -> np.ndarray:
     return topo
 
 
+def blink_waves(
+    n_samples: int, sfreq: float, rate: float, amplitude: float, rng: np.random.Generator,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The blink process over ``n_samples``: sorted Poisson onsets and each blink's 200-400 ms
+    raised-cosine wave (which may run past ``n_samples``: a streaming caller carries it over).
+    One draw order, so the offline sessions and the live subject blink alike."""
+    if rate <= 0:
+        return np.zeros(0, dtype=np.int64), []
+    n = rng.poisson(rate * n_samples / sfreq)
+    onsets = np.sort(rng.integers(0, n_samples, n))
+    waves = []
+    for _ in onsets:
+        length = int(rng.uniform(0.2, 0.4) * sfreq)
+        waves.append(np.sin(np.pi * np.arange(length) / length) ** 2 * amplitude
+                     * rng.uniform(0.7, 1.3))
+    return onsets, waves
+
+
 def blinks(
     model: SensorModel, n_samples: int, sfreq: float, rate: float, amplitude: float,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blink artefacts (Poisson onsets, 200-400 ms raised-cosine) and their onset samples."""
     out = np.zeros((len(model.ch_pos), n_samples))
-    if rate <= 0:
-        return out, np.zeros(0, dtype=np.int64)
-    n = rng.poisson(rate * n_samples / sfreq)
-    onsets = np.sort(rng.integers(0, n_samples, n))
+    onsets, waves = blink_waves(n_samples, sfreq, rate, amplitude, rng)
+    if not len(onsets):
+        return out, onsets
     topo = blink_topography(model)
-    for onset in onsets:
-        length = int(rng.uniform(0.2, 0.4) * sfreq)
-        wave = np.sin(np.pi * np.arange(length) / length) ** 2 * amplitude * rng.uniform(0.7, 1.3)
-        stop = min(n_samples, onset + length)
+    for onset, wave in zip(onsets, waves):
+        stop = min(n_samples, onset + len(wave))
         out[:, onset:stop] += topo[:, None] * wave[None, : stop - onset]
     return out, onsets
 
