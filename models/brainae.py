@@ -18,6 +18,7 @@ from neuralign.config import ModelConfig
 
 from .registry import ModelOptions, ModelTraits
 from .spatial_projection import ProjectedEncoder, check_n_virtual
+from .subject_layers import SubjectEncoder
 from .tsconv import DecoderActivation, TSConvDecoder, TSConvEncoder
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class BrainAE(nn.Module):
     ``spatial_projection=P``: a learned (P, n_chans) channel mixing in front of the encoder, which
     then runs on P virtual channels (:class:`.ProjectedEncoder`). ``temporal_filters`` (TSConv
     only): how many temporal filters run on every channel (:class:`.TSConvEncoder`).
+    ``subject_layers=S`` (trained on S subjects): one (C, C) channel mixing per subject in front of
+    the shared encoder (:class:`.SubjectEncoder`).
     """
 
     registry_name = "brainae"
@@ -75,6 +78,7 @@ class BrainAE(nn.Module):
         spatial_projection: int | None = Field(None, description="a BrainAE option")
         temporal_filters: int | None = Field(
             None, description="an option of BrainAE's TSConv encoder")
+        subject_layers: int | None = Field(None, description="a BrainAE option")
 
         @model_validator(mode="after")
         def _temporal_filters_need_tsconv(self) -> BrainAE.Options:
@@ -105,6 +109,7 @@ class BrainAE(nn.Module):
         sfreq: float | None = None,
         spatial_projection: int | None = None,
         temporal_filters: int | None = None,
+        subject_layers: int | None = None,
     ) -> None:
         super().__init__()
         embed_dim = feature_dim if embed_dim is None else embed_dim
@@ -135,8 +140,14 @@ class BrainAE(nn.Module):
                 backbone, n_chans=encoder_chans, n_times=n_times, embed_dim=embed_dim,
                 dropout=dropout, sfreq=sfreq,
             )
-        self.brain_encoder = (encoder if spatial_projection is None
-                              else ProjectedEncoder(n_chans, spatial_projection, encoder))
+        if subject_layers is not None and spatial_projection is not None:
+            raise ValueError("subject_layers and spatial_projection are two input layers; a "
+                             "BrainAE has one (an adapted subject's layer is its projection)")
+        if subject_layers is not None:
+            encoder = SubjectEncoder(subject_layers, n_chans, encoder)
+        elif spatial_projection is not None:
+            encoder = ProjectedEncoder(n_chans, spatial_projection, encoder)
+        self.brain_encoder = encoder
         self.brain_decoder = TSConvDecoder(
             n_chans, n_times, embed_dim, k=k, m1=m1, m2=m2, s=s, activation=decoder_activation
         )
@@ -185,6 +196,7 @@ class BrainAE(nn.Module):
             learn_tau=model_cfg.learn_tau,
             spatial_projection=model_cfg.spatial_projection,
             temporal_filters=model_cfg.temporal_filters,
+            subject_layers=model_cfg.subject_layers,
             **kwargs,
         )
 

@@ -200,6 +200,15 @@ class CalibrationSection(_Part):
         return repetition_temperature(ts, r) if ts else self.temperature
 
 
+class PretrainedSection(_Part):
+    """What a model adapted to its subject (``train --init``) was pretrained on."""
+
+    run: str
+    subjects: list[str]
+    dataset: dict[str, Any]
+    channels: int = Field(ge=1)
+
+
 class Manifest(_Part):
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -218,6 +227,7 @@ class Manifest(_Part):
     training_config: dict[str, Any] | None = None
     scale: ScaleSection | None = None  # absent in bundles exported before it
     calibration: CalibrationSection | None = None  # absent in bundles exported before it
+    pretrained: PretrainedSection | None = None  # None: trained from scratch on its subject
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -38,6 +38,38 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SubjectVariabilityConfig(_Section):
+    """How the subjects of a multi-subject simulation differ (``SimulationConfig.n_subjects`` > 1).
+
+    Every subject sees the same images, split and repetitions (the paradigm comes from the
+    dataset's seed); what is drawn per subject (from the seed and the subject's index only, so
+    subject k does not change when ``n_subjects`` grows) is below. With one subject none of it
+    applies (the single-subject output is that of earlier versions).
+    """
+
+    # Evoked latency: one shift added to every region's latency (a slower / faster subject).
+    latency_sd_ms: float = Field(10.0, ge=0, description="SD of the per-subject latency shift, ms")
+    latency_max_ms: float = Field(20.0, ge=0, description="the shift is clipped to +-this, ms")
+    # Log-normal SDs (of the natural log) of the per-subject factors.
+    amplitude_sd: float = Field(0.25, ge=0, description="overall signal gain (evoked and "
+                                "background alike: conductivity, skull; not the SNR)")
+    snr_sd: float = Field(0.25, ge=0, description="factor on `snr` (evoked vs background)")
+    # Channel impedance / contact (EEG/MEG): per-channel gain and extra white noise.
+    channel_gain_sd: float = Field(0.1, ge=0, description="log-normal SD of each channel's gain")
+    channel_noise: float = Field(1.0, ge=0, description="extra white noise per channel, in units "
+                                 "of the modality's sensor noise (log-normal spread 0.5)")
+    # Bad channels (EEG/MEG): Poisson count per subject, each either very noisy or nearly flat.
+    bad_channels_mean: float = Field(2.0, ge=0, description="Poisson mean of bad channels")
+    bad_noise_factor: float = Field(5.0, gt=0, description="a noisy bad channel's added noise "
+                                    "RMS, relative to the background (pink) RMS")
+    bad_flat_gain: float = Field(0.02, ge=0, description="a flat bad channel's gain")
+    # Idiosyncrasy: the fraction of each source's image-tuning variance that is the subject's
+    # own; the rest is a random mixture of the dataset's canonical components (shared by all).
+    idiosyncrasy: float = Field(0.3, ge=0, le=1)
+    n_canonical_components: int = Field(4, ge=1, description="canonical tuning components per "
+                                        "region / MUA area (the shared low-dimensional space)")
+
+
 class SimulationConfig(_Section):
     """The built-in THINGS-like simulator (see ``neuralign.offline.simulator.simulate``)."""
 
@@ -64,6 +96,9 @@ class SimulationConfig(_Section):
     montage: str = "easycap-M1"
     n_mua_channels: int = Field(1024, ge=3)
     latent_dim: int = Field(16, ge=2)
+    # Several subjects (docs/simulator.md, "Several subjects"): 1 = the single-subject layout.
+    n_subjects: int = Field(1, ge=1)
+    subjects: SubjectVariabilityConfig = SubjectVariabilityConfig()
     retina: RetinaSimConfig | None = None
 
     @model_validator(mode="after")
@@ -115,6 +150,10 @@ class DatasetConfig(_Section):
     modality: Modality = "eeg"
     path: Path | None = None
     subject: int = Field(1, ge=1)
+    # Several subjects (pretraining a shared encoder with one input layer per subject): THINGS-EEG2
+    # sub-NN, THINGS-MEG P<n>, a multi-subject simulation's sub-NN folders. None: ``subject`` only.
+    subjects: list[int] | None = Field(
+        None, description="subject numbers to train on together; None = dataset.subject")
     # Which THINGS-EEG2 layout to read when kind == things_eeg2: the preprocessed .npy dicts,
     # or raw sessions re-preprocessed with neuralign's causal chain.
     source: Literal["preprocessed", "raw"] = "preprocessed"
@@ -218,6 +257,11 @@ class ModelConfig(_Section):
     # fewer than k makes the per-channel stages cheaper (docs/mua_encoder.md). None: k.
     temporal_filters: int | None = Field(
         None, ge=1, description="TSConv's per-channel temporal filters; None = k")
+    # BrainAE trained on several subjects: one learned (C, C) channel mixing per subject in front
+    # of the shared encoder (models/subject_layers.py). Set by the trainer from the data (the
+    # number of subjects), kept in the run's config so the run rebuilds; None = one subject.
+    subject_layers: int | None = Field(
+        None, ge=2, description="a BrainAE option: per-subject input layers (set from the data)")
 
     @field_validator("name")
     @classmethod
@@ -243,6 +287,21 @@ class ModelConfig(_Section):
         from neuralign.models.registry import model_traits
 
         return model_traits(self.name)
+
+
+class FineTuneConfig(_Section):
+    """``train --init RUN``: start from a pretrained run and adapt it to this run's subject.
+
+    The new subject gets its own input layer (a (C, C) channel mixing, started at the mean of the
+    pretrained subjects' layers); the first ``layer_epochs`` train only that layer, then
+    ``train: all`` trains everything with the shared weights at ``shared_lr_factor`` x the
+    learning rate (``train: subject_layer`` keeps them frozen).
+    """
+
+    init: Path | None = Field(None, description="a pretrained run directory (train --init)")
+    train: Literal["all", "subject_layer"] = "all"
+    layer_epochs: int = Field(3, ge=0)
+    shared_lr_factor: float = Field(0.3, gt=0, le=1)
 
 
 class TrainingConfig(_Section):
@@ -273,6 +332,7 @@ class TrainingConfig(_Section):
     # its repetitions (augmentation: as many steps as averaging, the variety of single trials).
     average_train_repetitions: bool | Literal["random"] = True
     seed: int = 2024
+    fine_tune: FineTuneConfig = FineTuneConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Mixed precision: fp16 autocast + loss scaling on CUDA, bf16 autocast on a CPU with bf16.
     amp: bool = False

@@ -47,6 +47,43 @@ class Prepared:
     val_index: np.ndarray  # indices into train images held out for validation
     normalizer: dict  # JSON-safe (method, mode, matrix / mean / std)
     meta: dict = field(default_factory=dict)  # provenance, modality, sources, raw sfreq
+    # Several subjects: each row's subject (index into ``subjects``), training and test rows.
+    # One subject: empty arrays (every row is subject 0).
+    row_subject: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    test_subject: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    subjects: list[str] = field(default_factory=list)
+
+    @property
+    def n_subjects(self) -> int:
+        return max(1, len(self.subjects))
+
+    def subject_rows(self, subject: int, split: str = "train") -> np.ndarray:
+        """Row indices of ``subject`` (0-based) in the training or test arrays."""
+        labels = self.row_subject if split == "train" else self.test_subject
+        n = len(self.x_train if split == "train" else self.x_test)
+        if len(labels) == 0:
+            return np.arange(n) if subject == 0 else np.zeros(0, np.int64)
+        return np.flatnonzero(labels == subject)
+
+    def subject_view(self, subject: int) -> Prepared:
+        """One subject's rows as a single-subject Prepared (its own normaliser), for scoring it
+        with the usual evaluation."""
+        tr, te = self.subject_rows(subject, "train"), self.subject_rows(subject, "test")
+        pos = np.full(len(self.x_train), -1)
+        pos[tr] = np.arange(len(tr))
+        val = pos[self.val_index]
+        norms = self.meta.get("subject_normalizers") or [self.normalizer]
+        return Prepared(
+            x_train=self.x_train[tr], x_test=self.x_test[te], f_train=self.f_train[tr],
+            f_test=self.f_test[te], f_templates=self.f_templates,
+            train_ids=[self.train_ids[i] for i in tr], test_ids=[self.test_ids[i] for i in te],
+            template_ids=self.template_ids, train_concepts=[self.train_concepts[i] for i in tr],
+            test_concepts=[self.test_concepts[i] for i in te],
+            template_concepts=self.template_concepts, ch_names=self.ch_names,
+            ch_types=self.ch_types, sfreq=self.sfreq, times=self.times,
+            val_index=np.sort(val[val >= 0]), normalizer=norms[min(subject, len(norms) - 1)],
+            meta={**self.meta, "subject": (self.subjects or ["1"])[subject]},
+        )
 
     @property
     def fit_index(self) -> np.ndarray:
@@ -62,10 +99,12 @@ class Prepared:
 
     def save(self, path: Path) -> None:
         arrays = {k: getattr(self, k) for k in
-                  ("x_train", "x_test", "f_train", "f_test", "f_templates", "times", "val_index")}
+                  ("x_train", "x_test", "f_train", "f_test", "f_templates", "times", "val_index",
+                   "row_subject", "test_subject")}
         meta = {k: getattr(self, k) for k in
                 ("train_ids", "test_ids", "template_ids", "train_concepts", "test_concepts",
-                 "template_concepts", "ch_names", "ch_types", "sfreq", "normalizer", "meta")}
+                 "template_concepts", "ch_names", "ch_types", "sfreq", "normalizer", "meta",
+                 "subjects")}
         np.savez(path, **arrays, meta_json=np.array(json.dumps(meta)))
 
     @classmethod
@@ -75,6 +114,19 @@ class Prepared:
             arrays = {k: z[k] for k in z.files if k != "meta_json"}
             meta = json.loads(str(z["meta_json"]))
         return cls(**arrays, **meta)
+
+
+def simulated_subject_dir(root: Path, subject: int) -> Path:
+    """A multi-subject simulation's ``sub-NN`` folder for ``subject``; ``root`` itself when it is
+    a one-subject simulation (subject 1)."""
+    sub = root / f"sub-{subject:02d}"
+    if sub.is_dir():
+        return sub
+    found = sorted(p.name for p in root.glob("sub-*") if p.is_dir()) if root.is_dir() else []
+    if found or subject != 1:
+        raise UserError(f"{sub}: no such subject in the simulation at {root} (it has "
+                        f"{', '.join(found) if found else 'one subject, no sub-NN folders'})")
+    return root
 
 
 def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
@@ -87,7 +139,8 @@ def load_dataset(config: Config, data_dir: Path | None) -> BrainDataset:
         if root is None:
             raise UserError("dataset.path: expected the directory written by 'neuralign simulate' "
                             "(or pass --data DIR)")
-        return load_simulated_continuous(Path(root), config.preprocessing)
+        return load_simulated_continuous(simulated_subject_dir(Path(root), ds.subject),
+                                         config.preprocessing)
     if ds.kind == "recording":  # a lab's own blocks: dataset.path / --data + recording.recordings
         from neuralign.offline.loaders.recording import load_recording_dataset
 
@@ -197,8 +250,102 @@ def validation_index(config: Config, concepts: Sequence[str]) -> np.ndarray:
 
 def prepare(config: Config, data_dir: Path | None = None, features: Path | None = None,
             device: str = "cpu") -> Prepared:
-    """Load, split off validation images, fit the normaliser, attach image features."""
-    dataset = load_dataset(config, data_dir)
+    """Load, split off validation images, fit the normaliser, attach image features.
+
+    With ``dataset.subjects`` (several), each subject is prepared on its own (its own validation
+    images drawn alike, its own noise normaliser) and the rows are stacked, each labelled with
+    its subject (:func:`prepare_subjects`).
+    """
+    subjects = config.dataset.subjects
+    if subjects is not None and len(subjects) > 1:
+        return prepare_subjects(config, data_dir, features, device)
+    if subjects is not None:
+        config = config.model_copy(update={"dataset": config.dataset.model_copy(
+            update={"subject": subjects[0], "subjects": None})})
+    return prepare_dataset(config, load_dataset(config, data_dir), features, device)
+
+
+def prepare_subjects(config: Config, data_dir: Path | None = None, features: Path | None = None,
+                     device: str = "cpu") -> Prepared:
+    """Several subjects' Prepared, stacked row-wise with each row's subject.
+
+    Every subject must have the same channels (in any order: they are put in the first subject's)
+    and the same epoch; repetitions are cut to the fewest any subject has.
+    """
+    parts: list[Prepared] = []
+    names: list[str] = []
+    for number in config.dataset.subjects or []:
+        one = config.model_copy(update={"dataset": config.dataset.model_copy(
+            update={"subject": number, "subjects": None})})
+        dataset = load_dataset(one, data_dir)
+        if parts:
+            dataset = _in_channel_order(dataset, parts[0].ch_names, f"subject {number}")
+        parts.append(prepare_dataset(one, dataset, features, device))
+        names.append(str(number))
+        log.info("subject %s: %d training and %d test images", number, len(parts[-1].train_ids),
+                 len(parts[-1].test_ids))
+    return stack_subjects(parts, names)
+
+
+def _in_channel_order(dataset: BrainDataset, names: list[str], who: str) -> BrainDataset:
+    """``dataset`` with its channels in the order ``names``; one error naming what is missing."""
+    if list(dataset.ch_names) == list(names):
+        return dataset
+    missing = [c for c in names if c not in dataset.ch_names]
+    if missing or len(dataset.ch_names) != len(names):
+        extra = [c for c in dataset.ch_names if c not in names]
+        raise UserError(f"{who} ({dataset.source}): its channels differ from the first subject's "
+                        f"(missing {missing[:8]}, extra {extra[:8]}); every subject trained "
+                        "together needs the same channels")
+    order = [list(dataset.ch_names).index(c) for c in names]
+    from dataclasses import replace
+
+    return replace(dataset, train=replace(dataset.train, data=dataset.train.data[:, :, order]),
+                   test=replace(dataset.test, data=dataset.test.data[:, :, order]),
+                   ch_names=list(names), ch_types=[dataset.ch_types[i] for i in order])
+
+
+def stack_subjects(parts: Sequence[Prepared], names: Sequence[str]) -> Prepared:
+    """One Prepared of several subjects' rows (see :func:`prepare_subjects`)."""
+    first = parts[0]
+    for name, p in zip(names, parts):
+        if p.x_train.shape[2:] != first.x_train.shape[2:] or not np.allclose(p.times, first.times):
+            raise UserError(f"subject {name}: epochs of {p.x_train.shape[2:]} (channels, times) "
+                            f"but the first subject's are {first.x_train.shape[2:]}; subjects "
+                            "trained together need the same epoch")
+    reps_tr = min(p.x_train.shape[1] for p in parts)
+    reps_te = min(p.x_test.shape[1] for p in parts)
+    if any(p.x_train.shape[1] != reps_tr or p.x_test.shape[1] != reps_te for p in parts):
+        log.warning("subjects have different repetition counts: using the first %d training and "
+                    "%d test repetitions of each", reps_tr, reps_te)
+    n_tr = [len(p.x_train) for p in parts]
+    offsets = np.concatenate([[0], np.cumsum(n_tr)[:-1]])
+
+    def cat(attr: str) -> list:
+        return [v for p in parts for v in getattr(p, attr)]
+
+    return Prepared(
+        x_train=np.concatenate([p.x_train[:, :reps_tr] for p in parts]),
+        x_test=np.concatenate([p.x_test[:, :reps_te] for p in parts]),
+        f_train=np.concatenate([p.f_train for p in parts]),
+        f_test=np.concatenate([p.f_test for p in parts]),
+        f_templates=first.f_templates, train_ids=cat("train_ids"), test_ids=cat("test_ids"),
+        template_ids=first.template_ids, train_concepts=cat("train_concepts"),
+        test_concepts=cat("test_concepts"), template_concepts=first.template_concepts,
+        ch_names=first.ch_names, ch_types=first.ch_types, sfreq=first.sfreq, times=first.times,
+        val_index=np.concatenate([p.val_index + o for p, o in zip(parts, offsets)]),
+        normalizer=first.normalizer,
+        meta={**first.meta, "subject_normalizers": [p.normalizer for p in parts],
+              "subject_sources": [p.meta.get("source") for p in parts]},
+        row_subject=np.repeat(np.arange(len(parts)), n_tr),
+        test_subject=np.repeat(np.arange(len(parts)), [len(p.x_test) for p in parts]),
+        subjects=list(names),
+    )
+
+
+def prepare_dataset(config: Config, dataset: BrainDataset, features: Path | None = None,
+                    device: str = "cpu") -> Prepared:
+    """One subject's loaded dataset -> Prepared (validation split, normaliser, features)."""
     val_index = validation_index(config, dataset.train.concepts)
     n_train = dataset.train.n_images
     fit_mask = np.ones(n_train, dtype=bool)

@@ -149,9 +149,16 @@ def _read_annotated_raw(path: Path, picks="all") -> tuple[np.ndarray, float, lis
 
 
 def load_simulated_continuous(sim_dir: Path, pre: PreprocessingConfig) -> BrainDataset:
-    """Epoch the simulator's continuous sessions with neuralign's causal chain (exact live parity)."""
+    """Epoch the simulator's continuous sessions with neuralign's causal chain (exact live parity).
+
+    ``sim_dir``: a single-subject output, or one subject's directory (``sub-02``) of a
+    multi-subject output (its ``image_set`` is the parent's).
+    """
     sim_dir = Path(sim_dir)
-    meta_path = require_file(sim_dir / "image_set" / "metadata.csv",
+    image_set = sim_dir / "image_set"
+    if not image_set.is_dir() and (sim_dir.parent / "image_set").is_dir():
+        image_set = sim_dir.parent / "image_set"
+    meta_path = require_file(image_set / "metadata.csv",
                              f"not found - is {sim_dir} a 'neuralign simulate' output?")
     with meta_path.open(newline="", encoding="utf-8") as fh:
         meta = list(csv.DictReader(fh))
@@ -169,7 +176,7 @@ def load_simulated_continuous(sim_dir: Path, pre: PreprocessingConfig) -> BrainD
             group_by_image(epochs, kept_ids, order), order, [str(r["concept"]) for r in rows[split]]
         )
         ch_names = names
-    image_files = {str(r["image_id"]): sim_dir / "image_set" / str(r["file"]) for r in meta}
+    image_files = {str(r["image_id"]): image_set / str(r["file"]) for r in meta}
     templates: dict[str, list[str]] = defaultdict(list)
     for r in rows["template"]:
         templates[str(r["concept"])].append(str(r["image_id"]))

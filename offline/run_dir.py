@@ -14,6 +14,9 @@ import yaml
 from neuralign.config import config_from_dict
 from neuralign.errors import require_file
 
+#: the best-validation checkpoint of a run (written by :mod:`neuralign.offline.train`)
+MODEL_FILE = "model.safetensors"
+
 
 def load_run(run_dir: Path):
     """(config, prepared, model) of a finished run; missing pieces are one DataError."""
@@ -22,7 +25,6 @@ def load_run(run_dir: Path):
 
     from neuralign.models import build_model
     from neuralign.offline.prepare import Prepared
-    from neuralign.offline.train import MODEL_FILE
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"

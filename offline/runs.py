@@ -62,6 +62,8 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
 
     say("loading the run and its data")
     config, prep, model = load_run(run_dir)
+    if prep.n_subjects > 1:
+        return _evaluate_subjects(run_dir, config, prep, model, json_path, say)
     t0 = time.perf_counter()
     say(f"model: retrieval, classification, encoding, repetitions{', masked channels' if masks else ''}")
     evaluator = Evaluator(model, prep, seed=config.training.seed)
@@ -92,6 +94,49 @@ def evaluate_run(run_dir: Path, json_path: Path | None = None, baselines: bool =
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     return report
+
+
+def _evaluate_subjects(run_dir: Path, config: Config, prep, model, json_path: Path | None,
+                       say: Callable[[str], None]) -> dict:
+    """A run pretrained on several subjects: each subject's zero-shot test through its own input
+    layer (retrieval, classification, repetitions), and their mean. How well the shared encoder
+    carries to a subject it never saw is what ``neuralign bench adaptation`` measures."""
+    from neuralign.models.subject_layers import select_subject
+    from neuralign.offline.evaluate import Evaluator
+
+    t0 = time.perf_counter()
+    per: dict[str, dict] = {}
+    soa, _ = presentation_soa(config)
+    for s, name in enumerate(prep.subjects):
+        say(f"subject {name}")
+        select_subject(model, s)
+        per[name] = Evaluator(model, prep.subject_view(s), seed=config.training.seed).run(
+            masks=False, soa=soa)
+    mean = {}
+    for task in ("retrieval", "classification"):
+        rows = [r[task] for r in per.values() if isinstance(r.get(task), dict)]
+        if rows:
+            keys = [k for k, v in rows[0].items() if isinstance(v, (int, float))]
+            mean[task] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    report = {"run": str(run_dir), "model": config.model.name, "dataset": prep.meta.get("kind"),
+              "subjects": prep.subjects, "per_subject": per, "mean_over_subjects": mean,
+              "evaluation_seconds": time.perf_counter() - t0}
+    out = Path(json_path) if json_path else Path(run_dir) / "report.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float))
+    return report
+
+
+def _pretrained_section(run_dir: Path):
+    """The bundle's record of the pretraining a fine-tuned run started from (None: scratch)."""
+    from neuralign.bundle import PretrainedSection
+
+    history = Path(run_dir) / "history.json"
+    init = json.loads(history.read_text()).get("pretrained") if history.is_file() else None
+    if not init:
+        return None
+    return PretrainedSection(run=init["run"], subjects=init["subjects"], dataset=init["dataset"],
+                             channels=init["channels"])
 
 
 def _thumbnails(prep, ids: list[str], size: int = 48) -> np.ndarray:
@@ -160,6 +205,10 @@ def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) 
     )
 
     config, prep, model = load_run(run_dir)
+    if prep.n_subjects > 1:
+        raise DataError(f"{run_dir}: a run pretrained on {prep.n_subjects} subjects has one input "
+                        "layer per subject and none for a new one; adapt it to the subject who "
+                        f"will wear the cap first: neuralign train --init {run_dir} --data BLOCK")
     if not hasattr(model, "encode_image"):
         raise DataError(f"{run_dir}: a {config.model.name} run is an offline baseline with no shared "
                         "embedding space; the engine runs brainae or vna bundles")
@@ -183,6 +232,7 @@ def export_run(run_dir: Path, out_dir: Path, generator_run: Path | None = None) 
         training_config=dump_config(config),
         scale=training_scale(prep),
         calibration=_calibration(model, prep, config.training.validation_split),
+        pretrained=_pretrained_section(run_dir),
     )
     generator_state = None
     if generator_run is not None:

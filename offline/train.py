@@ -34,11 +34,12 @@ from tqdm.auto import tqdm
 
 from neuralign.config import Config, dump_config
 from neuralign.devices import resolve_device
+from neuralign.errors import UserError
 from neuralign.offline.prepare import Prepared
+from neuralign.offline.run_dir import MODEL_FILE
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.safetensors"
 MIN_STEPS_PER_EPOCH = 20  # the default of training.min_steps_per_epoch
 # Gradient-caching micro-batch when training.micro_batch_size is None. CPU: 64, measured on a
 # quiet 2-core machine with `neuralign train` at batch 800 (640 fitting images, 63 x 250, 1024-d
@@ -355,6 +356,8 @@ class _Data:
     x_val: np.ndarray
     f_val: np.ndarray
     gen: np.random.Generator
+    s_fit: np.ndarray | None = None  # each fitting row's subject (several subjects only)
+    s_val: np.ndarray | None = None
 
 
 @dataclass
@@ -397,6 +400,30 @@ def _init_process(config: Config, device: torch.device | None) -> tuple[torch.de
     return device, dist_info
 
 
+def _model_for_subjects(config: Config, prep: Prepared):
+    """(config, pretrained run or None): several subjects get one input layer each
+    (``model.subject_layers``); ``training.fine_tune.init`` takes the pretrained run's model
+    with a layer for this subject (:mod:`neuralign.offline.finetune`)."""
+    init = config.training.fine_tune.init
+    if init is not None:
+        from neuralign.offline.finetune import adapted_config, load_pretrained
+
+        if prep.n_subjects > 1:
+            raise UserError("training.fine_tune.init adapts a pretrained run to ONE subject; "
+                            f"this data has {prep.n_subjects} (dataset.subjects)")
+        pretrained = load_pretrained(init)
+        return adapted_config(config, pretrained, prep.ch_names, int(prep.x_train.shape[3]),
+                              int(prep.f_train.shape[1])), pretrained
+    if prep.n_subjects > 1:
+        if config.model.traits.loss != "brainae" or config.model.spatial_projection is not None:
+            raise UserError(f"training on {prep.n_subjects} subjects needs per-subject input "
+                            "layers, built for BrainAE without model.spatial_projection; got "
+                            f"model.name={config.model.name}")
+        model = config.model.model_copy(update={"subject_layers": prep.n_subjects})
+        return config.model_copy(update={"model": model}), None
+    return config, None
+
+
 def _build(config: Config, prep: Prepared, device: torch.device,
            dist_info: DistInfo) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(the module the steps call, the model itself): the same object unless under DDP."""
@@ -426,6 +453,9 @@ def _training_data(config: Config, prep: Prepared, core: torch.nn.Module) -> _Da
     if decoder is not None and hasattr(decoder, "output_bias"):
         with torch.no_grad():  # the intercept starts at the mean training epoch (fit rows only)
             decoder.output_bias.copy_(torch.from_numpy(prep.mean_response))
+    if prep.n_subjects > 1:
+        return _Data(x_fit, f_fit, t_fit, x_val, f_val, gen, prep.row_subject[prep.fit_index],
+                     prep.row_subject[prep.val_index])
     return _Data(x_fit, f_fit, t_fit, x_val, f_val, gen)
 
 
@@ -433,7 +463,12 @@ def _set_up(config: Config, device: torch.device, dist_info: DistInfo, model: to
             core: torch.nn.Module, n_fit: int) -> _Run:
     """Optimiser, mixed precision, EMA, the effective batch and its start offsets."""
     tr = config.training
-    opt = torch.optim.Adam(parameter_groups(core, tr.weight_decay), lr=tr.lr, betas=tuple(tr.betas))
+    groups = parameter_groups(core, tr.weight_decay)
+    if tr.fine_tune.init is not None:
+        from neuralign.offline.finetune import fine_tune_groups
+
+        groups = fine_tune_groups(core, groups, tr.lr * tr.fine_tune.shared_lr_factor)
+    opt = torch.optim.Adam(groups, lr=tr.lr, betas=tuple(tr.betas))
     use_amp = tr.amp and device.type == "cuda"
     swa = torch.optim.swa_utils
     ema = (swa.AveragedModel(core, multi_avg_fn=swa.get_ema_multi_avg_fn(tr.ema_decay),
@@ -459,9 +494,14 @@ def _set_up(config: Config, device: torch.device, dist_info: DistInfo, model: to
                 starts=starts, schedule=schedule)
 
 
-def _train_step(run: _Run, data: _Data, idx: np.ndarray, start: int) -> dict[str, float]:
-    """One optimiser step on the rows ``idx`` of the batch at ``start``; its loss parts."""
+def _train_step(run: _Run, data: _Data, idx: np.ndarray, n_batch: int) -> dict[str, float]:
+    """One optimiser step on the rows ``idx`` (this rank's share of a batch of ``n_batch``); its
+    loss parts. Several subjects: every batch is one subject's, routed through its layer."""
     config, dist_info = run.config, run.dist
+    if data.s_fit is not None:
+        from neuralign.models.subject_layers import select_subject
+
+        select_subject(run.core, int(data.s_fit[idx[0]]))
     xb, fb, tb = (_to_device(a[idx], run.device, run.pin)
                   for a in (data.x_fit, data.f_fit, data.t_fit))
     run.opt.zero_grad(set_to_none=True)
@@ -470,7 +510,6 @@ def _train_step(run: _Run, data: _Data, idx: np.ndarray, start: int) -> dict[str
 
         # Under DDP every rank holds a slice; the loss is the WHOLE batch's (InfoNCE over
         # all pairs, BatchNorm statistics over all samples) and the ranks' shares add up.
-        n_batch = min(run.batch, len(data.x_fit) - start)
         losses = brainae_losses(config.model.loss_weights, run.core.tau, n_batch, tb,
                                 config.model.fea_normalize)
         parts = cached_backward(run.core, (xb, fb), run.micro, *losses, autocast=run.autocast,
@@ -491,6 +530,42 @@ def _train_step(run: _Run, data: _Data, idx: np.ndarray, start: int) -> dict[str
     return parts
 
 
+def _batches(run: _Run, data: _Data) -> list[np.ndarray]:
+    """This epoch's batches of fitting rows, in order. One subject: a shuffled permutation cut at
+    the run's start offsets. Several: each subject's rows shuffled and cut alike, and the batches
+    of all subjects shuffled together, so a batch never mixes subjects (each goes through its own
+    input layer) and InfoNCE's negatives come from the same subject."""
+    perm = data.gen.permutation(len(data.x_fit))
+    if data.s_fit is None:
+        return [perm[i : i + run.batch] for i in run.starts]
+    least = max(2, run.dist.world)
+    out = []
+    for s in np.unique(data.s_fit):
+        rows = perm[data.s_fit[perm] == s]
+        out += [rows[i : i + run.batch] for i in range(0, len(rows), run.batch)
+                if len(rows[i : i + run.batch]) >= least]
+    return [out[i] for i in data.gen.permutation(len(out))]
+
+
+def validation_loss(run: _Run, data: _Data) -> dict:
+    """The validation loss and top-1: over all validation rows, or per subject (each through
+    its own layer, among its own images) averaged with weights by row count."""
+    config, device = run.config, run.device
+    if data.s_val is None:
+        return evaluate_loss(run.scored, data.x_val, data.f_val, config, device, run.eval_batch)
+    from neuralign.models.subject_layers import select_subject
+
+    sums: dict[str, float] = {}
+    for s in np.unique(data.s_val):
+        rows = np.flatnonzero(data.s_val == s)
+        select_subject(run.scored, int(s))
+        part = evaluate_loss(run.scored, data.x_val[rows], data.f_val[rows], config, device,
+                             run.eval_batch)
+        for k, v in part.items():
+            sums[k] = sums.get(k, 0.0) + v * len(rows) / len(data.s_val)
+    return sums
+
+
 def _train_epoch(run: _Run, data: _Data, prep: Prepared, epoch: int) -> tuple[dict, int]:
     """One pass over the fitting rows in shuffled batches: (mean train loss parts, rows seen)."""
     dist_info = run.dist
@@ -498,12 +573,17 @@ def _train_epoch(run: _Run, data: _Data, prep: Prepared, epoch: int) -> tuple[di
     if run.config.training.average_train_repetitions == "random" and epoch > 0:
         data.x_fit, data.f_fit, data.t_fit = model_inputs(prep, prep.fit_index, "random",
                                                           data.gen)
-    perm = data.gen.permutation(len(data.x_fit))
+    ft = run.config.training.fine_tune
+    if ft.init is not None:
+        from neuralign.offline.finetune import set_shared_frozen
+
+        set_shared_frozen(run.opt, ft.train == "subject_layer" or epoch < ft.layer_epochs,
+                          run.config.training.lr * ft.shared_lr_factor)
     sums: dict[str, float] = {}
     n_seen = 0
-    for i in run.starts:
-        idx = perm[i : i + run.batch][dist_info.rank :: dist_info.world]
-        for k, v in _train_step(run, data, idx, i).items():
+    for batch in _batches(run, data):
+        idx = batch[dist_info.rank :: dist_info.world]
+        for k, v in _train_step(run, data, idx, len(batch)).items():
             sums[k] = sums.get(k, 0.0) + v * len(idx)
         n_seen += len(idx)
     if dist_info.world > 1:
@@ -519,8 +599,9 @@ def _finish(run: _Run, prep: Prepared, run_dir: Path, summary: dict,
     from safetensors.torch import save_file
 
     config, dist_info, scored = run.config, run.dist, run.scored
+    # The encoding read-out lives in one subject's sensor space: none for several subjects.
     if (config.training.calibrate_encoding and hasattr(scored, "predict_response")
-            and summary["best_epoch"] >= 0):
+            and summary["best_epoch"] >= 0 and prep.n_subjects == 1):
         scored.load_state_dict(best_state)  # every rank holds the same best weights
         summary["encoding_calibration"] = calibrate_encoding(scored, prep, run.device,
                                                              run.eval_batch)
@@ -547,7 +628,14 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     device, dist_info = _init_process(config, device)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config, pretrained = _model_for_subjects(config, prep)
     model, core = _build(config, prep, device, dist_info)
+    init = None
+    if pretrained is not None:
+        from neuralign.offline.finetune import initialise_from_pretrained, provenance
+
+        init = {**initialise_from_pretrained(core, pretrained, prep.ch_names),
+                **provenance(pretrained)}
     data = _training_data(config, prep, core)
     run = _set_up(config, device, dist_info, model, core, len(data.x_fit))
     history: list[dict] = []
@@ -560,7 +648,7 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
     for epoch in bar:
         train_parts, n_seen = _train_epoch(run, data, prep, epoch)
         n_samples += n_seen
-        val = evaluate_loss(run.scored, data.x_val, data.f_val, config, device, run.eval_batch)
+        val = validation_loss(run, data)
         history.append({"epoch": epoch, "lr": run.opt.param_groups[0]["lr"], **train_parts,
                         **{f"val_{k}": v for k, v in val.items()}})
         if val["total"] < best["val_total"]:
@@ -579,6 +667,7 @@ def train_model(config: Config, prep: Prepared, run_dir: Path, device: torch.dev
         "world_size": dist_info.world, "device": str(device), "history": history,
         "batch_size": run.batch,
         "micro_batch_size": run.micro if run.cached and run.batch > run.micro else None,
+        "subjects": prep.subjects or None, "pretrained": init,
     }
     return _finish(run, prep, run_dir, summary, best_state)
 

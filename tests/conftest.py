@@ -60,6 +60,22 @@ def tiny_bundle(tiny_sim, tmp_path_factory):
     return root / "bundle", data
 
 
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory):
+    """A tiny BrainAE pretrained on two simulated subjects (another paradigm than ``tiny_sim``,
+    as a lab's own images differ from the pretraining's): (run dir, data dir, config)."""
+    from neuralign.offline.simulator import simulate
+    from neuralign.offline.train import run_training
+
+    root = tmp_path_factory.mktemp("tiny_pretrained")
+    cfg, _ = tiny_config(root, ["dataset.simulation.seed=11",
+                                "dataset.simulation.n_subjects=2", "dataset.subjects=[1, 2]",
+                                *FAST_TRAIN])
+    simulate(cfg.dataset.simulation, root / "data", preprocessing=cfg.preprocessing)
+    run_training(cfg, root / "run", root / "data", None, progress=False)
+    return root / "run", root / "data", cfg
+
+
 # A generator small enough to train in seconds (FLIG, issue 14); its shapes are the real ones.
 TINY_FLIG = ["generative.flig.cae_epochs=1", "generative.flig.flow_epochs=1",
              "generative.flig.cae_width=0.125", "generative.flig.n_units_x=2",

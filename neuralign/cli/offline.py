@@ -78,7 +78,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """``neuralign simulate``: always simulates (``train`` and the demo reuse a cached dataset)."""
     config = config_from_args(args, {"seed": "dataset.simulation.seed",
                                      "snr": "dataset.simulation.snr",
-                                     "modality": "dataset.simulation.modality"})
+                                     "modality": "dataset.simulation.modality",
+                                     "subjects": "dataset.simulation.n_subjects"})
     if config.dataset.kind != "simulated" or config.dataset.simulation is None:
         raise UserError(
             f"{args.config}: dataset.kind: expected 'simulated' for 'neuralign simulate' "
@@ -102,14 +103,20 @@ def simulate_live(config: Config, args: argparse.Namespace) -> int:
         raise UserError(f"--live streams eeg, meg or mua, not {sim.modality!r}")
     if args.timing and args.timing not in PROFILES:
         raise UserError(f"--timing: unknown profile {args.timing!r}; known: {', '.join(PROFILES)}")
+    if args.subject is not None and not 1 <= args.subject <= sim.n_subjects:
+        raise UserError(f"--subject {args.subject}: the config simulates subjects "
+                        f"1..{sim.n_subjects} (--subjects N sets how many)")
     subject = VirtualSubject(sim, markers=args.markers, name=args.name,
                              latency_s=args.latency_ms / 1e3, timing=args.timing,
                              timing_seed=args.timing_seed, chunk_size=args.chunk_size,
-                             seed=args.live_seed, source_id=args.source_id)
+                             seed=args.live_seed, source_id=args.source_id,
+                             subject=args.subject)
     subject.start()
     sig = subject.signal
+    which = f", subject {args.subject or 1} of {sim.n_subjects}" if sim.n_subjects > 1 else ""
     print(f"Virtual subject {args.name!r}: {sim.modality.upper()} {len(sig.ch_names)} ch @ "
-          f"{sig.sfreq:g} Hz (seed {sim.seed}, snr {sig.snr:g}, {len(sig.image_ids)} images), "
+          f"{sig.sfreq:g} Hz (seed {sim.seed}{which}, snr {sig.snr:g}, "
+          f"{len(sig.image_ids)} images), "
           f"responses {args.latency_ms:g} ms after each marker of {args.markers!r}, timing "
           f"{subject.timing.name}. Ctrl-C stops.")
     t_end = time.monotonic() + args.duration if args.duration else None
@@ -160,10 +167,26 @@ def _data_arg(config: Config, data: list[str] | None, images: str | None) -> Pat
     return paths[-1] if paths else None
 
 
+def _subject_list(text: str) -> list[int]:
+    """``--subjects``: "1,2,5" or a range "1-8" (THINGS-EEG2 sub-01..sub-08)."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise UserError(f"--subjects {text!r}: expected numbers like 1,2,5 or a range 1-8") from None
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``neuralign train``: a run directory (or the ablation table); simulates data if none given."""
+    if args.subjects is not None:  # "1,2,3" or "1-8": a list the --set spelling would need as [..]
+        args.subjects = _subject_list(args.subjects)
     config = config_from_args(args, {"epochs": "training.epochs", "device": "training.device",
-                                     "images": "dataset.recording.images"})
+                                     "images": "dataset.recording.images",
+                                     "init": "training.fine_tune.init",
+                                     "subjects": "dataset.subjects"})
     data = _data_arg(config, args.data, args.images)
     if data is None and config.dataset.kind == "simulated" and config.dataset.path is None:
         data = DEFAULT_DATA_DIR / f"{config.name}-data"
@@ -261,6 +284,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="override dataset.simulation.seed")
     p.add_argument("--snr", type=float, help="override the difficulty (dataset.simulation.snr)")
     p.add_argument("--modality", choices=["eeg", "meg", "mua", "retina"], help="override the modality")
+    p.add_argument("--subjects", type=int, metavar="N",
+                   help="simulate N subjects (dataset.simulation.n_subjects): image_set/ once, "
+                   "sub-01/ .. sub-NN/ (docs/simulator.md, 'Several subjects')")
     live = p.add_argument_group(
         "live (a virtual subject; docs/virtual_subject.md)",
         "--live streams the simulated subject on LSL in real time: each marker (an image id) of "
@@ -287,6 +313,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--live-seed", type=int,
                       help="seed of the live background and trial variability (default: from "
                       "--seed, independent of the dataset's sessions)")
+    live.add_argument("--subject", type=int, metavar="K",
+                      help="stream subject K (1-based) of a multi-subject config (--subjects N; "
+                      "default 1)")
     live.add_argument("--duration", type=float, help="stop after this many seconds")
     live.add_argument("--status-every", type=float, default=10.0,
                       help="seconds between status lines, 0 = none (default %(default)s)")
@@ -311,6 +340,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--epochs", type=int, help="override training.epochs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override training.device")
+    p.add_argument("--subjects", help="train on several subjects together (pretraining: a shared "
+                   "encoder, one input layer per subject), e.g. 1-8 or 1,2,5 (dataset.subjects)")
+    p.add_argument("--init", metavar="RUN", help="fine-tune the pretrained run RUN on this "
+                   "subject's data instead of training from scratch (training.fine_tune.init; "
+                   "docs/tutorials/new_subject.md)")
     p.add_argument("--ablation", action="store_true",
                    help="train the BrainAE Table 4 variants (loss terms removed) and compare")
     p.add_argument("--ablation-variants", help="';'-separated subset of: full; w/o L_con; "

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 
 def print_report(rep: dict, path: str | Path) -> None:
     """The headline numbers of an evaluation report (``evaluate_run``) and where it is."""
+    if "per_subject" in rep:  # pretrained on several subjects: each through its own layer
+        for name, one in rep["per_subject"].items():
+            r = one["retrieval"]
+            print(f"subject {name}: zero-shot retrieval top-1 "
+                  f"{r['top1']:.3f}, top-5 {r['top5']:.3f} (chance {r['chance_top1']:.3f})")
+        m = rep["mean_over_subjects"].get("retrieval", {})
+        if m:
+            print(f"mean over {len(rep['per_subject'])} subjects: top-1 {m['top1']:.3f}, top-5 "
+                  f"{m['top5']:.3f}")
+        print(f"report: {path}")
+        return
     r, ridge = rep["retrieval"], rep.get("ridge", {})
     print(f"{rep['n_test_images']}-way zero-shot retrieval: top-1 {r['top1']:.3f}, top-5 "
           f"{r['top5']:.3f} (chance {r['chance_top1']:.3f})")

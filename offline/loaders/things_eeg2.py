@@ -60,12 +60,15 @@ def load_published_dict(path: Path, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def find_preprocessed_dir(root: Path, subject: int | None) -> Path:
-    """Directory holding ``preprocessed_eeg_training.npy``: root, root/sub-XX, root/preprocessed_data/sub-XX."""
+    """Directory holding ``preprocessed_eeg_training.npy``: root/sub-XX,
+    root/preprocessed_data/sub-XX, else root itself (a folder of one subject). The subject's own
+    folder comes first, so a root holding several subjects never answers for all of them."""
     root = Path(root)
-    cands = [root]
+    cands = []
     if subject is not None:
         sub = f"sub-{subject:02d}"
         cands += [root / sub, root / "preprocessed_data" / sub]
+    cands.append(root)
     for c in cands:
         if (c / "preprocessed_eeg_training.npy").exists():
             return c

@@ -88,10 +88,40 @@ def image_features(paradigm: Paradigm, kind: str) -> np.ndarray:
     return np.concatenate([low, lat], axis=1)
 
 
+def canonical_components(kinds: list[str], paradigm: Paradigm, n_components: int,
+                         rng: np.random.Generator, strength: float) -> list[np.ndarray]:
+    """A dataset's canonical tuning: per region (feature kind in ``kinds``), ``n_components``
+    tuning vectors over that region's image features, (n_components, n_features) with entries
+    N(0, strength^2 / n_features). Drawn from the dataset's seed and shared by all its subjects:
+    the common low-dimensional image -> source-space structure they differ around."""
+    out = []
+    for kind in kinds:
+        d = (image_features(paradigm, kind) if kind != "concept"
+             else paradigm.concept_z).shape[1]
+        out.append(rng.standard_normal((n_components, d)) * (strength / np.sqrt(d)))
+    return out
+
+
+def _mix_tuning(own: np.ndarray, canonical: np.ndarray, idiosyncrasy: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """``sqrt(idiosyncrasy)`` of the subject's own tuning ``own`` (n, d) plus ``sqrt(1 -
+    idiosyncrasy)`` of a random mixture (weights N(0, 1/M), same variance) of the canonical
+    components (M, d)."""
+    m = canonical.shape[0]
+    w = rng.standard_normal((own.shape[0], m)) / np.sqrt(m)
+    return np.sqrt(idiosyncrasy) * own + np.sqrt(1.0 - idiosyncrasy) * (w @ canonical)
+
+
 def make_visual_sources(
-    model: SensorModel, paradigm: Paradigm, rng: np.random.Generator
+    model: SensorModel, paradigm: Paradigm, rng: np.random.Generator,
+    canonical: list[np.ndarray] | None = None, idiosyncrasy: float = 1.0,
 ) -> VisualSources:
-    """Pick the visual dipoles, their orientations, latencies and tuning weights."""
+    """Pick the visual dipoles, their orientations, latencies and tuning weights.
+
+    ``canonical`` (per region, :func:`canonical_components`): a multi-subject dataset's shared
+    tuning; each dipole's tuning is then ``sqrt(idiosyncrasy)`` its own plus the rest a random
+    mixture of its region's canonical components. None: its own only (one subject).
+    """
     rel = model.source_rr - model.r0
     idx, lat, width, reg, amps = [], [], [], [], []
     for r, region in enumerate(REGIONS):
@@ -109,6 +139,8 @@ def make_visual_sources(
                 reg.append(r)
                 u = rng.standard_normal(feats.shape[1]) * (TUNING_STRENGTH / np.sqrt(feats.shape[1]))
                 shared = region.sign * region.shared * rng.uniform(0.8, 1.2)
+                if canonical is not None:
+                    u = _mix_tuning(u[None, :], canonical[r], idiosyncrasy, rng)[0]
                 amps.append(shared + abs(shared) * (feats @ u))
     idx_arr = np.asarray(idx)
     ori = rel[idx_arr] / np.linalg.norm(rel[idx_arr], axis=1, keepdims=True)  # roughly radial
@@ -220,10 +252,12 @@ class MuaTuning:
 
 
 def mua_tuning(paradigm: Paradigm, n_channels: int, sfreq: float,
-               rng: np.random.Generator) -> MuaTuning:
+               rng: np.random.Generator, canonical: list[np.ndarray] | None = None,
+               idiosyncrasy: float = 1.0, latency_shift_s: float = 0.0) -> MuaTuning:
     """Each channel's driven rate is ``softplus(shared + u . f_i)`` with ``f_i`` the features its
     area is tuned to (V1 low-level, V4 mixed, IT concept), with the area's latency and time
-    course."""
+    course. ``canonical`` / ``idiosyncrasy`` (multi-subject): as :func:`make_visual_sources`,
+    per area; ``latency_shift_s`` is added to every area's latency."""
     _, area = mua_channel_names(n_channels)
     conc = paradigm.concept_z
     conc = (conc - conc.mean(0)) / (conc.std(0) + 1e-12)
@@ -240,9 +274,11 @@ def mua_tuning(paradigm: Paradigm, n_channels: int, sfreq: float,
         chans = np.flatnonzero(area == a)
         f = feats[kind]
         u = rng.standard_normal((len(chans), f.shape[1])) * (1.5 / np.sqrt(f.shape[1]))
+        if canonical is not None:
+            u = _mix_tuning(u, canonical[a], idiosyncrasy, rng)
         x = 0.3 + f @ u.T  # (images, chans)
         drive[chans] = np.log1p(np.exp(x)).T
-        lat = latency + 0.005 * rng.standard_normal(len(chans))
+        lat = latency + latency_shift_s + 0.005 * rng.standard_normal(len(chans))
         tt = np.clip(t[None, :] - lat[:, None], 0.0, None)
         k = (1.0 - np.exp(-tt / rise)) * np.exp(-tt / decay)
         kernels[chans] = k / k.max(axis=1, keepdims=True)

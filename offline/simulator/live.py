@@ -11,7 +11,9 @@ time. The model (``docs/virtual_subject.md``):
   the config's seed): the same paradigm, forward model and visual sources (EEG/MEG) or tuned units
   (MUA), so image ``c0007_i00`` evokes the response it evoked in ``sim_test_raw.fif``, with the
   same trial-to-trial variability (:func:`~neuralign.offline.simulator.evoked.synthesize_evoked`
-  for one trial, :func:`~neuralign.offline.simulator.evoked.synthesize_mua` without baseline);
+  for one trial, :func:`~neuralign.offline.simulator.evoked.synthesize_mua` without baseline); of
+  a multi-subject config, subject ``subject`` (1-based), with its latency, gains, SNR, channel
+  noise and bad channels as offline;
 * **the onset** of a marker stamped ``t`` is the sample produced at ``t + latency_s`` (a
   display's delay; the visual pathway's is in the responses, as offline); overlapping
   responses (fast SOA) add up; an id that is not an image of the paradigm evokes the shared
@@ -47,7 +49,7 @@ import numpy as np
 
 from neuralign.config import Config, SimulationConfig
 from neuralign.offline.simulator import noise as noise_mod
-from neuralign.offline.simulator.core import SubjectModel, subject_model
+from neuralign.offline.simulator.core import SubjectModel, subject_live_seed, subject_model
 from neuralign.offline.simulator.evoked import (
     MUA_SMOOTH_S,
     RESPONSE_WINDOW_S,
@@ -97,19 +99,23 @@ class LiveSignal:
     else on demand); :meth:`add_stimulus` queues a response at an onset sample; :meth:`render`
     returns the next samples with every queued response that overlaps them added.
     ``seed``: the live draws (background, trial variability); None = derived from the dataset's
-    seed but independent of its training and test sessions.
+    seed but independent of its training and test sessions. ``subject_index`` (1-based): which
+    subject of a multi-subject config (None: the first; its drawn latency, gains, SNR, channel
+    noise and bad channels apply as offline).
     """
 
     def __init__(self, cfg: SimulationConfig, snr: float | None = None, seed: int | None = None,
-                 block_s: float = 5.0, subject: SubjectModel | None = None):
+                 block_s: float = 5.0, subject: SubjectModel | None = None,
+                 subject_index: int | None = None):
         if cfg.modality not in ("eeg", "meg", "mua"):
             raise ValueError(f"a virtual subject streams eeg, meg or mua, not {cfg.modality!r}")
         if block_s < 4 * CROSSFADE_S:
             raise ValueError(f"block_s must be >= {4 * CROSSFADE_S:g} s")
         self.cfg = cfg
-        self.subject = subject if subject is not None else subject_model(cfg)
+        self.subject = subject if subject is not None else subject_model(cfg, subject_index)
+        self.traits = traits = self.subject.traits
         self.modality, self.sfreq = cfg.modality, float(cfg.sfreq)
-        self.snr = float(cfg.snr if snr is None else snr)
+        self.snr = float((cfg.snr if traits is None else traits.snr) if snr is None else snr)
         self.ch_names = list(self.subject.ch_names)
         self.ch_types = list(self.subject.info.get_channel_types())
         paradigm = self.subject.paradigm
@@ -117,7 +123,7 @@ class LiveSignal:
         self._index = {i: k for k, i in enumerate(self.image_ids)}
         self._shared = len(self.image_ids)  # row of the shared (non-specific) response
         base = (np.random.SeedSequence(seed) if seed is not None
-                else np.random.SeedSequence(cfg.seed).spawn(7)[6])
+                else subject_live_seed(cfg, traits.index if traits is not None else None))
         ss_bg, ss_trial, ss_ref = base.spawn(3)
         self._rng_trial = np.random.default_rng(ss_trial)
         self.block = int(round(block_s * self.sfreq))
@@ -141,6 +147,10 @@ class LiveSignal:
             self.noise_rms = float(np.sqrt(np.mean(np.square(self._first_background[occ]))))
             self.scale = self.snr * self.noise_rms / self._signal_rms(np.random.default_rng(ss_ref))
             del self._first_background
+            if traits is not None:  # the subject's overall amplitude, as offline
+                self.scale *= traits.amplitude_gain
+        self._ch_scale = (traits.response_scale(len(self.ch_names))[:, None]
+                          if traits is not None and self.modality != "mua" else 1.0)
         self._ready: deque[np.ndarray] = deque([first])
         self._queue: queue.Queue | None = None
         self._producer: threading.Thread | None = None
@@ -174,7 +184,7 @@ class LiveSignal:
         k = self._index.get(image_id, self._shared) if image_id is not None else self._shared
         if self.modality == "mua":
             return self.snr * self._sources.drive[:, k, None] * self._sources.kernels
-        return self.scale * noise_free_response(self._sources, k, self.sfreq)
+        return self.scale * self._ch_scale * noise_free_response(self._sources, k, self.sfreq)
 
     def _response(self, k: int) -> np.ndarray:
         """One trial's response to paradigm image ``k`` (or the shared row)."""
@@ -185,7 +195,7 @@ class LiveSignal:
                                   self.sfreq, self.snr, self._rng_trial, tuning=self._resp_tuning)
         ev = synthesize_evoked(self._sources, idx, at, self.n_win, self.sfreq, self.subject.occ,
                                self._rng_trial)
-        return self.scale * ev.data
+        return self.scale * self._ch_scale * ev.data
 
     def add_stimulus(self, image_id: str, onset_sample: int) -> tuple[bool, int]:
         """Queue ``image_id``'s response from ``onset_sample`` on; returns (known id, response
@@ -239,6 +249,8 @@ class LiveSignal:
                 self._first_background = raw[:, :n].copy()
             tail = raw[:, n:].copy()
             block = raw[:, :n]
+            if self.traits is not None:
+                block *= self.traits.amplitude_gain
             if period:
                 block += line[:, (start + np.arange(n)) % period]
             block[:, :blink_len] += carry
@@ -249,6 +261,8 @@ class LiveSignal:
                 inside = min(len(wave), n - onset)
                 block[:, onset:onset + inside] += topo[:, None] * wave[None, :inside]
                 carry[:, : len(wave) - inside] += topo[:, None] * wave[None, inside:]
+            if self.traits is not None:  # flat / noisy bad channels, each channel's own noise
+                self.traits.apply_channel_effects(block, rng)
             start += n
             yield np.ascontiguousarray(block)
 
@@ -344,7 +358,8 @@ class VirtualSubject(ThreadedWorker):
     P1 ~100 ms, are the simulator's; a bundle trained on the simulator's data, where responses
     start at the annotation, decodes only without it: 0 by default). ``timing``: a
     replay timing profile (name or object; None = ``ideal`` with ``chunk_size`` chunks).
-    ``snr`` overrides the config's; ``seed`` sets the live draws.
+    ``snr`` overrides the config's; ``seed`` sets the live draws; ``subject`` (1-based) picks
+    a subject of a multi-subject config (``n_subjects`` > 1; None: the first).
 
     Use as a context manager, or :meth:`start` / :meth:`stop`. :attr:`stimuli` lists what was
     shown; :meth:`onset_time` gives a sample's production time on the host clock.
@@ -354,7 +369,8 @@ class VirtualSubject(ThreadedWorker):
                  name: str = "VirtualEEG", latency_s: float = 0.0, snr: float | None = None,
                  timing: str | TimingProfile | None = None, timing_seed: int = 0,
                  chunk_size: int = 10, seed: int | None = None, source_id: str | None = None,
-                 stype: str | None = None, block_s: float = 5.0, marker_timeout_s: float = 2.0):
+                 stype: str | None = None, block_s: float = 5.0, marker_timeout_s: float = 2.0,
+                 subject: int | None = None):
         if isinstance(config, Config):
             if config.dataset.simulation is None:
                 raise ValueError(f"config {config.name!r} has no dataset.simulation")
@@ -370,6 +386,7 @@ class VirtualSubject(ThreadedWorker):
                        else timing if timing is not None else get_profile("ideal"))
         self.timing_seed, self.chunk_size = int(timing_seed), int(chunk_size)
         self.snr, self.seed, self.block_s = snr, seed, block_s
+        self.subject_index = subject
         self.source_id = source_id or uuid.uuid4().hex
         self.stype = stype or _STYPES.get(config.modality, "EEG")
         self.marker_timeout_s = marker_timeout_s
@@ -393,7 +410,8 @@ class VirtualSubject(ThreadedWorker):
         from neuralign.realtime.sources.kind_lsl import lsl_selector
         from neuralign.realtime.sources.lsl import LSLMarkerInlet
 
-        self.signal = LiveSignal(self.config, self.snr, self.seed, self.block_s)
+        self.signal = LiveSignal(self.config, self.snr, self.seed, self.block_s,
+                                 subject_index=self.subject_index)
         self._inlet = LSLMarkerInlet(**lsl_selector(self.markers, "markers"),
                                      timeout=self.marker_timeout_s)
         try:
