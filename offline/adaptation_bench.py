@@ -34,16 +34,18 @@ REPETITIONS = 4  # each training image is shown this many times in a block, as T
 class AdaptationPlan:
     """What the bench runs (every count is a CLI option)."""
 
-    n_subjects: int = 8
-    n_pretrain: int = 5
+    n_subjects: int = 10
+    n_pretrain: int = 6
     minutes: tuple[float, ...] = (2.0, 5.0, 10.0)  # fine-tuned from the pretrained run
     scratch_minutes: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0)  # trained from scratch
-    pretrain_minutes: float = 10.0  # of each pretraining subject
-    scratch_epochs: int = 20
-    fine_tune_epochs: int = 12
-    pretrain_epochs: int = 12
+    pretrain_minutes: float = 15.0  # of each pretraining subject
+    # Epochs chosen on simulation seed 0 (5 and 10 min, 3 held-out subjects): scratch 30 beat
+    # 20 (top-1 0.29 vs 0.25 at 5 min, 0.42 vs 0.40 at 10); fine-tuning 20 beat 30 and 12.
+    scratch_epochs: int = 30
+    fine_tune_epochs: int = 20
+    pretrain_epochs: int = 15
     snr: float = 0.5
-    seed: int = 0
+    seed: int = 2  # seed 0 chose the settings: the report is on data it never saw
     jobs: int = 2
 
 
@@ -187,8 +189,13 @@ def _features(config: Config, data_dir: Path) -> Path:
 
 def _pretrain(config: Config, plan: AdaptationPlan, data_dir: Path, features: Path,
               out: Path, subjects: list[int]) -> float:
+    """Pretrain on ``subjects`` (in a worker: one torch thread); returns its seconds."""
+    import torch
+
     from neuralign.offline.prepare import stack_subjects
     from neuralign.offline.train import train_model
+
+    torch.set_num_threads(1)
 
     run_dir = out / "pretrained"
     if (run_dir / "model.safetensors").is_file() and (run_dir / "prepared.npz").is_file():
@@ -201,7 +208,11 @@ def _pretrain(config: Config, plan: AdaptationPlan, data_dir: Path, features: Pa
     cfg = config.model_copy(update={
         "dataset": config.dataset.model_copy(update={"subjects": subjects}),
         "training": config.training.model_copy(update={"epochs": plan.pretrain_epochs})})
-    return float(train_model(cfg, prep, run_dir, progress=True)["seconds"])
+    return float(train_model(cfg, prep, run_dir, progress=False)["seconds"])
+
+
+def _longest_first(jobs: list[tuple]) -> list[tuple]:
+    return sorted(jobs, key=lambda j: -j[4].n_images * j[6])
 
 
 def _t_interval(values: list[float]) -> tuple[float, float, float]:
@@ -252,23 +263,59 @@ def run_adaptation_bench(plan: AdaptationPlan, out: Path) -> AdaptationReport:
     features = _features(config, data_dir)
     pre_subjects = list(range(1, plan.n_pretrain + 1))
     held = list(range(plan.n_pretrain + 1, plan.n_subjects + 1))
-    pre_seconds = _pretrain(config, plan, data_dir, features, out, pre_subjects)
     soa = config.dataset.simulation.soa
-    jobs = [(config, data_dir, features, out, Point(s, "scratch", m, images_for(m, soa)), None,
-             plan.scratch_epochs) for s in held for m in plan.scratch_minutes]
-    jobs += [(config, data_dir, features, out, Point(s, "pretrained", m, images_for(m, soa)),
+    scratch = [(config, data_dir, features, out, Point(s, "scratch", m, images_for(m, soa)),
+                None, plan.scratch_epochs) for s in held for m in plan.scratch_minutes]
+    tuned = [(config, data_dir, features, out, Point(s, "pretrained", m, images_for(m, soa)),
               out / "pretrained", plan.fine_tune_epochs) for s in held for m in plan.minutes]
-    jobs.sort(key=lambda j: -j[4].n_images * j[6])  # longest first
-    report = AdaptationReport(plan, pre_subjects, held, pre_seconds)
+    points = []
+    # the pretraining and the scratch trainings (which do not need it) share the workers; the
+    # fine-tunings follow once it is written
     with ProcessPoolExecutor(max_workers=max(1, plan.jobs)) as pool:
-        for point in pool.map(_train_point, jobs):
+        pretraining = pool.submit(_pretrain, config, plan, data_dir, features, out, pre_subjects)
+        waiting = [pool.submit(_train_point, j) for j in _longest_first(scratch)]
+        pre_seconds = pretraining.result()
+        waiting += [pool.submit(_train_point, j) for j in _longest_first(tuned)]
+        for future in waiting:
+            point = future.result()
             log.info("subject %d %s %g min: top-1 %.3f top-5 %.3f (%.0f s)", point.subject,
                      point.mode, point.minutes, point.top1, point.top5, point.train_seconds)
-            report.points.append(point)
+            points.append(point)
+    report = AdaptationReport(plan, pre_subjects, held, pre_seconds, points)
     report.summary = summarise(report.points)
     report.verdict = verdict(report.summary)
     (out / "report.json").write_text(json.dumps(asdict(report), indent=1, default=str))
+    write_figure(report.summary, out / "adaptation.png")
     return report
+
+
+def write_figure(summary: list[dict], path: Path) -> Path:
+    """Top-1 and top-5 against minutes of the new subject's data, scratch and pretrained, with
+    the 95 % intervals over held-out subjects as bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), constrained_layout=True)
+    for ax, metric in zip(axes, ("top1", "top5")):
+        for mode, color in (("scratch", "tab:gray"), ("pretrained", "tab:blue")):
+            rows = sorted((r for r in summary if r["mode"] == mode), key=lambda r: r["minutes"])
+            if not rows:
+                continue
+            m = [r["minutes"] for r in rows]
+            ax.plot(m, [r[metric] for r in rows], "o-", color=color,
+                    label="from scratch" if mode == "scratch" else "pretrained + fine-tuned")
+            lo = [r[f"{metric}_ci"][0] for r in rows]
+            hi = [r[f"{metric}_ci"][1] for r in rows]
+            ax.fill_between(m, lo, hi, color=color, alpha=0.2, linewidth=0)
+        ax.set_xlabel("minutes of the new subject's data")
+        ax.set_ylabel(f"retrieval {metric.replace('top', 'top-')}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def format_report(report: AdaptationReport) -> str:

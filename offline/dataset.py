@@ -57,6 +57,9 @@ class BrainDataset:
     # live parity is exact) or 'external-preprocessed' (someone else's pipeline: parity approximate).
     provenance: str = "external-preprocessed"
     source: str = ""
+    # Whose data this is (e.g. "1" for THINGS-EEG2 sub-01); several subjects prepared together
+    # label every row with it (Prepared.row_subject / Prepared.subjects).
+    subject: str = ""
 
     def __post_init__(self) -> None:
         for name, split in (("train", self.train), ("test", self.test)):

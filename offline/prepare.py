@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -277,11 +277,11 @@ def prepare_subjects(config: Config, data_dir: Path | None = None, features: Pat
     for number in config.dataset.subjects or []:
         one = config.model_copy(update={"dataset": config.dataset.model_copy(
             update={"subject": number, "subjects": None})})
-        dataset = load_dataset(one, data_dir)
+        dataset = replace(load_dataset(one, data_dir), subject=str(number))
         if parts:
             dataset = _in_channel_order(dataset, parts[0].ch_names, f"subject {number}")
         parts.append(prepare_dataset(one, dataset, features, device))
-        names.append(str(number))
+        names.append(dataset.subject)
         log.info("subject %s: %d training and %d test images", number, len(parts[-1].train_ids),
                  len(parts[-1].test_ids))
     return stack_subjects(parts, names)
@@ -298,8 +298,6 @@ def _in_channel_order(dataset: BrainDataset, names: list[str], who: str) -> Brai
                         f"(missing {missing[:8]}, extra {extra[:8]}); every subject trained "
                         "together needs the same channels")
     order = [list(dataset.ch_names).index(c) for c in names]
-    from dataclasses import replace
-
     return replace(dataset, train=replace(dataset.train, data=dataset.train.data[:, :, order]),
                    test=replace(dataset.test, data=dataset.test.data[:, :, order]),
                    ch_names=list(names), ch_types=[dataset.ch_types[i] for i in order])

@@ -4,7 +4,9 @@
    ``neuralign run --bundle B --source lsl:... --markers lsl:... --record block1/``;
 2. ``neuralign train --config lab --data block1/ --images image_set/`` trains on that recording
    (then evaluate, export);
-3. the new bundle decodes block 2 live, trial for trial as offline decoding of block 2 does.
+3. the new bundle decodes block 2 live, trial for trial as offline decoding of block 2 does;
+4. the same recording fine-tuned from a run pretrained on other subjects (``train --init``) makes
+   a bundle that records its pretraining and decodes block 2 live as offline, too.
 """
 
 from __future__ import annotations
@@ -20,16 +22,15 @@ from tests.lab_blocks import make_lab_blocks
 
 
 @pytest.mark.slow
-def test_lab_day_record_train_decode_next_block(tiny_sim, tiny_bundle, tmp_path):
+def test_lab_day_record_train_decode_next_block(tiny_sim, tiny_bundle, tiny_pretrained,
+                                                tmp_path):
     import mne
 
     from neuralign.bundle import load_bundle
     from neuralign.cli import main
     from neuralign.config import load_config
     from neuralign.offline.loaders.recording import load_recording_dataset
-    from neuralign.offline.single_trial import decode_recording
     from neuralign.realtime.replay import LSLReplayer
-    from neuralign.realtime.replay.session import replay_session
 
     _, _, data = tiny_sim
     other_subject_bundle, _ = tiny_bundle
@@ -78,7 +79,29 @@ def test_lab_day_record_train_decode_next_block(tiny_sim, tiny_bundle, tmp_path)
     assert bundle.manifest.provenance == "neuralign-causal"
 
     # 3. block 2 live with the new bundle == offline decoding of block 2
-    session = replay_session(bundle, blocks["block2"], cfg.realtime, speed=2.0, device="cpu")
+    _live_equals_offline(bundle, blocks["block2"], cfg)
+
+    # 4. the same recording, fine-tuned from a run pretrained on two other subjects
+    pretrained_run = tiny_pretrained[0]
+    assert main(["train", "--config", "lab", "--data", str(tmp_path / "block1"),
+                 "--images", str(data / "image_set"),
+                 "--set", f"dataset.recording.split.test_file={blocks['test_ids']}",
+                 *sets, "--init", str(pretrained_run), "--out", str(tmp_path / "run_init")]) == 0
+    assert main(["export", "--run", str(tmp_path / "run_init"),
+                 "--out", str(tmp_path / "bundle_init")]) == 0
+    adapted = load_bundle(tmp_path / "bundle_init")
+    assert adapted.manifest.pretrained.subjects == ["1", "2"]
+    assert adapted.manifest.pretrained.run == str(pretrained_run.resolve())
+    _live_equals_offline(adapted, blocks["block2"], cfg)
+
+
+def _live_equals_offline(bundle, block2, cfg) -> None:
+    """Block 2 replayed over LSL into the engine: the same trials, markers and top-1 as offline
+    decoding of the file."""
+    from neuralign.offline.single_trial import decode_recording
+    from neuralign.realtime.replay.session import replay_session
+
+    session = replay_session(bundle, block2, cfg.realtime, speed=2.0, device="cpu")
     session.start()
     t0 = time.monotonic()
     try:
@@ -88,7 +111,7 @@ def test_lab_day_record_train_decode_next_block(tiny_sim, tiny_bundle, tmp_path)
     finally:
         session.stop()
     online = session.results_in_stimulus_order()
-    offline = decode_recording(bundle, blocks["block2"])
+    offline = decode_recording(bundle, block2)
     assert len(online) == len(offline) == session.n_trials == 12  # 6 test images x 2 reps
     assert [r.marker for r in online] == [o["marker"] for o in offline]
     assert [r.topk_ids[0] for r in online] == [o["topk_ids"][0] for o in offline]

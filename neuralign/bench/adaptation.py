@@ -17,20 +17,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Subjects, minutes, epochs and where to write."""
     p.add_argument("--out", default=".neuralign-cache/bench-adaptation",
                    help="work directory: simulated subjects, runs, report.json (default %(default)s)")
-    p.add_argument("--subjects", type=int, default=8, help="simulated subjects (default %(default)s)")
-    p.add_argument("--pretrain", type=int, default=5,
+    p.add_argument("--subjects", type=int, default=10, help="simulated subjects (default %(default)s)")
+    p.add_argument("--pretrain", type=int, default=6,
                    help="the first N subjects pretrain; the rest are held out (default %(default)s)")
     p.add_argument("--minutes", type=_floats, default=(2.0, 5.0, 10.0),
                    help="minutes of a held-out subject fine-tuned on (default 2,5,10)")
     p.add_argument("--scratch-minutes", type=_floats, default=(2.0, 5.0, 10.0, 20.0),
                    help="minutes trained on from scratch (default 2,5,10,20)")
-    p.add_argument("--pretrain-minutes", type=float, default=10.0,
+    p.add_argument("--pretrain-minutes", type=float, default=15.0,
                    help="minutes of each pretraining subject (default %(default)s)")
-    p.add_argument("--scratch-epochs", type=int, default=20, help="(default %(default)s)")
-    p.add_argument("--fine-tune-epochs", type=int, default=12, help="(default %(default)s)")
-    p.add_argument("--pretrain-epochs", type=int, default=12, help="(default %(default)s)")
+    p.add_argument("--scratch-epochs", type=int, default=30, help="(default %(default)s)")
+    p.add_argument("--fine-tune-epochs", type=int, default=20, help="(default %(default)s)")
+    p.add_argument("--pretrain-epochs", type=int, default=15, help="(default %(default)s)")
     p.add_argument("--snr", type=float, default=0.5, help="simulated SNR (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="simulation seed (default %(default)s)")
+    p.add_argument("--seed", type=int, default=2, help="simulation seed (default %(default)s; "
+                   "seed 0 chose the epochs and the fine-tuning schedule)")
     p.add_argument("--jobs", type=int, default=2,
                    help="trainings run at once, one torch thread each (default %(default)s)")
     p.add_argument("--json", help="also copy report.json here")
