@@ -52,9 +52,8 @@ def test_things_eeg2_subjects_in_their_folders(tmp_path: Path) -> None:
 
 def test_things_eeg2_a_missing_subject_names_the_folders_tried(tmp_path: Path) -> None:
     from neuralign.errors import DataError
-    from neuralign.offline.prepare import prepare
-
     from neuralign.offline.loaders.things_eeg2 import load_things_eeg2_preprocessed
+    from neuralign.offline.prepare import prepare
 
     write_image_metadata(tmp_path / "image_set", n_train_concepts=4, per_train=2, n_test=4)
     write_preprocessed(tmp_path / "eeg" / "sub-01", "nice", n_train=8, n_test=4)
