@@ -150,17 +150,36 @@ def _train_point(args: tuple) -> Point:
     config, data_dir, features, out, point, pretrained, epochs = args
     torch.set_num_threads(1)
     logging.getLogger("neuralign").setLevel(logging.WARNING)
-    prep = _prepared(config, data_dir, point.subject, point.n_images, features)
     tr = config.training.model_copy(update={"epochs": epochs, "fine_tune": config.training.
                                             fine_tune.model_copy(update={"init": pretrained})})
     cfg = config.model_copy(update={"training": tr})
     run_dir = out / f"sub-{point.subject:02d}-{point.mode}-{point.minutes:g}min"
+    key = _point_key(cfg, point, pretrained)
+    done = run_dir / "point.json"
+    if done.is_file() and json.loads(done.read_text()).get("key") == key:
+        return Point(**json.loads(done.read_text())["point"])  # same settings, same weights
+    prep = _prepared(config, data_dir, point.subject, point.n_images, features)
     t0 = time.perf_counter()
     hist = train_model(cfg, prep, run_dir, progress=False)
     point.train_seconds = time.perf_counter() - t0
     point.best_epoch = int(hist["best_epoch"])
     point.top1, point.top5 = (score(run_dir, prep)[k] for k in ("top1", "top5"))
+    done.write_text(json.dumps({"key": key, "point": asdict(point)}))
     return point
+
+
+def _point_key(cfg: Config, point: Point, pretrained: Path | None) -> str:
+    """What a finished point depends on: its config, data amount and the pretrained weights
+    (a re-run reuses it only when all are the same)."""
+    import hashlib
+
+    from neuralign.config import dump_config
+
+    h = hashlib.sha256(json.dumps(dump_config(cfg), sort_keys=True, default=str).encode())
+    h.update(f"{point.subject}/{point.mode}/{point.minutes}/{point.n_images}".encode())
+    if pretrained is not None:
+        h.update((Path(pretrained) / "model.safetensors").read_bytes())
+    return h.hexdigest()
 
 
 def _simulate(config: Config, data_dir: Path) -> None:
@@ -197,8 +216,13 @@ def _pretrain(config: Config, plan: AdaptationPlan, data_dir: Path, features: Pa
 
     torch.set_num_threads(1)
 
+    from neuralign.config import dump_config
+
     run_dir = out / "pretrained"
-    if (run_dir / "model.safetensors").is_file() and (run_dir / "prepared.npz").is_file():
+    key = json.dumps([dump_config(config), subjects, plan.pretrain_minutes, plan.pretrain_epochs],
+                     sort_keys=True, default=str)
+    done = run_dir / "pretrain.json"
+    if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return float(json.loads((run_dir / "history.json").read_text())["seconds"])
     n = images_for(plan.pretrain_minutes, config.dataset.simulation.soa)
     parts = [_prepared(config, data_dir, s, n, features) for s in subjects]
@@ -208,7 +232,9 @@ def _pretrain(config: Config, plan: AdaptationPlan, data_dir: Path, features: Pa
     cfg = config.model_copy(update={
         "dataset": config.dataset.model_copy(update={"subjects": subjects}),
         "training": config.training.model_copy(update={"epochs": plan.pretrain_epochs})})
-    return float(train_model(cfg, prep, run_dir, progress=False)["seconds"])
+    seconds = float(train_model(cfg, prep, run_dir, progress=False)["seconds"])
+    done.write_text(json.dumps({"key": key}))
+    return seconds
 
 
 def _longest_first(jobs: list[tuple]) -> list[tuple]:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from neuralign.devices import resolve_device
 from neuralign.errors import UserError
 from neuralign.offline.prepare import Prepared
 from neuralign.offline.run_dir import MODEL_FILE
+
+if TYPE_CHECKING:
+    from neuralign.offline.finetune import Pretrained
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +404,7 @@ def _init_process(config: Config, device: torch.device | None) -> tuple[torch.de
     return device, dist_info
 
 
-def _model_for_subjects(config: Config, prep: Prepared):
+def _model_for_subjects(config: Config, prep: Prepared) -> tuple[Config, Pretrained | None]:
     """(config, pretrained run or None): several subjects get one input layer each
     (``model.subject_layers``); ``training.fine_tune.init`` takes the pretrained run's model
     with a layer for this subject (:mod:`neuralign.offline.finetune`)."""
