@@ -439,6 +439,13 @@ class RealtimeConfig(_Section):
     # training image on held-out images (its validation in the bundle; otherwise the viewer shows
     # the retrieved image and says why), "always" shows them regardless, "off" never generates.
     generated_images: Literal["validated", "always", "off"] = "validated"
+    # The generator is a display aid next to the decoder: it generates at most this share of
+    # the time on its (background) thread, a quarter of one core by default. One stream costs
+    # ~0.13 of a core with the demo's generator; with several streams it skips epochs instead
+    # of taking the cores the decoder, the device apps and the result consumers need.
+    generation_cpu_share: float = Field(0.25, gt=0, le=1)
+    # an epoch still waiting for its image after this long is skipped (no longer live)
+    generation_max_age_s: float = Field(2.0, gt=0)
 
 
 class Config(_Section):

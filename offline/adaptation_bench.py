@@ -198,11 +198,16 @@ def _features(config: Config, data_dir: Path) -> Path:
     from neuralign.offline.feature_files import save_features_npz
     from neuralign.offline.image_features import compute_features
 
-    path = data_dir / "features.npz"
-    if not path.is_file():
+    path, stamp = data_dir / "features.npz", data_dir / "features-config.json"
+    # the images follow the simulation (more minutes, more images) and the encoder: either
+    # changed, the features are computed again
+    key = json.dumps([config.dataset.simulation.model_dump(mode="json"),
+                      config.features.model_dump(mode="json")], sort_keys=True)
+    if not (path.is_file() and stamp.is_file() and stamp.read_text() == key):
         files = {p.stem: p for p in sorted((data_dir / "image_set").rglob("*.png"))}
         ids = sorted(files)
         save_features_npz(path, compute_features(files, ids, config.features.encoder), ids)
+        stamp.write_text(key)
     return path
 
 

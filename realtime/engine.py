@@ -139,7 +139,9 @@ class Engine(ThreadedWorker):
         #: what every engine thread (and each source's, the generator's) asks of the OS
         self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
         # the bundle's generator (None without one): images of decoded epochs, in its own thread
-        self.generation = GeneratorWorker.for_bundle(bundle, device, self.cfg.generated_images)
+        self.generation = GeneratorWorker.for_bundle(
+            bundle, device, self.cfg.generated_images, cpu_share=self.cfg.generation_cpu_share,
+            max_age_s=self.cfg.generation_max_age_s)
         #: why there is no generation ("" when there is): no generator, or it failed validation
         self.generation_off = GeneratorWorker.off_reason(bundle, self.cfg.generated_images)
 
@@ -498,7 +500,8 @@ class Engine(ThreadedWorker):
                "lost_in_engine": self.n_lost_samples, "health": self.health_snapshot(),
                "threads": scheduling.applied(),
                "generation": ({"generated": self.generation.n_generated,
-                               "dropped": self.generation.n_dropped}
+                               "dropped": self.generation.n_dropped,
+                               "too_old": self.generation.n_stale}
                               if self.generation is not None else {"off": self.generation_off}),
                "error": None if self.error is None else repr(self.error)}
         out["markers_connected"] = out["health"]["markers_connected"]

@@ -7,6 +7,13 @@ results are published (a queue put, microseconds); the generator runs in this wo
 so a slow generator never delays a result. Both the pending queue and the output are bounded:
 when the generator cannot keep up, the oldest pending epochs are dropped (counted in
 ``n_dropped``, logged), never buffered without limit.
+
+The generator is a display aid and must not take the cores the decoder needs: it runs at most
+``cpu_share`` of the time (after a generation of d seconds it rests d * (1/share - 1)), and an
+epoch that waited longer than ``max_age_s`` is skipped (an image of what was seen seconds ago
+is no longer live). One stream's images cost ~0.13 of a core with the demo's generator; eight
+streams' would cost ~0.8, which on two cores starved the decoder, the device apps and the
+consumer of its results.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ MAX_DEFER_S = 0.1
 DEFER_POLL_S = 0.001
 #: how long stop() waits beyond its timeout for the generation in progress (s)
 STOP_GRACE_S = 30.0
+#: at most one "falls behind" warning per this many seconds (the count is always exact)
+WARN_EVERY_S = 10.0
 
 
 class GeneratorWorker(ThreadedWorker):
@@ -45,15 +54,22 @@ class GeneratorWorker(ThreadedWorker):
     """
 
     def __init__(self, model, device: str | torch.device = "cpu", keep: int = 512,
-                 max_pending: int = 256):
+                 max_pending: int = 256, cpu_share: float = 1.0, max_age_s: float = float("inf")):
+        if not 0 < cpu_share <= 1:
+            raise ValueError(f"cpu_share must be in (0, 1], got {cpu_share}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.images: deque[Generated] = deque(maxlen=keep)
         self.latest: Generated | None = None
         self.n_generated = 0
         self.n_dropped = 0
+        self.n_stale = 0  # of n_dropped: epochs older than max_age_s when their turn came
+        self.cpu_share = cpu_share
+        self.max_age_s = max_age_s
+        self.busy_s = 0.0  # time spent generating (the share is this over the running time)
+        self._last_warning = -float("inf")
         self.error: BaseException | None = None
-        self._pending: DropOldestQueue[tuple[list[tuple[int, str | None]], np.ndarray]] = \
+        self._pending: DropOldestQueue[tuple[list[tuple[int, str | None]], np.ndarray, float]] = \
             DropOldestQueue(max_pending, on_drop=self._dropped)
         self._init_threads()
         self._stop_by = float("inf")  # stop(): pending epochs after this time are dropped
@@ -80,7 +96,8 @@ class GeneratorWorker(ThreadedWorker):
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, device: str | torch.device = "auto",
-                   policy: str = "validated") -> GeneratorWorker | None:
+                   policy: str = "validated", cpu_share: float = 1.0,
+                   max_age_s: float = float("inf")) -> GeneratorWorker | None:
         """The worker of ``bundle``'s generator; None for a retrieval-only bundle or a generator
         that failed its validation or is turned off (:meth:`off_reason`, logged)."""
         reason = cls.off_reason(bundle, policy)
@@ -91,7 +108,7 @@ class GeneratorWorker(ThreadedWorker):
         model = bundle.build_generator()
         if model is None:
             return None
-        worker = cls(model, resolve_device(device))
+        worker = cls(model, resolve_device(device), cpu_share=cpu_share, max_age_s=max_age_s)
         worker.warmup(bundle.template_embeddings.shape[1])
         return worker
 
@@ -106,12 +123,20 @@ class GeneratorWorker(ThreadedWorker):
             return
         if not self._threads:
             self.start()
-        item = ([(r.epoch_id, r.marker) for r in results], np.stack(embeddings).astype(np.float32))
+        item = ([(r.epoch_id, r.marker) for r in results], np.stack(embeddings).astype(np.float32),
+                time.monotonic())
         self._pending.push(item)
 
-    def _dropped(self, old: tuple[list[tuple[int, str | None]], np.ndarray]) -> None:
+    def _dropped(self, old: tuple[list[tuple[int, str | None]], np.ndarray, float]) -> None:
         self.n_dropped += len(old[0])
-        log.warning("generator falls behind: %d epochs dropped so far", self.n_dropped)
+        self._warn_behind()
+
+    def _warn_behind(self) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_S:
+            self._last_warning = now
+            log.warning("generator falls behind: %d epochs not generated so far (%d too old)",
+                        self.n_dropped, self.n_stale)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -136,15 +161,22 @@ class GeneratorWorker(ThreadedWorker):
         apply_to_current_thread("background", self.scheduling)
         while True:
             try:
-                ids, z = self._pending.get(timeout=0.05)
+                ids, z, submitted = self._pending.get(timeout=0.05)
             except Empty:
                 if self._stop.is_set():
                     return
                 continue
-            if self._stop.is_set() and time.monotonic() > self._stop_by:
+            stopping = self._stop.is_set()
+            if stopping and time.monotonic() > self._stop_by:
                 self.n_dropped += len(ids)  # stopping: what is still pending is not generated
                 continue
+            if not stopping and time.monotonic() - submitted > self.max_age_s:
+                self.n_dropped += len(ids)
+                self.n_stale += len(ids)
+                self._warn_behind()
+                continue
             self._wait_until_idle()
+            t0 = time.monotonic()
             try:
                 images = self.model.generate(z)
             except Exception as exc:  # a generator bug must not take the engine down
@@ -156,6 +188,10 @@ class GeneratorWorker(ThreadedWorker):
                 self.images.append(g)
                 self.latest = g
             self.n_generated += len(ids)
+            took = time.monotonic() - t0
+            self.busy_s += took
+            if self.cpu_share < 1.0:  # rest so that generating is at most cpu_share of the time
+                self._stop.wait(took * (1.0 / self.cpu_share - 1.0))
 
     def _wait_until_idle(self) -> None:
         """Let the engine finish what it decodes first: with several streams, epochs complete

@@ -64,7 +64,7 @@ MEASUREMENT = Measurement(
     "pretrained",
     description="Simulates several subjects, pretrains a shared encoder on the first ones, then "
     "for every held-out subject trains from scratch and fine-tunes the pretrained run on 2, 5, "
-    "10... minutes of its data; prints retrieval top-1 / top-5 with 95 %% intervals over the "
+    "10... minutes of its data; prints retrieval top-1 / top-5 with 95 % intervals over the "
     "held-out subjects and whether 5 pretrained minutes match twice the scratch data.",
     add_arguments=add_arguments, run=run,
 )

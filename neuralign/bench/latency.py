@@ -51,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pin those threads to these CPUs, e.g. 1 or 0,1 (default: any)")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="do not gc.freeze() the engine's start-up objects (to measure its effect)")
+    p.add_argument("--generated-images", default="validated",
+                   choices=["validated", "always", "off"],
+                   help="the bundle's image generator, as realtime.generated_images: off measures "
+                   "decoding without it (default %(default)s)")
     p.add_argument("--tail-fraction", type=float, default=0.01,
                    help="the slowest share of epochs the tail breakdown explains (GC pauses, "
                    "stage over its median, waiting; default %(default)s)")
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     rt = RealtimeConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         chunk_size=args.chunk_size, torch_threads=args.torch_threads,
                         scheduling={"priority": args.priority, "cpus": args.cpus},
-                        gc_freeze=not args.no_gc_freeze)
+                        gc_freeze=not args.no_gc_freeze,
+                        generated_images=args.generated_images)
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
                       chunk_size=args.chunk_size, warmup_s=args.warmup,
                       baseline=not (args.no_baseline or args.mua), realtime=rt,
@@ -91,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{row['streams']:3d} streams: p50 {e.get('p50', float('nan')):7.2f} p99 "
                   f"{e.get('p99', float('nan')):7.2f} ms, {row['n_counted']}/"
                   f"{row['n_expected_after_warmup']} epochs, dropped {row['dropped_samples']}, "
-                  f"engine CPU {row['engine_cpu']:.0%}  {'ok' if row['ok'] else 'OVER'}")
+                  f"engine CPU {row['engine_cpu']:.0%}, producer CPU "
+                  f"{(row['producer_cpu'] or float('nan')):.0%}  {'ok' if row['ok'] else 'OVER'}")
         print(f"one engine holds {res['max_streams']} streams under {args.deadline_ms:g} ms p99")
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=1))

@@ -352,6 +352,8 @@ def sweep(cfg: BenchConfig, deadline_ms: float = 50.0,
                      "n_expected_after_warmup": p["n_expected_after_warmup"],
                      "dropped_samples": p["dropped_samples"], "lost_in_engine": p["lost_in_engine"],
                      "engine_cpu": p["cpu_fraction_of_one_core"],
+                     "producer_cpu": r.get("producer_cpu_fraction_of_one_core"),
+                     "generator": r["config"]["generator"],
                      "load_average": r["machine"]["load_average"]})
         log.info("sweep: %d streams: p99 %.1f ms (%s)", n, e2e.get("p99", float("nan")),
                  "ok" if ok else "over")
@@ -426,6 +428,8 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, decode
         "pipelines": pipelines,
         "floor": {"transport_ms": summarize(transport)},
         "producer_late_ms": prod["late_ms"],
+        # the producer shares the machine's cores with the engine (all streams in one process)
+        "producer_cpu_fraction_of_one_core": prod.get("cpu_fraction_of_one_core"),
     }
     if "naive" in pipelines:
         n, b = pipelines["neuralign"]["end_to_end_ms"], pipelines["naive"]["end_to_end_ms"]
@@ -515,7 +519,19 @@ def _config_section(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine
             "threads": scheduling.applied(),
             "decoder": {"folded": engine.decoder.folded,
                         "cuda_graph": engine.decoder.cuda_graph,
-                        "buckets": engine.decoder.buckets}}
+                        "buckets": engine.decoder.buckets},
+            "generator": _generator_section(engine)}
+
+
+def _generator_section(engine) -> dict[str, Any]:
+    """Whether the bundle's image generator ran beside the decoder (it shares the CPU and the
+    GIL), and how much of its work it did."""
+    g = engine.generation
+    if g is None:
+        return {"on": False, "why_off": engine.generation_off}
+    return {"on": True, "n_generated": g.n_generated, "n_dropped": g.n_dropped,
+            "n_too_old": g.n_stale, "n_deferred": g.n_deferred, "cpu_share": g.cpu_share,
+            "busy_s": g.busy_s}
 
 
 def _per_minute(rows: list[tuple[float, float]]) -> list[dict[str, float]]:
@@ -566,6 +582,14 @@ def plot_report(res: dict[str, Any], out: Path) -> Path:
     return out
 
 
+def _generator_text(g: dict[str, Any] | None) -> str:
+    if not g:
+        return "n/a"
+    if not g["on"]:
+        return f"off ({g['why_off']})"
+    return f"on ({g['n_generated']} images, {g['n_dropped']} epochs dropped)"
+
+
 def _mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:+.1f} MB"
 
@@ -580,7 +604,8 @@ def format_report(res: dict[str, Any]) -> str:
              f"{res['machine'].get('load_average_end', [float('nan')])[0]:.1f} on "
              f"{res['machine']['cpu_count']} cores; threads: "
              f"{c['realtime']['scheduling']['priority']}, gc freeze "
-             f"{'on' if c['realtime']['gc_freeze'] else 'off'}",
+             f"{'on' if c['realtime']['gc_freeze'] else 'off'}; image generator "
+             f"{_generator_text(c.get('generator'))}",
              f"{'':34s} {'p50':>7s} {'p95':>7s} {'p99':>7s} {'max':>7s}  (ms)"]
 
     def row(name: str, s: dict) -> None:
@@ -614,6 +639,11 @@ def format_report(res: dict[str, Any]) -> str:
                  f"{n['dropped_samples']}, lost in engine {n['lost_in_engine']}; memory after "
                  f"warm-up: RSS {_mb(n['rss_mb']['growth'])}, anonymous "
                  f"{_mb(n['rss_mb']['anon_growth'])}")
+    if res.get("producer_cpu_fraction_of_one_core") is not None:
+        late = res.get("producer_late_ms") or {}
+        lines.append(f"producer (every stream, one process): CPU "
+                     f"{res['producer_cpu_fraction_of_one_core']:.0%} of a core, pushes late p99 "
+                     f"{late.get('p99', float('nan')):.2f} ms")
     if "tail" in res:
         lines.extend(format_tail(res["tail"]))
     return "\n".join(lines)

@@ -25,6 +25,8 @@ def test_bench_latency_json_has_every_field(bench_latency_run):
     for name in ("neuralign-process", "neuralign-infer"):
         assert threads[name] == "nice -10" or "refused" in threads[name], threads
     assert res["config"]["decoder"]["cuda_graph"] is False  # CPU here
+    # whether an image generator shared the engine's CPU is part of the setting
+    assert res["config"]["generator"] == {"on": False, "why_off": "no generator"}
     assert res["versions"]["torch"] and res["machine"]["cpu_count"] >= 1
     assert len(res["machine"]["load_average"]) == 3
     neur, naive = res["pipelines"]["neuralign"], res["pipelines"]["naive"]

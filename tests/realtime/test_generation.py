@@ -190,3 +190,65 @@ def test_stop_drops_what_is_pending_after_its_timeout_and_joins(tiny_generator_b
     worker.stop(timeout=0.3)
     assert time.monotonic() - t0 < 2.0 and not thread.is_alive()
     assert worker.n_generated + worker.n_dropped == 80 and worker.n_dropped > 0
+
+
+def _results(first: int, n: int) -> list[Result]:
+    return [Result(epoch_id=first + i, marker=None, marker_timestamp=0.0, last_sample_timestamp=0.0,
+                   n_repetitions=1, topk_ids=[], topk_scores=[]) for i in range(n)]
+
+
+def _slow(model, seconds: float):
+    import time
+
+    real = model.generate
+
+    def slow_generate(z):
+        time.sleep(seconds)
+        return real(z)
+
+    model.generate = slow_generate
+    return model
+
+
+def test_generator_keeps_to_its_cpu_share(tiny_generator_bundle):
+    """With 20 epochs waiting and a 50 ms generation, a quarter share means a generation at
+    most every 200 ms: well under the 20 an unthrottled worker would make in the same second
+    (an upper bound: a slower machine only makes fewer)."""
+    import time
+
+    bundle = load_bundle(tiny_generator_bundle[0])
+    d = bundle.template_embeddings.shape[1]
+    z = np.ones((1, d), np.float32) / np.sqrt(d)
+    counts = {}
+    for share in (1.0, 0.25):
+        worker = GeneratorWorker(_slow(bundle.build_generator(), 0.05), cpu_share=share)
+        for b in range(20):
+            worker.submit(_results(b, 1), list(z))
+        time.sleep(1.0)
+        counts[share] = worker.n_generated
+        worker.stop(timeout=0.0)
+        assert worker.busy_s > 0
+    assert counts[0.25] <= 7, counts
+    with pytest.raises(ValueError, match="cpu_share"):
+        GeneratorWorker(bundle.build_generator(), cpu_share=0.0)
+
+
+def test_generator_skips_epochs_that_waited_too_long(tiny_generator_bundle):
+    """An epoch whose turn comes after max_age_s is skipped (counted as dropped and too old):
+    the live image stays close to what was just seen; the newest epoch is still generated."""
+    bundle = load_bundle(tiny_generator_bundle[0])
+    d = bundle.template_embeddings.shape[1]
+    z = np.ones((1, d), np.float32) / np.sqrt(d)
+    worker = GeneratorWorker(_slow(bundle.build_generator(), 0.6), max_age_s=0.3)
+    worker.submit(_results(0, 1), list(z))
+    import time
+
+    time.sleep(0.05)  # the first generation is running (0.6 s): these wait longer than 0.3 s
+    for b in range(1, 4):
+        worker.submit(_results(b, 1), list(z))
+    assert worker.wait_for(1, 10)
+    time.sleep(0.3)
+    assert worker.n_stale == 3 and worker.n_dropped == 3
+    worker.submit(_results(9, 1), list(z))  # a fresh one after the backlog: generated
+    assert worker.wait_for(2, 10) and worker.latest.epoch_id == 9
+    worker.stop()
