@@ -305,6 +305,8 @@ class FineTuneConfig(_Section):
     train: Literal["all", "subject_layer"] = "all"
     layer_epochs: int = Field(0, ge=0)
     shared_lr_factor: float = Field(1.0, gt=0, le=1)
+    epochs: int | None = Field(None, ge=1, description="the fine-tuning's epochs (None: "
+                               "training.epochs); 20 measured best for 5 minutes of data")
 
 
 class TrainingConfig(_Section):

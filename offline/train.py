@@ -416,8 +416,13 @@ def _model_for_subjects(config: Config, prep: Prepared) -> tuple[Config, Pretrai
             raise UserError("training.fine_tune.init adapts a pretrained run to ONE subject; "
                             f"this data has {prep.n_subjects} (dataset.subjects)")
         pretrained = load_pretrained(init)
-        return adapted_config(config, pretrained, prep.ch_names, int(prep.x_train.shape[3]),
-                              int(prep.f_train.shape[1])), pretrained
+        adapted = adapted_config(config, pretrained, prep.ch_names, int(prep.x_train.shape[3]),
+                                 int(prep.f_train.shape[1]))
+        epochs = config.training.fine_tune.epochs
+        if epochs is not None:
+            adapted = adapted.model_copy(update={
+                "training": adapted.training.model_copy(update={"epochs": epochs})})
+        return adapted, pretrained
     if prep.n_subjects > 1:
         if config.model.traits.loss != "brainae" or config.model.spatial_projection is not None:
             raise UserError(f"training on {prep.n_subjects} subjects needs per-subject input "

@@ -152,9 +152,11 @@ def test_fine_tune_layer_only_keeps_the_shared_weights(tiny_pretrained, tiny_sim
     prep = _new_subject_prep(tiny_sim)
     cfg = load_config(cfg_path, [*FAST_TRAIN, f"training.fine_tune.init={run}",
                                  "training.fine_tune.train=subject_layer",
+                                 "training.fine_tune.epochs=1",
                                  "training.calibrate_encoding=false"])
     hist = train_model(cfg, prep, tmp_path / "ft", progress=False)
     assert hist["pretrained"]["subjects"] == ["1", "2"]
+    assert hist["epochs"] == 1 and len(hist["history"]) == 1  # fine_tune.epochs over training's 2
     after = load_file(tmp_path / "ft" / "model.safetensors")
     pre = load_pretrained(run)
     moved = ~torch.isclose(after["brain_encoder.projection.weight"][..., 0],
