@@ -69,6 +69,10 @@ PULL_WAIT_S = 0.005
 #: (at most PULL_WAIT_S): the thread wakes ~200 times a second, not once per sample. The pull
 #: that brings an epoch's last sample waits for exactly that sample, so the epoch is not late.
 PULL_BATCH_S = 0.005
+#: While the awaited sample is far (or none is), the acquisition thread sleeps this long and
+#: then takes what came: one wake-up per stream this often, instead of liblsl waking a blocking
+#: pull at every sample. The pull that brings an epoch's last sample still waits for it alone.
+IDLE_PULL_S = 0.02
 #: Inlet transmission chunk (samples). Small so the sender's chunking cannot add lag (0 would
 #: inherit the sender's chunk size; a 1200-sample sender chunk once caused 20 s of lag).
 MAX_CHUNKLEN = 32
@@ -415,10 +419,19 @@ class LSLSource(Source):
         if self._inlet is None:
             self._try_reconnect()
             return
+        need = self._pull_min()
+        timeout = PULL_WAIT_S
+        if need is None:
+            # no epoch ends within the next samples: sleep one batch here and take what came,
+            # one wake-up per batch; a blocking liblsl pull wakes its thread at every sample
+            # (1000 a second per 1 kHz stream: ~5 % of a core each, measured with 8 streams)
+            if self._stop.wait(IDLE_PULL_S):
+                return
+            timeout, need = 0.0, 1
         try:
-            samples, ts = self._inlet.pull_chunk(timeout=PULL_WAIT_S, max_samples=self.max_pull,
+            samples, ts = self._inlet.pull_chunk(timeout=timeout, max_samples=self.max_pull,
                                                  dest_obj=self._pull_buf,
-                                                 min_samples=self._pull_min(), as_numpy=True)
+                                                 min_samples=need, as_numpy=True)
         except LostError:
             self._mark_lost("stream lost")
             return
@@ -439,12 +452,16 @@ class LSLSource(Source):
         self._write(data, ts, arrival=local_clock())
         self.health.n_received += n
 
-    def _pull_min(self) -> int:
-        """Samples the next pull waits for: a batch of :data:`PULL_BATCH_S`, but never past the
-        sample the engine waits for (it is handed over the moment it arrives)."""
+    def _pull_min(self) -> int | None:
+        """Samples the next pull waits for: the sample the engine waits for, when it is near
+        (handed over the moment it arrives), else a batch of :data:`PULL_BATCH_S`; None when it
+        is further than a batch, an idle sleep (:data:`IDLE_PULL_S`) and a chunked sender's
+        burst (:data:`MAX_CHUNKLEN`) can bring: the pull then sleeps and takes what came."""
         batch = max(1, min(self.max_pull, int(PULL_BATCH_S * self._sfreq)))
         wanted = self.samples_wanted()
-        return batch if wanted is None else max(1, min(batch, wanted))
+        if wanted is None or wanted > batch + int(IDLE_PULL_S * self._sfreq) + MAX_CHUNKLEN:
+            return None
+        return max(1, min(batch, wanted))
 
     def _check_stall(self) -> None:
         """No data for a while: find out whether the sender is gone (then reconnect) or paused."""

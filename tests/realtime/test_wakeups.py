@@ -136,10 +136,16 @@ def test_a_marker_wakes_the_listener_at_once(sid):
 
 
 def test_pull_waits_for_a_batch_but_never_past_the_awaited_sample(sid):
+    """Nothing awaited, or the awaited sample further than a batch plus a sender's burst: the
+    pull sleeps a batch (None); near it: a batch, never past the awaited sample."""
     src = LSLSource(source_id=sid, timeout=5.0, buffer_seconds=10.0)
     with _Pusher(sid):
         src.open()
         try:
+            assert src._pull_min() is None  # no epoch pending: sleep 5 ms, take what came
+            src.wake_at = src.buffer.n_written + 500
+            assert src._pull_min() is None  # 0.5 s away: no pull can bring it within a batch
+            src.wake_at = src.buffer.n_written + 30
             assert src._pull_min() == 5  # 5 ms of a 1 kHz stream
             src.wake_at = src.buffer.n_written + 3
             assert src._pull_min() == 3
