@@ -501,7 +501,7 @@ class Engine(ThreadedWorker):
                "threads": scheduling.applied(),
                "generation": ({"generated": self.generation.n_generated,
                                "dropped": self.generation.n_dropped,
-                               "too_old": self.generation.n_stale}
+                               "too_old": self.generation.n_too_old}
                               if self.generation is not None else {"off": self.generation_off}),
                "error": None if self.error is None else repr(self.error)}
         out["markers_connected"] = out["health"]["markers_connected"]

@@ -63,7 +63,7 @@ class GeneratorWorker(ThreadedWorker):
         self.latest: Generated | None = None
         self.n_generated = 0
         self.n_dropped = 0
-        self.n_stale = 0  # of n_dropped: epochs older than max_age_s when their turn came
+        self.n_too_old = 0  # of n_dropped: epochs older than max_age_s when their turn came
         self.cpu_share = cpu_share
         self.max_age_s = max_age_s
         self.busy_s = 0.0  # time spent generating (the share is this over the running time)
@@ -136,7 +136,7 @@ class GeneratorWorker(ThreadedWorker):
         if now - self._last_warning >= WARN_EVERY_S:
             self._last_warning = now
             log.warning("generator falls behind: %d epochs not generated so far (%d too old)",
-                        self.n_dropped, self.n_stale)
+                        self.n_dropped, self.n_too_old)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -172,7 +172,7 @@ class GeneratorWorker(ThreadedWorker):
                 continue
             if not stopping and time.monotonic() - submitted > self.max_age_s:
                 self.n_dropped += len(ids)
-                self.n_stale += len(ids)
+                self.n_too_old += len(ids)
                 self._warn_behind()
                 continue
             self._wait_until_idle()

@@ -530,7 +530,7 @@ def _generator_section(engine) -> dict[str, Any]:
     if g is None:
         return {"on": False, "why_off": engine.generation_off}
     return {"on": True, "n_generated": g.n_generated, "n_dropped": g.n_dropped,
-            "n_too_old": g.n_stale, "n_deferred": g.n_deferred, "cpu_share": g.cpu_share,
+            "n_too_old": g.n_too_old, "n_deferred": g.n_deferred, "cpu_share": g.cpu_share,
             "busy_s": g.busy_s}
 
 

@@ -65,9 +65,8 @@ _rl = RateLimitedLog(log)
 
 #: Per-call wait of a pull: bounds the acquisition loop's latency and its reaction to stop().
 PULL_WAIT_S = 0.005
-#: While no epoch's last sample is among the next ones, a pull waits for this much signal
-#: (at most PULL_WAIT_S): the thread wakes ~200 times a second, not once per sample. The pull
-#: that brings an epoch's last sample waits for exactly that sample, so the epoch is not late.
+#: Near an epoch's last sample, a pull waits for this much signal (at most PULL_WAIT_S), and
+#: the pull that brings that sample waits for exactly it, so the epoch is not late.
 PULL_BATCH_S = 0.005
 #: While the awaited sample is far (or none is), the acquisition thread sleeps this long and
 #: then takes what came: one wake-up per stream this often, instead of liblsl waking a blocking
@@ -422,9 +421,9 @@ class LSLSource(Source):
         need = self._pull_min()
         timeout = PULL_WAIT_S
         if need is None:
-            # no epoch ends within the next samples: sleep one batch here and take what came,
-            # one wake-up per batch; a blocking liblsl pull wakes its thread at every sample
-            # (1000 a second per 1 kHz stream: ~5 % of a core each, measured with 8 streams)
+            # no epoch ends within the next samples: sleep IDLE_PULL_S here and take what came
+            # without waiting; a blocking liblsl pull wakes its thread at every sample (1000 a
+            # second per 1 kHz stream: ~5 % of a core each, measured with 8 streams)
             if self._stop.wait(IDLE_PULL_S):
                 return
             timeout, need = 0.0, 1

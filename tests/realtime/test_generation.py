@@ -248,7 +248,7 @@ def test_generator_skips_epochs_that_waited_too_long(tiny_generator_bundle):
         worker.submit(_results(b, 1), list(z))
     assert worker.wait_for(1, 10)
     time.sleep(0.3)
-    assert worker.n_stale == 3 and worker.n_dropped == 3
+    assert worker.n_too_old == 3 and worker.n_dropped == 3
     worker.submit(_results(9, 1), list(z))  # a fresh one after the backlog: generated
     assert worker.wait_for(2, 10) and worker.latest.epoch_id == 9
     worker.stop()
