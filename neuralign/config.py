@@ -394,6 +394,8 @@ class RealtimeConfig(_Section):
     buffer_seconds: float = Field(30.0, gt=0)
     # Fixed batch shape (zero-padded): inference cost is the same whatever the load. A repeated
     # image needs two slots (single trial + running average). 4 suits RSVP at SOA >= 100 ms on CPU.
+    # An engine with several streams uses at least two slots per stream (their epochs often end
+    # together: one batch).
     batch_size: int = Field(4, ge=1)
     max_wait_ms: float = Field(20.0, ge=0)
     cadence_ms: float = Field(10.0, gt=0)

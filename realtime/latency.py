@@ -15,6 +15,7 @@ import numpy as np
 # stage name -> (from, to) stage keys in Epoch.stages; 'sample' is the last input sample's timestamp
 STAGES = {
     "acquire": ("sample", "acquired"),
+    "pull": ("sample", "pulled"),  # acquire's first part: in the ring buffer
     "filter": ("acquired", "filtered"),
     "epoch": ("filtered", "epoched"),
     "normalize": ("epoched", "normalized"),

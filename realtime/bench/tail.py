@@ -11,7 +11,7 @@ with the other batches' inference, and names one cause per epoch:
 - a work segment's name (``inference``, ``filter``, ...): that segment ran longer than its
   median. Wall clock: being descheduled *inside* the segment counts here too (thread CPU time is
   not sampled: that would add calls on the engine's hot path);
-- ``wait:<segment>`` (e.g. ``wait:acquire``): a waiting segment ran longer than its median with
+- ``wait:<segment>`` (e.g. ``wait:pull``): a waiting segment ran longer than its median with
   no GC pause and no other batch to explain it: the scheduler, the GIL held by another thread,
   LSL transport; *unexplained* from inside this process.
 
@@ -31,8 +31,8 @@ import numpy as np
 from neuralign.realtime.bench.gcwatch import GcEvent
 
 #: the stage stamps an epoch collects, in time order ('received': the consumer's receive time)
-BOUNDARIES = ("sample", "acquired", "filtered", "ready", "epoched", "normalized", "queued",
-              "batch_start", "inferred", "published", "received")
+BOUNDARIES = ("sample", "pulled", "acquired", "filtered", "ready", "epoched", "normalized",
+              "queued", "batch_start", "inferred", "published", "received")
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,10 @@ class Segment:
 #: BOUNDARIES[i] -> BOUNDARIES[i + 1]. latency.STAGES' ``epoch`` = epoch_wait + epoch_cut and
 #: ``wait_in_batch`` = dispatch_wait + batch_wait.
 SEGMENTS = (
-    Segment("acquire", "wait", "last sample stamped -> the processing thread starts filtering "
-            "its chunk (LSL transport, acquisition thread, wake-up)"),
+    Segment("pull", "wait", "last sample stamped -> the acquisition thread has it in the ring "
+            "buffer (LSL transport, the pull's sleep or wait, that thread's wake-up)"),
+    Segment("wakeup", "wait", "in the ring buffer -> the processing thread starts filtering its "
+            "chunk (its wake-up, the other streams of the same pass)"),
     Segment("filter", "work", "filtering the chunk that completed the epoch"),
     Segment("epoch_wait", "wait", "chunk filtered -> the epocher starts cutting (its checks; a "
             "late marker)"),
@@ -80,6 +82,8 @@ class EpochTimeline:
                     received: float | None = None) -> EpochTimeline:
         """From an Epoch's ``stages`` dict (the engine's form) and the consumer's receive time."""
         got = {**stages, "received": received if received is not None else math.nan}
+        if "pulled" not in got and "sample" in got:  # a source without arrival times
+            got["pulled"] = got["sample"]
         return cls(stream, epoch_id, tuple(float(got.get(b, math.nan)) for b in BOUNDARIES))
 
     def at(self, boundary: str) -> float:

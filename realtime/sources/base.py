@@ -39,6 +39,8 @@ _rl = RateLimitedLog(log)
 MAX_EVENTS = 500
 #: markers waiting for the engine, at most (the oldest are dropped beyond)
 MAX_MARKERS = 100000
+#: chunk arrival times kept for the latency breakdown (one per pull: seconds of 1-sample chunks)
+MAX_ARRIVALS = 4096
 #: Longest a listener waits for new samples when none of them completes an epoch: the viewer's
 #: display and the filters' state stay this fresh, and the catch-up work at an epoch's last
 #: sample stays a few samples long.
@@ -116,6 +118,7 @@ class MarkerQueue(deque):
     def __init__(self, markers: Iterable[Marker] = (), maxlen: int = MAX_MARKERS) -> None:
         super().__init__(markers, maxlen)  # (iterable, maxlen): what deque's copy/pickle pass
         self.n_dropped = 0
+        self.n_added = 0  # markers appended so far (a listener is woken for each new one)
         self._lock = threading.Lock()
 
     def append(self, m: Marker) -> None:
@@ -124,6 +127,7 @@ class MarkerQueue(deque):
             if full:
                 self.n_dropped += 1
             super().append(m)
+            self.n_added += 1
         if full:
             _rl.log(f"markers-full-{id(self)}", logging.WARNING, "%d markers waiting: the oldest "
                     "was dropped unread (%d so far)", self.maxlen, self.n_dropped)
@@ -162,19 +166,50 @@ class Source(ThreadedWorker, ABC):
         self._clock_warned: list[str] = []  # warnings logged so far (stream's and markers')
         self._n_stream_warnings = 0  # the stream clock's warnings seen by _clock_warnings
         self.markers = MarkerQueue(maxlen=MAX_MARKERS)
+        #: (samples written, local_clock()) after each chunk a transport delivered, the newest
+        #: MAX_ARRIVALS: when the engine's epochs were pulled (latency instrumentation)
+        self.arrivals: deque[tuple[int, float]] = deque(maxlen=MAX_ARRIVALS)
         self.health = SourceHealth()
         self._init_threads()
         self._lock = threading.Lock()
         self._listeners: list[threading.Event] = []
-        #: the sample count a listener is waiting for (the engine: the last sample of the next
-        #: epoch, + 1); None: no epoch pending. Written by the listener, read here.
-        self.wake_at: int | None = None
-        #: listeners are woken at least this often while samples arrive (see NOTIFY_PERIOD_S)
-        self.notify_period_s = NOTIFY_PERIOD_S
+        self._wake_at: int | None = None
+        self._notified_wake: int | None = None  # the wake_at the listeners were woken for
+        self._n_markers_notified = 0  # markers received when the listeners were last woken
+        #: set when wake_at changes (and on stop): a sleeping acquisition step re-plans at once
+        self._rewake = threading.Event()
+        #: listeners are woken at least this often while samples arrive (see NOTIFY_PERIOD_S);
+        #: None: only for markers and the awaited sample (a listener that wakes itself
+        #: periodically, as the engine does for all its streams at once)
+        self.notify_period_s: float | None = NOTIFY_PERIOD_S
         self._last_notify = 0.0
         self._notified_upto = 0  # samples written when the listeners were last woken
         #: the acquisition thread's priority (the engine sets it; None: left as it is)
         self.scheduling: SchedulingPolicy | None = None
+
+    @property
+    def wake_at(self) -> int | None:
+        """The sample count a listener is waiting for (the engine: the last sample of the next
+        epoch, + 1); None: no epoch pending. Written by the listener, read by the acquisition
+        thread, which is woken when it changes."""
+        return self._wake_at
+
+    @wake_at.setter
+    def wake_at(self, value: int | None) -> None:
+        if value != self._wake_at:
+            self._wake_at = value
+            self._rewake.set()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, or until :attr:`wake_at` changes or the source stops; True
+        when stopping. Acquisition steps sleep here, so a new awaited sample is planned for at
+        once (clear :attr:`_rewake` before reading ``wake_at``)."""
+        if seconds > 0:
+            self._rewake.wait(seconds)
+        return self._stop.is_set()
+
+    def _wake_threads(self) -> None:
+        self._rewake.set()
 
     def add_listener(self, event: threading.Event) -> None:
         """Set ``event`` when markers arrive, when the sample a listener waits for
@@ -186,15 +221,24 @@ class Source(ThreadedWorker, ABC):
     def _notify(self) -> None:
         self._last_notify = time.monotonic()
         self._notified_upto = self.buffer.n_written if self.buffer is not None else 0
+        self._n_markers_notified = self.markers.n_added
+        if self.wake_at is not None and self._awaited_in():
+            self._notified_wake = self.wake_at
         for ev in self._listeners:
             ev.set()
 
-    def _samples_due(self) -> bool:
-        """Do the samples written so far call for waking the listeners?"""
+    def _awaited_in(self) -> bool:
+        """Is the sample a listener waits for in and settled?"""
         w = self.wake_at
-        if w is not None and self.timeline is not None and self.timeline.settled >= w:
+        return w is not None and self.timeline is not None and self.timeline.settled >= w
+
+    def _samples_due(self) -> bool:
+        """Do the samples written so far call for waking the listeners? Once for the awaited
+        sample (the listener names the next one when it has read it), and periodically."""
+        if self._awaited_in() and self.wake_at != self._notified_wake:
             return True
-        return time.monotonic() - self._last_notify >= self.notify_period_s
+        period = self.notify_period_s
+        return period is not None and time.monotonic() - self._last_notify >= period
 
     def samples_wanted(self) -> int | None:
         """Samples still to arrive before the one a listener waits for (None: no such sample):
@@ -233,6 +277,8 @@ class Source(ThreadedWorker, ABC):
         BrainFlow's package numbers, counts its own)."""
         base = self.buffer.n_written
         self.buffer.write(data, stamps)
+        if arrival is not None:
+            self.arrivals.append((self.buffer.n_written, arrival))
         gaps = self.timeline.observe(base, stamps, arrival)  # marks the gaps in the buffer
         if len(self.clock.report.warnings) != self._n_stream_warnings:
             self._clock_warnings()
@@ -282,9 +328,10 @@ class Source(ThreadedWorker, ABC):
         while not self._stop.is_set():
             try:
                 self._acquire_once()
-                if self.markers or (self.buffer is not None
-                                    and self.buffer.n_written != self._notified_upto
-                                    and self._samples_due()):
+                if (self.markers.n_added != self._n_markers_notified
+                        or (self.buffer is not None
+                            and self.buffer.n_written != self._notified_upto
+                            and self._samples_due())):
                     self._notify()
             except Exception as exc:  # keep acquiring; report (never silently)
                 h = self.health

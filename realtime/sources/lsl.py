@@ -65,12 +65,14 @@ _rl = RateLimitedLog(log)
 
 #: Per-call wait of a pull: bounds the acquisition loop's latency and its reaction to stop().
 PULL_WAIT_S = 0.005
-#: Near an epoch's last sample, a pull waits for this much signal (at most PULL_WAIT_S), and
-#: the pull that brings that sample waits for exactly it, so the epoch is not late.
-PULL_BATCH_S = 0.005
-#: While the awaited sample is far (or none is), the acquisition thread sleeps this long and
-#: then takes what came: one wake-up per stream this often, instead of liblsl waking a blocking
-#: pull at every sample. The pull that brings an epoch's last sample still waits for it alone.
+#: While the awaited sample is further than this (or none is), the acquisition thread sleeps
+#: (at most IDLE_PULL_S, and no longer than the stream needs to bring that sample but this
+#: margin) and then takes what came without waiting; within it, one blocking pull waits for
+#: exactly that sample, so the epoch is not late. A blocking liblsl pull wakes its thread at
+#: every sample that arrives: this keeps those wake-ups to the last couple of samples of an epoch.
+NEAR_S = 0.002
+#: Longest sleep of the acquisition thread while the stream runs: one wake-up per stream this
+#: often keeps markers, health and the engine's filters fresh.
 IDLE_PULL_S = 0.02
 #: Inlet transmission chunk (samples). Small so the sender's chunking cannot add lag (0 would
 #: inherit the sender's chunk size; a 1200-sample sender chunk once caused 20 s of lag).
@@ -254,9 +256,11 @@ class LSLMarkerInlet:
 class LSLSource(Source):
     """A live LSL stream (resolved by name / type / source_id) acquired into the ring buffer.
 
-    One acquisition thread pulls at most :data:`PULL_WAIT_S` per call with ``min_samples=1`` so a
-    sample is in the buffer ~as soon as it arrives, into a preallocated numpy array (no Python
-    lists). Markers from ``markers`` are polled in the same thread (no extra thread to stop).
+    One acquisition thread pulls into a preallocated numpy array (no Python lists): it sleeps
+    while the sample the engine waits for is far and takes what came, and waits for exactly that
+    sample when it is near (:meth:`_pull_plan`), so the sample is in the buffer as it arrives
+    without a wake-up per sample. Markers from ``markers`` are polled in the same thread (no
+    extra thread to stop).
     """
 
     def __init__(self, name: str | None = None, stype: str | None = None,
@@ -418,13 +422,14 @@ class LSLSource(Source):
         if self._inlet is None:
             self._try_reconnect()
             return
-        need = self._pull_min()
+        self._rewake.clear()  # before reading wake_at: a change meanwhile ends the sleep
+        sleep_s, need = self._pull_plan()
         timeout = PULL_WAIT_S
         if need is None:
-            # no epoch ends within the next samples: sleep IDLE_PULL_S here and take what came
-            # without waiting; a blocking liblsl pull wakes its thread at every sample (1000 a
-            # second per 1 kHz stream: ~5 % of a core each, measured with 8 streams)
-            if self._stop.wait(IDLE_PULL_S):
+            # the awaited sample is not near: sleep, then take what came without waiting (a
+            # blocking liblsl pull wakes its thread at every sample: 1000 a second per 1 kHz
+            # stream, ~5 % of a core each, measured with 8 streams)
+            if self._sleep(sleep_s):
                 return
             timeout, need = 0.0, 1
         try:
@@ -451,16 +456,20 @@ class LSLSource(Source):
         self._write(data, ts, arrival=local_clock())
         self.health.n_received += n
 
-    def _pull_min(self) -> int | None:
-        """Samples the next pull waits for: the sample the engine waits for, when it is near
-        (handed over the moment it arrives), else a batch of :data:`PULL_BATCH_S`; None when it
-        is further than a batch, an idle sleep (:data:`IDLE_PULL_S`) and a chunked sender's
-        burst (:data:`MAX_CHUNKLEN`) can bring: the pull then sleeps and takes what came."""
-        batch = max(1, min(self.max_pull, int(PULL_BATCH_S * self._sfreq)))
+    def _pull_plan(self) -> tuple[float, int | None]:
+        """(seconds to sleep, samples to wait for) of the next pull. The sample the engine waits
+        for within :data:`NEAR_S`: no sleep, a blocking pull for exactly the samples up to it (it
+        is handed over the moment it arrives). Further, or none awaited: sleep until
+        :data:`NEAR_S` before the stream can bring it at its nominal rate (at most
+        :data:`IDLE_PULL_S`), then take what came (``None``: no wait). A chunked sender's burst
+        arrives later than the nominal rate says, never earlier, so it finds the thread awake
+        and pulling; only a sender catching up on a backlog can be picked up one sleep late."""
         wanted = self.samples_wanted()
-        if wanted is None or wanted > batch + int(IDLE_PULL_S * self._sfreq) + MAX_CHUNKLEN:
-            return None
-        return max(1, min(batch, wanted))
+        if wanted is None or self._awaited_in():  # none awaited, or delivered: the next is new
+            return IDLE_PULL_S, None
+        if wanted <= max(1, int(NEAR_S * self._sfreq)):
+            return 0.0, max(1, min(self.max_pull, wanted))
+        return min(IDLE_PULL_S, wanted / self._sfreq - NEAR_S), None
 
     def _check_stall(self) -> None:
         """No data for a while: find out whether the sender is gone (then reconnect) or paused."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from neuralign.config import RealtimeConfig
-from neuralign.realtime.batcher import BatchPolicy
+from neuralign.realtime.batcher import BatchPolicy, batch_size
 
 POLICY = BatchPolicy(capacity=4, max_wait_s=0.020, idle_wait_s=0.010)
 T0 = 100.0  # when the oldest pending epoch was queued
@@ -20,6 +20,14 @@ def test_capacity_from_config_leaves_room_for_repetition_averages():
     assert BatchPolicy.from_config(RealtimeConfig(batch_size=1)).capacity == 1
     p = BatchPolicy.from_config(RealtimeConfig(max_wait_ms=30, cadence_ms=5))
     assert p.max_wait_s == pytest.approx(0.030) and p.idle_wait_s == pytest.approx(0.005)
+
+
+def test_several_streams_get_two_slots_each_so_their_simultaneous_epochs_share_a_batch():
+    cfg = RealtimeConfig(batch_size=4)
+    assert batch_size(cfg, 1) == 4 and batch_size(cfg, 2) == 4
+    assert batch_size(cfg, 8) == 16
+    assert BatchPolicy.from_config(cfg, n_streams=8).capacity == 8
+    assert batch_size(RealtimeConfig(batch_size=32), 8) == 32  # a larger setting stays
 
 
 def test_nothing_pending_never_dispatches():

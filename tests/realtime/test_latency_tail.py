@@ -15,8 +15,8 @@ from neuralign.realtime.bench.tail import (
     tail_breakdown,
 )
 
-#: a typical epoch, ms per segment (acquire ... publish, deliver)
-BASE = {"acquire": 0.5, "filter": 0.1, "epoch_wait": 0.05, "epoch_cut": 0.1, "normalize": 0.1,
+#: a typical epoch, ms per segment (pull ... publish, deliver)
+BASE = {"pull": 0.3, "wakeup": 0.2, "filter": 0.1, "epoch_wait": 0.05, "epoch_cut": 0.1, "normalize": 0.1,
         "dispatch_wait": 0.05, "batch_wait": 0.05, "inference": 3.0, "publish": 0.2,
         "deliver": 0.4}
 
@@ -36,7 +36,7 @@ def _rows(n: int = 100, **spikes: dict[str, float]) -> list[EpochTimeline]:
     """n epochs with a little variation; spikes: {"i<k>": {segment: ms}} for epoch k."""
     rows = []
     for i in range(n):
-        ms = {"inference": 3.0 + 0.01 * (i % 7), "acquire": 0.5 + 0.01 * (i % 5),
+        ms = {"inference": 3.0 + 0.01 * (i % 7), "wakeup": 0.2 + 0.01 * (i % 5),
               **spikes.get(f"i{i}", {})}
         rows.append(_row(i, **ms))
     return rows
@@ -99,27 +99,27 @@ def test_gc_pause_inside_an_epoch_is_attributed_to_it_and_its_segment():
 
 
 def test_gc_pause_in_a_waiting_segment_names_that_segment():
-    rows = _rows(100, i5={"acquire": 6.0})
+    rows = _rows(100, i5={"wakeup": 6.0})
     r = rows[5]
     pause = GcEvent(r.at("sample") + 1e-3, r.at("sample") + 5e-3, 1, "lsl-acq", 3)
     (e,) = tail_breakdown(rows, [pause], "engine_total", 0.01).epochs
-    assert e.cause == "gc" and e.gc[0].segment == "acquire"
+    assert e.cause == "gc" and e.gc[0].segment == "wakeup"
 
 
 def test_waiting_on_another_batch_is_busy_and_an_unexplained_wait_says_so():
     # epoch 1's sample arrives while epoch 0's batch is still running (its inference: 20 ms);
-    # epoch 1 waits 15 ms in acquire, all of it inside that batch
+    # epoch 1 waits 15 ms for the processing thread, all of it inside that batch
     slow = _row(0, t0=10.0, inference=20.0)
-    waiting = _row(1, t0=slow.at("batch_start") + 1e-3, acquire=15.0)
+    waiting = _row(1, t0=slow.at("batch_start") + 1e-3, wakeup=15.0)
     rows = [slow, waiting] + [_row(i) for i in range(2, 100)]
     rep = tail_breakdown(rows, [], "engine_total", 0.02)
     by_id = {e.epoch_id: e for e in rep.epochs}
     assert by_id[0].cause == "inference"
     assert by_id[1].cause == "busy" and by_id[1].busy_ms > 14
     # the same wait with nothing running meanwhile: unexplained, named by its segment
-    rows = [_row(i, acquire=15.0 if i == 7 else 0.5) for i in range(100)]
+    rows = [_row(i, wakeup=15.0 if i == 7 else 0.2) for i in range(100)]
     (e,) = tail_breakdown(rows, [], "engine_total", 0.01).epochs
-    assert e.epoch_id == 7 and e.cause == "wait:acquire" and e.busy_ms == 0
+    assert e.epoch_id == 7 and e.cause == "wait:wakeup" and e.busy_ms == 0
 
 
 def test_end_to_end_tail_includes_delivery():

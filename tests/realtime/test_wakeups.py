@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from neuralign.realtime.lsl_io import local_clock, make_outlet
-from neuralign.realtime.sources.lsl import LSLMarkerInlet, LSLSource
+from neuralign.realtime.sources.lsl import IDLE_PULL_S, NEAR_S, LSLMarkerInlet, LSLSource
 
 SFREQ = 1000.0
 
@@ -99,7 +99,12 @@ def test_listener_is_woken_at_the_sample_it_waits_for(sid):
                 assert ev.wait(5.0), "never woken for the awaited sample"
                 ev.clear()
                 got.append((want, src.timeline.settled))
-                src.wake_at = None
+                if len(got) < 3:
+                    src.wake_at = None
+            # told once: until the listener names another sample, no more wake-ups (a loaded
+            # engine that reads late must not be woken, and its GIL contended, at every sample)
+            assert not ev.wait(0.3)
+            src.wake_at = None
         finally:
             src.stop()
     for want, settled in got:
@@ -135,21 +140,23 @@ def test_a_marker_wakes_the_listener_at_once(sid):
             del mout
 
 
-def test_pull_waits_for_a_batch_but_never_past_the_awaited_sample(sid):
-    """Nothing awaited, or the awaited sample further than a batch plus a sender's burst: the
-    pull sleeps a batch (None); near it: a batch, never past the awaited sample."""
+def test_pull_sleeps_until_the_awaited_sample_is_near_then_waits_for_exactly_it(sid):
+    """Nothing awaited: sleep the idle period, take what came. The awaited sample far: sleep
+    until just before the stream can bring it (never past it), at most the idle period. Near
+    it: no sleep, one blocking pull for exactly the samples up to it."""
     src = LSLSource(source_id=sid, timeout=5.0, buffer_seconds=10.0)
     with _Pusher(sid):
         src.open()
         try:
-            assert src._pull_min() is None  # no epoch pending: sleep 5 ms, take what came
-            src.wake_at = src.buffer.n_written + 500
-            assert src._pull_min() is None  # 0.5 s away: no pull can bring it within a batch
-            src.wake_at = src.buffer.n_written + 30
-            assert src._pull_min() == 5  # 5 ms of a 1 kHz stream
-            src.wake_at = src.buffer.n_written + 3
-            assert src._pull_min() == 3
-            src.wake_at = src.buffer.n_written - 10  # already in (not settled yet): no wait
-            assert src._pull_min() == 1
+            assert src._pull_plan() == (IDLE_PULL_S, None)  # no epoch pending
+            src.wake_at = src.buffer.n_written + 500  # 0.5 s away: the idle period
+            assert src._pull_plan() == (IDLE_PULL_S, None)
+            src.wake_at = src.buffer.n_written + 12  # 12 ms away: wake 2 ms before
+            sleep_s, need = src._pull_plan()
+            assert need is None and abs(sleep_s - (0.012 - NEAR_S)) < 1e-9
+            src.wake_at = src.buffer.n_written + 2  # near: wait for exactly those 2
+            assert src._pull_plan() == (0.0, 2)
+            src.wake_at = src.buffer.n_written - 10  # in and settled: the listener was told;
+            assert src._pull_plan() == (IDLE_PULL_S, None)  # sleep until it names the next
         finally:
             src.stop()
