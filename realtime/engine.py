@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import queue
 import threading
 import time
@@ -134,6 +135,8 @@ class Engine(ThreadedWorker):
         self._n_run = 0  # epochs through _run_batch (under _infer_lock)
         self._n_ready_dropped = 0  # epochs dropped from the full ready queue (processing thread)
         self.n_inline_batches = 0  # batches the processing thread ran itself (instrumentation)
+        self.n_prewarms = 0  # model touches before an epoch was due (realtime.prewarm_ms)
+        self._touched_for = -math.inf  # the due time (local clock) of the last one
         for src in self.sources:
             src.add_listener(self._wake)
             src.notify_period_s = None  # the processing thread's own period covers it
@@ -290,7 +293,39 @@ class Engine(ThreadedWorker):
             self._next_ready_s = next_ready
             if cut:
                 self._dispatch(cut)
-            wake.wait(PROCESS_PERIOD_S)
+            wake.wait(self._prewarm(bool(cut)))
+
+    def _due(self) -> float | None:
+        """When the sample the next epoch waits for is stamped (local clock), on the streams'
+        clock model: the buffer may be a sleep behind the stream, the model's line is not."""
+        due = None
+        for lane in self.lanes:
+            w, timeline = lane.source.wake_at, lane.source.timeline
+            t = None if w is None or timeline is None else timeline.timestamp_at(w - 1)
+            if t is not None and (due is None or t < due):
+                due = t
+        return due
+
+    def _prewarm(self, dispatched: bool) -> float:
+        """Touch the model when the next epoch is due within ``realtime.prewarm_ms`` (once per
+        epoch; not when a batch just ran, nor while one runs); returns how long the processing
+        thread may sleep: its period, cut short to wake for the next touch."""
+        lead = self.cfg.prewarm_ms / 1e3
+        due = None if not lead or dispatched else self._due()
+        if due is None:
+            return PROCESS_PERIOD_S
+        due_in = due - local_clock()
+        if due_in > lead:
+            return min(PROCESS_PERIOD_S, due_in - lead)
+        # once per awaited sample (its modelled time moves by far less than a sample)
+        if abs(due - self._touched_for) > 1e-3 and self._infer_lock.acquire(blocking=False):
+            try:
+                self.decoder.touch()
+                self.n_prewarms += 1
+            finally:
+                self._infer_lock.release()
+            self._touched_for = due
+        return PROCESS_PERIOD_S
 
     def _dispatch(self, eps: list[Epoch]) -> None:
         """Run ``eps`` here when the batch policy would run them at once and the inference

@@ -138,6 +138,12 @@ class Decoder:
             for _ in range(n):
                 self._run(host)
 
+    def touch(self, n_rows: int = 2) -> None:
+        """Run the bucket of ``n_rows`` on whatever its buffer holds, results discarded: brings
+        the weights and buffers back into the CPU caches just before a real batch (the
+        caller holds the inference lock; nothing it returns or counts changes)."""
+        self._run(self._hosts[bucket_for(min(n_rows, self.batch_size), self.buckets)])
+
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Embeddings, top-k scores and indices, and (``keep_scores``) every template's score."""
         z = torch.nn.functional.normalize(self.model.encode_brain(x), dim=-1)

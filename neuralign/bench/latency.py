@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pin those threads to these CPUs, e.g. 1 or 0,1 (default: any)")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="do not gc.freeze() the engine's start-up objects (to measure its effect)")
+    p.add_argument("--no-prewarm", action="store_true",
+                   help="do not run the model just before each epoch is due "
+                   "(realtime.prewarm_ms 0; to measure its effect)")
     p.add_argument("--generated-images", default="validated",
                    choices=["validated", "always", "off"],
                    help="the bundle's image generator, as realtime.generated_images: off measures "
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                         chunk_size=args.chunk_size, torch_threads=args.torch_threads,
                         scheduling={"priority": args.priority, "cpus": args.cpus},
                         gc_freeze=not args.no_gc_freeze,
+                        prewarm_ms=0.0 if args.no_prewarm else RealtimeConfig().prewarm_ms,
                         generated_images=args.generated_images)
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
                       chunk_size=args.chunk_size, warmup_s=args.warmup,

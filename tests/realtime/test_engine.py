@@ -79,11 +79,14 @@ def test_live_decoding_matches_offline_trial_by_trial(tiny_bundle):
     assert all(len(r["avg_topk_probs"]) == len(r["avg_topk_ids"]) for r in reps)
     # latency instrumentation: every stage measured, end-to-end positive
     summary = engine.stats.summary()
-    for stage in ("acquire", "filter", "epoch", "normalize", "wait_in_batch", "inference",
-                  "publish", "engine_total"):
+    for stage in ("acquire", "pull", "filter", "epoch", "normalize", "wait_in_batch",
+                  "inference", "publish", "engine_total"):
         assert stage in summary, stage
     e2e = [recv - r["last_sample_timestamp"] for r, recv in got]
     assert min(e2e) > 0
+    # the model was touched before epochs were due (realtime.prewarm_ms), at most once each,
+    # and the results above match offline all the same
+    assert 0 < engine.n_prewarms <= len(offline) + 1, (engine.n_prewarms, len(offline))
 
 
 def test_wrong_channel_set_is_one_clear_error(tiny_bundle):
