@@ -439,11 +439,11 @@ class RealtimeConfig(_Section):
     # collections it still triggers no longer walk the model's, the bundle's and the
     # libraries' objects (a full collection of them took ~130 ms)
     gc_freeze: bool = True
-    # run the model once on its last input this long before the next epoch is due, under the
-    # inference lock, result discarded (0: never): after ~200 ms of other work its weights and
-    # buffers have left the CPU caches, and the real forward pays for it (inference stage p50
-    # 3.35 / 3.27 ms without, 2.83 / 3.00 with, two 40 s runs each on a 2-core VM); ~1 ms of
-    # CPU per epoch. 5 ms, not less: the touch must end before the epoch's sample arrives.
+    # run the model once on its last input so that it ends this long before the next epoch's
+    # last sample is due, under the inference lock, result discarded (0: never): after ~200 ms
+    # of other work its weights and buffers have left the CPU caches, and the real forward
+    # pays for it (inference stage p50 3.35 / 3.27 ms without, 2.83 / 3.00 with, two 40 s runs
+    # each on a 2-core VM); ~1 ms of CPU per epoch.
     prewarm_ms: float = Field(5.0, ge=0)
     # A bundle generator's images: "validated" shows them only when the generator beat the mean
     # training image on held-out images (its validation in the bundle; otherwise the viewer shows

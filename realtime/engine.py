@@ -137,6 +137,7 @@ class Engine(ThreadedWorker):
         self.n_inline_batches = 0  # batches the processing thread ran itself (instrumentation)
         self.n_prewarms = 0  # model touches before an epoch was due (realtime.prewarm_ms)
         self._touched_for = -math.inf  # the due time (local clock) of the last one
+        self._touch_s = 0.0  # how long the last touch took (it starts that much earlier)
         for src in self.sources:
             src.add_listener(self._wake)
             src.notify_period_s = None  # the processing thread's own period covers it
@@ -307,20 +308,24 @@ class Engine(ThreadedWorker):
         return due
 
     def _prewarm(self, dispatched: bool) -> float:
-        """Touch the model when the next epoch is due within ``realtime.prewarm_ms`` (once per
-        epoch; not when a batch just ran, nor while one runs); returns how long the processing
-        thread may sleep: its period, cut short to wake for the next touch."""
+        """Touch the model so that it ends ``realtime.prewarm_ms`` before the next epoch's last
+        sample is due (it starts earlier by what the last touch took: a 1024-channel model's
+        ~4 ms must not be running when the sample arrives, the processing thread does both);
+        once per epoch, not when a batch just ran, nor while one runs. Returns how long the
+        processing thread may sleep: its period, cut short to wake for the next touch."""
         lead = self.cfg.prewarm_ms / 1e3
         due = None if not lead or dispatched else self._due()
         if due is None:
             return PROCESS_PERIOD_S
-        due_in = due - local_clock()
-        if due_in > lead:
-            return min(PROCESS_PERIOD_S, due_in - lead)
+        start_in = due - local_clock() - lead - self._touch_s
+        if start_in > 0:
+            return min(PROCESS_PERIOD_S, start_in)
         # once per awaited sample (its modelled time moves by far less than a sample)
         if abs(due - self._touched_for) > 1e-3 and self._infer_lock.acquire(blocking=False):
             try:
+                t0 = time.perf_counter()
                 self.decoder.touch()
+                self._touch_s = time.perf_counter() - t0
                 self.n_prewarms += 1
             finally:
                 self._infer_lock.release()
