@@ -458,18 +458,33 @@ class LSLSource(Source):
 
     def _pull_plan(self) -> tuple[float, int | None]:
         """(seconds to sleep, samples to wait for) of the next pull. The sample the engine waits
-        for within :data:`NEAR_S`: no sleep, a blocking pull for exactly the samples up to it (it
-        is handed over the moment it arrives). Further, or none awaited: sleep until
-        :data:`NEAR_S` before the stream can bring it at its nominal rate (at most
-        :data:`IDLE_PULL_S`), then take what came (``None``: no wait). A chunked sender's burst
-        arrives later than the nominal rate says, never earlier, so it finds the thread awake
-        and pulling; only a sender catching up on a backlog can be picked up one sleep late."""
+        for due within :data:`NEAR_S`: no sleep, a blocking pull for exactly the samples up to it
+        (handed over the moment it arrives). Further, or none awaited: sleep until :data:`NEAR_S`
+        before it is due (at most :data:`IDLE_PULL_S`), then take what came (``None``: no wait).
+        A sample never arrives before it is due (:meth:`_due_in`), so the thread is awake and
+        waiting when it lands; a chunked sender's burst comes later and finds it so too. Only a
+        sender catching up on a backlog can be picked up one sleep late."""
         wanted = self.samples_wanted()
         if wanted is None or self._awaited_in():  # none awaited, or delivered: the next is new
             return IDLE_PULL_S, None
-        if wanted <= max(1, int(NEAR_S * self._sfreq)):
+        sleep_s = min(IDLE_PULL_S, self._due_in(wanted) - NEAR_S)
+        if wanted <= max(1, int(NEAR_S * self._sfreq)) or sleep_s <= 0:
             return 0.0, max(1, min(self.max_pull, wanted))
-        return min(IDLE_PULL_S, wanted / self._sfreq - NEAR_S), None
+        return sleep_s, None
+
+    def _due_in(self, wanted: int) -> float:
+        """Seconds until the sample ``wanted`` samples after the newest can arrive, at the
+        earliest: its time at the nominal rate after the newest sample's time on the stream's
+        clock model, or after the last delivery, whichever is sooner (after a quiet sleep the
+        newest sample is no fresher than the last delivery: counting from now would sleep past a
+        chunked sender's next burst)."""
+        ahead = wanted / self._sfreq
+        due = self._last_data + ahead - time.monotonic()
+        t_newest = (self.timeline.timestamp_at(self.buffer.n_written - 1)
+                    if self.timeline is not None and self.buffer.n_written else None)
+        if t_newest is not None:
+            due = min(due, t_newest + ahead - local_clock())
+        return due
 
     def _check_stall(self) -> None:
         """No data for a while: find out whether the sender is gone (then reconnect) or paused."""

@@ -151,9 +151,17 @@ def test_pull_sleeps_until_the_awaited_sample_is_near_then_waits_for_exactly_it(
             assert src._pull_plan() == (IDLE_PULL_S, None)  # no epoch pending
             src.wake_at = src.buffer.n_written + 500  # 0.5 s away: the idle period
             assert src._pull_plan() == (IDLE_PULL_S, None)
-            src.wake_at = src.buffer.n_written + 12  # 12 ms away: wake 2 ms before
+            src.wake_at = src.buffer.n_written + 12  # 12 ms after the last delivery: wake
+            src._last_data = time.monotonic()        # 2 ms before it is due
             sleep_s, need = src._pull_plan()
-            assert need is None and abs(sleep_s - (0.012 - NEAR_S)) < 1e-9
+            assert need is None and 0.012 - NEAR_S - 0.002 < sleep_s <= 0.012 - NEAR_S
+            # nothing delivered for 8 ms meanwhile (a chunked sender between bursts): the sample
+            # is due 8 ms sooner, the sleep is that much shorter (not 10 ms again)
+            src._last_data = time.monotonic() - 0.008
+            sleep_s, need = src._pull_plan()
+            assert need is None and 0 < sleep_s <= 0.012 - 0.008 - NEAR_S
+            src._last_data = time.monotonic() - 0.011  # due within NEAR_S: wait for it
+            assert src._pull_plan() == (0.0, 12)
             src.wake_at = src.buffer.n_written + 2  # near: wait for exactly those 2
             assert src._pull_plan() == (0.0, 2)
             src.wake_at = src.buffer.n_written - 10  # in and settled: the listener was told;
