@@ -101,7 +101,8 @@ def _elu_(h: Tensor) -> Tensor:
     if h.device.type != "cpu" or h.requires_grad:
         return F.elu_(h)
     neg = torch.clamp_max(h, 0.0)
-    np.expm1(neg.numpy(), out=neg.numpy())
+    a = neg.numpy()  # shares neg's memory
+    np.expm1(a, out=a)
     h.relu_()
     h += neg
     return h

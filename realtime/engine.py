@@ -3,11 +3,11 @@
 Threads, none waiting on another's slow path: each source's acquisition thread fills its ring
 buffer and sets the engine's wake-up event when markers arrive and when the sample the next epoch
 waits for is in (once for that sample); the processing thread sleeps on that event (and wakes
-every :data:`PROCESS_PERIOD_S` for all streams at once), then feeds each stream's new samples to its :class:`Pipeline`, markers to its
-:class:`Epocher` and hands the epochs they cut to inference; the inference thread groups the
-epochs of every stream by the :class:`BatchPolicy` (one batch may mix streams), has the
-:class:`ResultBuilder` turn a batch into :class:`Result` objects and fans them out (LSL outlet,
-its result subscriptions, recorder). When the policy would dispatch at once anyway (the
+every :data:`PROCESS_PERIOD_S` for all streams at once), then feeds each stream's new samples to
+its :class:`Pipeline`, markers to its :class:`Epocher` and hands the epochs they cut to
+inference; the inference thread groups the epochs of every stream by the :class:`BatchPolicy`
+(one batch may mix streams), has the :class:`ResultBuilder` turn a batch into :class:`Result`
+objects and fans them out (LSL outlet, its result subscriptions, recorder). When the policy would dispatch at once anyway (the
 inference thread idle, nothing waiting, no other epoch due before the deadline: the usual case
 at an SOA of 100 ms or more), the processing thread runs the batch itself: a thread hand-off is
 one more wake-up for the scheduler to delay, and on a loaded machine that costs milliseconds.
@@ -26,9 +26,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from neuralign.bundle import Bundle
 from neuralign.config import RealtimeConfig
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from neuralign.realtime.recorder import Recorder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The processing thread brings every stream up to date this often (the viewer's display and
 #: the filters' state stay this fresh), besides waking at once for markers and for the sample an
@@ -70,6 +71,24 @@ class _Chunk:
     end: int  # global input index one past the chunk's last sample
     acquired: float
     filtered: float
+
+
+def _holding(entries: deque[T], index: int, end: Callable[[T], int]) -> T | None:
+    """The entry whose span holds sample ``index``, of entries with increasing ``end`` (one past
+    their last sample): searched from the newest back, as the epoch was just cut (from the
+    oldest, 4096 one-sample chunks took ~0.4 ms per epoch). By index, not by iterating: a
+    source's acquisition thread appends to its arrivals meanwhile (deque indexing is atomic
+    under the GIL, iterating a deque that grows raises)."""
+    found = None
+    for k in range(1, len(entries) + 1):
+        try:
+            entry = entries[-k]
+        except IndexError:  # the deque dropped its oldest meanwhile
+            break
+        if end(entry) <= index:
+            break
+        found = entry
+    return found
 
 
 @dataclass
@@ -454,39 +473,16 @@ class Engine(ThreadedWorker):
 
     @staticmethod
     def _stamp_chunk(lane: _Lane, ep: Epoch) -> None:
-        """Acquisition and filter times of the chunk that held the epoch's last sample.
-
-        Searched from the newest chunk back (ends increase; the epoch was just cut, so its chunk
-        is among the last): from the oldest, 4096 one-sample chunks took ~0.4 ms per epoch."""
-        found = None
-        for c in reversed(lane.chunks):
-            if c.end <= ep.last_input_index:
-                break
-            found = c
+        """When the epoch's last sample was pulled (the source's arrivals), and the acquisition
+        and filter times of the engine's chunk that held it."""
+        found = _holding(lane.chunks, ep.last_input_index, lambda c: c.end)
         if found is not None:
             ep.stages["acquired"] = found.acquired
             ep.stages["filtered"] = found.filtered
-        pulled = Engine._pulled_at(lane.source, ep.last_input_index)
+        pulled = _holding(lane.source.arrivals, ep.last_input_index, lambda a: a[0])
         if pulled is not None:
-            ep.stages["pulled"] = pulled
+            ep.stages["pulled"] = pulled[1]
         ep.stages["sample"] = ep.last_sample_timestamp
-
-    @staticmethod
-    def _pulled_at(src: Source, index: int) -> float | None:
-        """When the source's acquisition pulled sample ``index`` (None: not recorded). Indexed
-        from the newest end: the acquisition thread appends meanwhile (deque indexing is atomic,
-        iterating it would not be)."""
-        arrivals = src.arrivals
-        found = None
-        for k in range(1, len(arrivals) + 1):
-            try:
-                end, t = arrivals[-k]
-            except IndexError:
-                break
-            if end <= index:
-                break
-            found = t
-        return found
 
     # ---- inference thread --------------------------------------------------------------------
     def _inference_loop(self) -> None:
