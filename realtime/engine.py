@@ -7,10 +7,11 @@ every :data:`PROCESS_PERIOD_S` for all streams at once), then feeds each stream'
 its :class:`Pipeline`, markers to its :class:`Epocher` and hands the epochs they cut to
 inference; the inference thread groups the epochs of every stream by the :class:`BatchPolicy`
 (one batch may mix streams), has the :class:`ResultBuilder` turn a batch into :class:`Result`
-objects and fans them out (LSL outlet, its result subscriptions, recorder). When the policy would dispatch at once anyway (the
-inference thread idle, nothing waiting, no other epoch due before the deadline: the usual case
-at an SOA of 100 ms or more), the processing thread runs the batch itself: a thread hand-off is
-one more wake-up for the scheduler to delay, and on a loaded machine that costs milliseconds.
+objects and fans them out (LSL outlet, its result subscriptions, recorder). When the policy
+would dispatch at once anyway (the inference thread idle, nothing waiting, no other epoch due
+before the deadline: the usual case at an SOA of 100 ms or more), the processing thread runs the
+batch itself: a thread hand-off is one more wake-up for the scheduler to delay, and on a loaded
+machine that costs milliseconds.
 With several sources every result names its stream (``Result.stream``). Readers (CLI, GUI,
 benchmarks) take results through :meth:`Engine.subscribe` (:mod:`.subscriptions`); the GUI also
 reads the processed buffer, and asks for reconstructions through
