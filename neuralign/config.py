@@ -402,6 +402,7 @@ class RealtimeConfig(_Section):
     top_k: int = Field(5, ge=1)
     sliding_hop_s: float = Field(0.2, gt=0)
     fill_missing: bool = False
+    # compute threads of the engine: torch's, and numpy's BLAS while it runs
     torch_threads: int = Field(1, ge=1)
     result_stream_name: str = "neuralign-results"
     # LSL source_id of the result stream; None = a new random one per engine. 'neuralign view
@@ -443,8 +444,12 @@ class RealtimeConfig(_Section):
     # last sample is due, under the inference lock, result discarded (0: never): after ~200 ms
     # of other work its weights and buffers have left the CPU caches, and the real forward
     # pays for it (inference stage p50 3.35 / 3.27 ms without, 2.83 / 3.00 with, two 40 s runs
-    # each on a 2-core VM); ~1 ms of CPU per epoch.
+    # each on a 2-core VM); ~1 ms of CPU per epoch. Not needed (not done) with early_encoding.
     prewarm_ms: float = Field(5.0, ge=0)
+    # encode each epoch's first frames while its last samples arrive (TSConv encoders on CPU,
+    # fixed noise normaliser, no filled-in channels; else off, logged): at its last sample
+    # only a frame or two is left to encode. Same decisions; off only to compare.
+    early_encoding: bool = True
     # A bundle generator's images: "validated" shows them only when the generator beat the mean
     # training image on held-out images (its validation in the bundle; otherwise the viewer shows
     # the retrieved image and says why), "always" shows them regardless, "off" never generates.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -182,6 +183,7 @@ class RepetitionStore:
         self.max_labels = max_labels
         self._sum: OrderedDict[str, np.ndarray] = OrderedDict()
         self._n: dict[str, int] = {}
+        self._lock = threading.Lock()  # add (inference thread) vs peek (processing thread)
 
     def __len__(self) -> int:
         return len(self._sum)
@@ -189,17 +191,31 @@ class RepetitionStore:
     def add(self, label: str, data: np.ndarray) -> tuple[int, np.ndarray | None]:
         """Fold one epoch of ``label`` in: (presentations so far, their average from the
         second one on, else None)."""
-        s = self._sum.get(label)
-        self._sum[label] = data.astype(np.float64) if s is None else s + data
-        self._sum.move_to_end(label)
-        while len(self._sum) > self.max_labels:
-            old, _ = self._sum.popitem(last=False)
-            self._n.pop(old, None)
-        n = self._n[label] = self._n.get(label, 0) + 1
-        return n, (self._sum[label] / n).astype(np.float32) if n >= 2 else None
+        with self._lock:
+            s = self._sum.get(label)
+            self._sum[label] = data.astype(np.float64) if s is None else s + data
+            self._sum.move_to_end(label)
+            while len(self._sum) > self.max_labels:
+                old, _ = self._sum.popitem(last=False)
+                self._n.pop(old, None)
+            n = self._n[label] = self._n.get(label, 0) + 1
+            total = self._sum[label]
+        return n, average(total, n) if n >= 2 else None
+
+    def peek(self, label: str) -> tuple[int, np.ndarray | None]:
+        """(presentations so far, the sum of their epochs; None before the first): what
+        :meth:`add` would fold the next one into. The sum is never changed in place."""
+        with self._lock:
+            return self._n.get(label, 0), self._sum.get(label)
 
     def count(self, label: str) -> int:
         return self._n.get(label, 0)
+
+
+def average(total: np.ndarray, n: int) -> np.ndarray:
+    """The average epoch of ``n`` presentations from their (float64) sum, as the model reads it:
+    the one formula for the whole epoch and for its first samples (early encoding)."""
+    return (total / n).astype(np.float32)
 
 
 class ResultBuilder:
@@ -240,18 +256,26 @@ class ResultBuilder:
     def build(self, batch: Sequence[Epoch]) -> list[Result]:
         """Results of ``batch``, in order (``stages_ms`` is left for the engine to fill)."""
         items: list[np.ndarray] = []
+        parts: list[tuple[int, np.ndarray] | None] = []
         counts: list[int] = []
         for ep in batch:
             if len(self.missing):
                 ep.data[self.missing] = self.decoder.reconstruct(
                     ep.data, self.missing.tolist())[self.missing]
             items.append(ep.data)
-            key = _repetition_key(ep)
+            early = ep.early
+            parts.append(None if early is None else (early.n_frames, early.acc[0]))
+            key = repetition_key(ep.label, ep.stream)
             n, avg = (1, None) if key is None else self.repetitions.add(key, ep.data)
             counts.append(n)
             if avg is not None:
                 items.append(avg)
-        decoded = iter(self.decoder.decode_all(items))
+                # the early average row holds if it assumed exactly the presentations before
+                parts.append((early.n_frames, early.acc[1]) if early is not None
+                             and early.n_before == n - 1 else None)
+        early = any(p is not None for p in parts)
+        decoded = iter(self.decoder.decode_all(items, parts) if early
+                       else self.decoder.decode_all(items))
         out = []
         self.last_embeddings = []  # the batch's single-trial embeddings (the generator's input)
         pairs = []
@@ -309,9 +333,9 @@ class ResultBuilder:
         return Reconstruction(ep.epoch_id, chans, ep.data[chans], rec[chans])
 
 
-def _repetition_key(ep: Epoch) -> str | None:
+def repetition_key(label: str | None, stream: str | None) -> str | None:
     """Repetitions are averaged within a stream, never across subjects (None: no label)."""
-    return ep.label if ep.stream is None or ep.label is None else f"{ep.stream}/{ep.label}"
+    return label if stream is None or label is None else f"{stream}/{label}"
 
 
 def _rounded(dec: Decoded) -> list[float]:

@@ -31,12 +31,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from threadpoolctl import threadpool_limits
+
 from neuralign.bundle import Bundle
 from neuralign.config import RealtimeConfig
 from neuralign.errors import UserError
-from neuralign.realtime import scheduling
+from neuralign.realtime import early_encoding, scheduling
 from neuralign.realtime.batcher import BatchPolicy, batch_size
-from neuralign.realtime.decisions import Reconstruction, Result, ResultBuilder
+from neuralign.realtime.decisions import Reconstruction, Result, ResultBuilder, repetition_key
+from neuralign.realtime.early_encoding import EarlyEncoder
 from neuralign.realtime.epocher import Epoch, Epocher, EpochWindow
 from neuralign.realtime.generation import GeneratorWorker
 from neuralign.realtime.health import Health
@@ -104,6 +107,14 @@ class _Lane:
     n_lost: int = 0
     chunks: deque[_Chunk] = field(default_factory=lambda: deque(maxlen=4096))
 
+    @property
+    def early_lead(self) -> int:
+        """Processed samples before its end from which an epoch is encoded early."""
+        return int(round(early_encoding.LEAD_S * self.pipeline.sfreq_out))
+
+    def repetition_key(self, label: str | None) -> str | None:
+        return repetition_key(label, self.stream)
+
 
 class Engine(ThreadedWorker):
     """Decodes ``source`` (one :class:`Source` or several) with ``bundle`` from :meth:`start` to
@@ -141,6 +152,8 @@ class Engine(ThreadedWorker):
         self.pipeline: Pipeline | None = None
         self.epocher: Epocher | None = None
         self.result_builder: ResultBuilder | None = None
+        #: encodes epochs' first frames before they complete (None: off, see _early_encoder)
+        self.early: EarlyEncoder | None = None
         self._ready: DropOldestQueue[Epoch] = DropOldestQueue(MAX_READY,
                                                               on_drop=self._ready_dropped)
         self.health = Health()  # every lane's bad input, counted in one place
@@ -156,6 +169,7 @@ class Engine(ThreadedWorker):
         self._n_ready_dropped = 0  # epochs dropped from the full ready queue (processing thread)
         self.n_inline_batches = 0  # batches the processing thread ran itself (instrumentation)
         self.n_prewarms = 0  # model touches before an epoch was due (realtime.prewarm_ms)
+        self.n_early_epochs = 0  # epochs decoded from an early encoding (realtime.early_encoding)
         self._touched_for = -math.inf  # the due time (local clock) of the last one
         self._touch_s = 0.0  # how long the last touch took (it starts that much earlier)
         for src in self.sources:
@@ -167,6 +181,7 @@ class Engine(ThreadedWorker):
         self.last_reconstruction: Reconstruction | None = None
         self.error: BaseException | None = None
         self._froze = False  # start() moved the live objects into gc's permanent generation
+        self._blas_limits: threadpool_limits | None = None  # numpy's BLAS threads while running
         #: what every engine thread (and each source's, the generator's) asks of the OS
         self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
         # the bundle's generator (None without one): images of decoded epochs, in its own thread
@@ -195,6 +210,7 @@ class Engine(ThreadedWorker):
             raise UserError("--fill-missing: the streams lack different channels; one engine "
                             "fills the same channels in every stream")
         self.result_builder = ResultBuilder(self.decoder, self.pipeline.missing)
+        self.early = self._early_encoder()
         policy = self._scheduling
         for src in self.sources:
             src.scheduling = policy
@@ -202,6 +218,10 @@ class Engine(ThreadedWorker):
         if self.generation is not None:
             self.generation.scheduling = policy
             self.generation.busy = self._decoding
+        # numpy's BLAS (the whitening, early encoding) on as many threads as torch: by default
+        # OpenBLAS wakes a second thread for each product, which then spins for a while; at
+        # one stream that took the engine from 22 % to 58 % of a core (30 s runs)
+        self._blas_limits = threadpool_limits(self.cfg.torch_threads, user_api="blas")
         if self.cfg.gc_freeze:  # everything alive now (model, bundle, libraries) is permanent
             # no gc.collect() first: a full collection here takes ~130 ms with torch and mne
             # loaded and holds the GIL, stalling every thread of the process (a replayer in it
@@ -266,6 +286,9 @@ class Engine(ThreadedWorker):
         if self._froze:  # this engine's objects may be collected again once unreferenced
             gc.unfreeze()
             self._froze = False
+        if self._blas_limits is not None:
+            self._blas_limits.restore_original_limits()
+            self._blas_limits = None
 
     def _flush(self) -> None:
         """After the threads and sources stopped: process what arrived since the last pass
@@ -298,6 +321,21 @@ class Engine(ThreadedWorker):
     def masked_channels(self) -> list[int]:
         """The channels reconstructed after each batch."""
         return list(self._masked)
+
+    def _early_encoder(self) -> EarlyEncoder | None:
+        """Early encoding when the config asks for it and every stream allows it (its model
+        can be encoded frame by frame, its normaliser is fixed, no channel is filled in)."""
+        why = ("realtime.early_encoding is off" if not self.cfg.early_encoding
+               else "the model cannot be encoded frame by frame" if
+               self.decoder.early_encoder is None
+               else "online noise normalisation re-whitens during an epoch" if
+               any(lane.pipeline.online_update for lane in self.lanes)
+               else "missing channels are reconstructed from the whole epoch" if
+               len(self.pipeline.missing) else None)
+        if why is not None:
+            log.info("early encoding off: %s", why)
+            return None
+        return EarlyEncoder(self.decoder, self.result_builder.repetitions)
 
     # ---- processing thread -------------------------------------------------------------------
     def _process_loop(self) -> None:
@@ -334,6 +372,8 @@ class Engine(ThreadedWorker):
         once per epoch, not when a batch just ran, nor while one runs. Returns how long the
         processing thread may sleep: its period, cut short to wake for the next touch."""
         lead = self.cfg.prewarm_ms / 1e3
+        if self.early is not None:  # what is left at the last sample is a frame or two
+            lead = 0.0
         due = None if not lead or dispatched else self._due()
         if due is None:
             return PROCESS_PERIOD_S
@@ -417,6 +457,8 @@ class Engine(ThreadedWorker):
             ep.stream = lane.stream
             self._stamp_chunk(lane, ep)
             cut.append(ep)
+        if self.early is not None:  # after the cut: what is still filling
+            self.early.advance(epocher.filling(lane.early_lead), lane.repetition_key)
         src.wake_at = epocher.samples_needed()  # the source wakes us when these are in
         return epocher.seconds_until_next_ready()
 
@@ -525,6 +567,7 @@ class Engine(ThreadedWorker):
 
     def _run_batch(self, batch: list[Epoch]) -> None:
         self._n_run += len(batch)  # under _infer_lock (see _dispatch: epoch order)
+        self.n_early_epochs += sum(ep.early is not None for ep in batch)
         t_batch = local_clock()
         for ep in batch:
             ep.stages["batch_start"] = t_batch

@@ -36,6 +36,7 @@ from neuralign.signal.chain import cut_epoch, epoch_start
 
 if TYPE_CHECKING:
     from neuralign.bundle import EpochSection
+    from neuralign.realtime.inference import PartialEncoding
     from neuralign.realtime.sources.base import Marker
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ class ProcessedSignal(Protocol):
     def read_normalized(self, start: int, stop: int,
                         baseline: Callable[[np.ndarray], np.ndarray]) -> NormalizedWindow: ...
 
+    def read_normalized_so_far(self, start: int, stop: int,
+                               baseline: Callable[[np.ndarray], np.ndarray]
+                               ) -> np.ndarray | None: ...
+
 
 @dataclass
 class Epoch:
@@ -118,6 +123,8 @@ class Epoch:
     stages: dict[str, float] = field(default_factory=dict)  # stage -> local_clock()
     flags: list[str] = field(default_factory=list)  # e.g. "bad_samples": decoded, but suspect
     stream: str | None = None  # which input stream (set by an engine with several sources)
+    #: its first frames, encoded while its last samples were arriving (early encoding)
+    early: PartialEncoding | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,14 @@ class EpochWindow:
         """Global input index of the last raw sample the epoch of this onset needs."""
         return (self.bounds(onset_index)[1] - 1) * self.q
 
+    @property
+    def baseline_stop(self) -> int:
+        """Samples from the window's start that its baseline correction reads (0: none)."""
+        if not self.baseline:
+            return 0
+        b0 = int(round((self.baseline[0] - self.tstart) * self.sfreq_out))
+        return max(int(round((self.baseline[1] - self.tstart) * self.sfreq_out)), b0 + 1)
+
     def first_window_onset(self) -> int:
         """Input index of the first sliding-window onset whose window starts at input 0."""
         return int(round(-self.tstart * self.q * self.sfreq_out))
@@ -166,11 +181,24 @@ class EpochWindow:
 
 
 @dataclass
-class _Pending:
+class QueuedEpoch:
+    """An onset placed on the input grid whose window is not complete yet."""
+
     label: str | None
     onset_index: int
     onset_timestamp: float
     marker_received: float
+    #: its first frames, encoded so far (early encoding; the engine keeps it up to date)
+    early: PartialEncoding | None = None
+
+
+@dataclass(frozen=True)
+class Filling:
+    """A queued epoch's first samples, baseline-corrected and noise-normalised exactly as its
+    complete window will be (columns from the epoch's start, float32)."""
+
+    epoch: QueuedEpoch
+    data: np.ndarray  # (C, n) with n < the epoch's length
 
 
 class Epocher:
@@ -205,7 +233,7 @@ class Epocher:
                             else None)
         self._next_window: int | None = None
         self._unplaced: list[Marker] = []  # markers whose sample has not arrived yet
-        self._pending: list[_Pending] = []  # placed, window not complete yet
+        self._pending: list[QueuedEpoch] = []  # placed, window not complete yet
         self._n_epochs = 0
         #: called with (marker, input index) when a marker is placed (the recorder logs it, so
         #: offline epoching of the recording cuts where the engine cut)
@@ -246,7 +274,7 @@ class Epocher:
     def add_onset(self, label: str | None, onset_index: int, onset_timestamp: float,
                   received: float | None = None) -> None:
         """Queue the epoch of an onset already on the input grid."""
-        self._pending.append(_Pending(label, onset_index, onset_timestamp,
+        self._pending.append(QueuedEpoch(label, onset_index, onset_timestamp,
                                       received if received is not None else local_clock()))
 
     def _place(self, m: Marker) -> bool:
@@ -334,9 +362,29 @@ class Epocher:
                              p.onset_index, p.onset_timestamp, last,
                              last_ts if last_ts is not None else float("nan"),
                              {"marker_received": p.marker_received, "ready": t_ep,
-                              "epoched": win.epoched, "normalized": win.normalized}, flags))
+                              "epoched": win.epoched, "normalized": win.normalized}, flags,
+                             early=p.early))
             self._n_epochs += 1
         self._pending = keep
+        return out
+
+    def filling(self, within: int) -> list[Filling]:
+        """The queued epochs whose window ends within ``within`` processed samples of the
+        newest and whose baseline is in, with their samples so far (what early encoding
+        reads; an epoch whose window is already complete is :meth:`ready_epochs`' to cut, one
+        that spans a gap will be dropped there)."""
+        signal = self.signal
+        n = signal.n_written
+        out = []
+        for p in self._pending:
+            i0, i1 = self.window.bounds(p.onset_index)
+            if (i1 <= n or i1 - n > within or n - i0 < self.window.baseline_stop
+                    or i0 < signal.first_available or signal.gap_between(i0, n - 1)):
+                continue
+            data = signal.read_normalized_so_far(
+                i0, i1, partial(self.window.cut, onset_index=p.onset_index, offset=i0))
+            if data is not None and data.shape[1]:
+                out.append(Filling(p, data.astype(np.float32, copy=False)))
         return out
 
     def samples_needed(self) -> int | None:

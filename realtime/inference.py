@@ -20,6 +20,12 @@ CUDA graph (``cuda_graph``): a call is then one host-to-device copy into the gra
 input, one replay and one copy back, with no per-kernel launch overhead or allocator work from
 Python, so its time does not depend on how busy the CPU is. Capture falls back to eager calls
 (logged) when the model cannot be captured.
+
+Early encoding (CPU, folded TSConv encoders): each frame of the temporal convolution reads only
+its own few samples and the head is linear, so an epoch's first frames can be encoded while its
+last samples are still arriving (:meth:`Decoder.encode_part`, kept in a :class:`PartialEncoding`);
+once the epoch is complete, :meth:`Decoder.decode` only encodes the frames left and adds them up.
+Same embedding to float tolerance (the sum runs in a different order).
 """
 
 from __future__ import annotations
@@ -33,10 +39,21 @@ import torch
 
 from neuralign.bundle import Bundle
 from neuralign.devices import resolve_device
-from neuralign.models.folding import fold_for_inference
+from neuralign.models.folding import FoldedTSConvEncoder, fold_for_inference
 from neuralign.realtime.batcher import bucket_for, shape_buckets
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartialEncoding:
+    """The head output (without its bias) of an epoch's first ``n_frames`` frames, one row per
+    decoder input of the epoch (its single trial, then the average of its presentations when
+    ``n_before`` presentations of the image came before it; None: no average row)."""
+
+    n_frames: int
+    acc: np.ndarray  # (rows, embed_dim) float32
+    n_before: int | None = None
 
 
 @dataclass
@@ -96,6 +113,13 @@ class Decoder:
         self.bucket_counts = dict.fromkeys(self.buckets, 0)  # calls per shape (instrumentation)
         #: (graph, static input, static outputs) of the full batch shape on CUDA, else None
         self._graph: tuple | None = None
+        enc = getattr(self.model, "brain_encoder", None)
+        #: the encoder whose first frames can be encoded early (None: this model cannot)
+        self.early_encoder: FoldedTSConvEncoder | None = (
+            enc if isinstance(enc, FoldedTSConvEncoder) and self.device.type == "cpu" else None)
+        if self.early_encoder is not None:
+            self._head_bias = self.early_encoder.head.bias.detach().numpy()
+            self._bank_np = self.bank.numpy()
         self.warmup()
         if cuda_graph and self.device.type == "cuda" and not compile:
             self._graph = self._capture()
@@ -144,6 +168,19 @@ class Decoder:
         caller holds the inference lock; nothing it returns or counts changes)."""
         self._run(self._hosts[bucket_for(min(n_rows, self.batch_size), self.buckets)])
 
+    def frames_ready(self, n_cols: int) -> int:
+        """Encoder frames the first ``n_cols`` samples of an epoch determine (0: no early
+        encoding for this model)."""
+        enc = self.early_encoder
+        return 0 if enc is None else enc.frames_ready(n_cols)
+
+    def encode_part(self, rows: np.ndarray, j0: int, j1: int) -> np.ndarray:
+        """Head output without bias of frames ``[j0, j1)`` of ``rows`` (R, C, n) - the first
+        samples of R epochs - for a :class:`PartialEncoding`."""
+        if self.early_encoder is None:
+            raise ValueError("this decoder's model has no early encoding")
+        return self.early_encoder.head_part(rows, j0, j1)
+
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Embeddings, top-k scores and indices, and (``keep_scores``) every template's score."""
         z = torch.nn.functional.normalize(self.model.encode_brain(x), dim=-1)
@@ -162,29 +199,70 @@ class Decoder:
             out = self._forward(host.to(self.device, non_blocking=True))
         return tuple(t.cpu() for t in out)
 
-    def decode(self, epochs: list[np.ndarray]) -> list[Decoded]:
-        """Decode up to ``batch_size`` epochs (C, T) in one call on the smallest bucket."""
+    def decode(self, epochs: list[np.ndarray],
+               parts: Sequence[tuple[int, np.ndarray] | None] | None = None) -> list[Decoded]:
+        """Decode up to ``batch_size`` epochs (C, T) in one call on the smallest bucket.
+
+        ``parts``: per epoch, None or ``(n_frames, acc)``: its first frames' head output,
+        already encoded (:class:`PartialEncoding`); only the frames after them are encoded."""
         if len(epochs) > self.batch_size:
             raise ValueError(f"{len(epochs)} epochs > batch size {self.batch_size}")
         if not epochs:
             return []
-        b = bucket_for(len(epochs), self.buckets)
-        host = self._hosts[b]
-        for i, ep in enumerate(epochs):
-            host[i].copy_(torch.from_numpy(ep))
-        if len(epochs) < b:
-            host[len(epochs):].zero_()
-        self.bucket_counts[b] += 1
-        z, scores, idx, *every = self._run(host)
-        return [Decoded(z[i].numpy(), [self.template_ids[j] for j in idx[i].tolist()],
-                        scores[i].tolist(), every[0][i].numpy() if every else None)
+        if parts is not None and any(p is not None for p in parts):
+            z, scores, idx, *every = self._finish(epochs, parts)
+        else:
+            b = bucket_for(len(epochs), self.buckets)
+            host = self._hosts[b]
+            for i, ep in enumerate(epochs):
+                host[i].copy_(torch.from_numpy(ep))
+            if len(epochs) < b:
+                host[len(epochs):].zero_()
+            self.bucket_counts[b] += 1
+            z, scores, idx, *every = (t.numpy() for t in self._run(host))
+        return [Decoded(z[i], [self.template_ids[j] for j in idx[i].tolist()],
+                        scores[i].tolist(), every[0][i] if every else None)
                 for i in range(len(epochs))]
 
-    def decode_all(self, epochs: list[np.ndarray]) -> list[Decoded]:
-        """Decode any number of epochs, ``batch_size`` at a time."""
+    def _finish(self, epochs: list[np.ndarray],
+                parts: Sequence[tuple[int, np.ndarray] | None]) -> tuple[np.ndarray, ...]:
+        """:meth:`_forward`'s outputs (numpy) for epochs some of which are partly encoded: the
+        others in one forward, the partly encoded ones grouped by how many frames they have.
+        In numpy, like :meth:`FoldedTSConvEncoder.head_part`: a few small products after a
+        pause, where torch's dispatch costs more than they do."""
+        enc = self.early_encoder
+        if enc is None:
+            raise ValueError("partly encoded epochs for a model without early encoding")
+        wt, bt, ws, bs, wh = enc._numpy_weights()
+        z = np.empty((len(epochs), wh.shape[1]), np.float32)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(parts):
+            groups.setdefault(-1 if p is None else p[0], []).append(i)
+        for j0, rows in groups.items():
+            x = np.stack([epochs[i] for i in rows])
+            if j0 < 0:
+                with torch.inference_mode():
+                    z[rows] = self.model.encode_brain(torch.from_numpy(x)).numpy()
+                continue
+            acc = np.stack([parts[i][1] for i in rows])  # type: ignore[index]
+            acc += self._head_bias
+            if j0 < enc.n_frames:
+                acc += enc.head_part(x, j0, enc.n_frames)
+            z[rows] = acc
+        z /= np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z))[:, None], 1e-12)  # F.normalize
+        every = z @ self._bank_np.T
+        idx = np.argsort(-every, axis=1, kind="stable")[:, :self.top_k]
+        scores = every[np.arange(len(z))[:, None], idx]
+        return (z, scores, idx, every) if self.keep_scores else (z, scores, idx)
+
+    def decode_all(self, epochs: list[np.ndarray],
+                   parts: Sequence[tuple[int, np.ndarray] | None] | None = None
+                   ) -> list[Decoded]:
+        """Decode any number of epochs, ``batch_size`` at a time (``parts``: see decode)."""
         out: list[Decoded] = []
         for i in range(0, len(epochs), self.batch_size):
-            out += self.decode(epochs[i : i + self.batch_size])
+            out += self.decode(epochs[i : i + self.batch_size],
+                               None if parts is None else parts[i : i + self.batch_size])
         return out
 
     @torch.inference_mode()

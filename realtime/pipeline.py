@@ -330,3 +330,22 @@ class ProcessedView:
         t_cut = local_clock()
         ep = self._pipe.normalize(ep)
         return NormalizedWindow(ep, t_cut, local_clock())
+
+    def read_normalized_so_far(self, start: int, stop: int,
+                               baseline: Callable[[np.ndarray], np.ndarray]
+                               ) -> np.ndarray | None:
+        """The part of :meth:`read_normalized` ``[start, stop)`` that is written already:
+        ``baseline`` cuts the window zero-padded to its length (its correction must only read
+        written samples), the columns that are real are normalised. Per column the same numbers
+        the complete window gets. None: nothing of the epoch itself is written, or overwritten
+        while read."""
+        n = min(stop, self._buf.n_written) - start
+        got = self._buf.read(start, start + n) if n > 0 else None
+        if got is None:
+            return None
+        seg = got[0]
+        full = np.zeros((seg.shape[0], stop - start), seg.dtype)
+        full[:, :n] = seg
+        ep = baseline(full)
+        cols = n - (stop - start - ep.shape[1])  # the cut drops the pre-window samples
+        return self._pipe.normalize(ep[:, :cols]) if cols > 0 else None

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prewarm", action="store_true",
                    help="do not run the model just before each epoch is due "
                    "(realtime.prewarm_ms 0; to measure its effect)")
+    p.add_argument("--no-early-encoding", action="store_true",
+                   help="encode each epoch whole at its last sample instead of its first frames "
+                   "while it fills (realtime.early_encoding off; to measure its effect)")
     p.add_argument("--generated-images", default="validated",
                    choices=["validated", "always", "off"],
                    help="the bundle's image generator, as realtime.generated_images: off measures "
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                         scheduling={"priority": args.priority, "cpus": args.cpus},
                         gc_freeze=not args.no_gc_freeze,
                         prewarm_ms=0.0 if args.no_prewarm else RealtimeConfig().prewarm_ms,
+                        early_encoding=not args.no_early_encoding,
                         generated_images=args.generated_images)
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
                       chunk_size=args.chunk_size, warmup_s=args.warmup,

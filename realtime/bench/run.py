@@ -488,7 +488,16 @@ def _engine_counts(cfg: BenchConfig, engine, status: dict, prod: dict) -> dict[s
             "sent_samples": prod["n_sent"] * cfg.streams,
             "buckets_used": {str(k): v for k, v in engine.decoder.bucket_counts.items()},
             "batches_run_by_processing_thread": getattr(engine, "n_inline_batches", None),
-            "model_prewarms": getattr(engine, "n_prewarms", None)}
+            "model_prewarms": getattr(engine, "n_prewarms", None),
+            "early_encoded_frames": (engine.early.n_frames if getattr(engine, "early", None)
+                                     is not None else None)}
+
+
+def _early_text(rt: dict, counts: dict) -> str:
+    """Early encoding (with the frames it encoded) or the prewarm that runs without it."""
+    if counts.get("early_encoded_frames") is not None:
+        return f"early encoding ({counts['early_encoded_frames']} frames)"
+    return f"prewarm {rt.get('prewarm_ms', 0):g} ms"
 
 
 def _rss_summary(cfg: BenchConfig, rss: list) -> dict[str, Any]:
@@ -605,8 +614,8 @@ def format_report(res: dict[str, Any]) -> str:
              f"{res['machine'].get('load_average_end', [float('nan')])[0]:.1f} on "
              f"{res['machine']['cpu_count']} cores; threads: "
              f"{c['realtime']['scheduling']['priority']}, gc freeze "
-             f"{'on' if c['realtime']['gc_freeze'] else 'off'}, prewarm "
-             f"{c['realtime'].get('prewarm_ms', 0):g} ms; image generator "
+             f"{'on' if c['realtime']['gc_freeze'] else 'off'}, "
+             f"{_early_text(c['realtime'], res['pipelines'].get('neuralign', {}))}; image generator "
              f"{_generator_text(c.get('generator'))}",
              f"{'':34s} {'p50':>7s} {'p95':>7s} {'p99':>7s} {'max':>7s}  (ms)"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,3 +106,28 @@ def test_decoder_folds_only_when_upsampling_is_an_integer_factor():
 
     assert TSConvDecoder(63, 250, 16, k=8).up_factor == 5  # the paper's 225 = 5 x 45
     assert not TSConvDecoder(7, 64, 16, k=8, m1=9, m2=4, s=3).fold  # 56 from 18: not integer
+
+
+@pytest.mark.parametrize("n_chans, n_times, m1, m2, s", [(63, 250, 26, 5, 5), (7, 64, 9, 4, 3)])
+def test_head_parts_over_any_split_of_the_frames_add_up_to_the_forward(n_chans, n_times, m1, m2,
+                                                                       s):
+    torch.manual_seed(3)
+    folded = FoldedTSConvEncoder(_trained_like(TSConvEncoder(n_chans, n_times, 16, k=8, m1=m1,
+                                                             m2=m2, s=s)))
+    x = torch.randn(3, n_chans, n_times)
+    with torch.no_grad():
+        ref = folded(x).numpy()
+    n = folded.n_frames
+    assert folded.frames_ready(n_times) == n
+    assert folded.frames_ready(0) == 0 and folded.frames_ready(n_times - 1) <= n
+    bias = folded.head.bias.detach().numpy()
+    xn = x.numpy()
+    for cuts in ([0, n], [0, 1, n], [0, n - 2, n - 1, n], [0, n // 3, n // 2, n]):
+        total = bias + sum(folded.head_part(xn, a, b) for a, b in zip(cuts, cuts[1:]))
+        np.testing.assert_allclose(total, ref, rtol=1e-4, atol=1e-4)
+    # a part reads only its frames' samples: the first frames from a truncated epoch
+    j = folded.frames_ready(n_times // 2)
+    np.testing.assert_allclose(folded.head_part(xn[..., :n_times // 2], 0, j),
+                               folded.head_part(xn, 0, j), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="outside"):
+        folded.head_part(xn, 2, 2)

@@ -84,9 +84,12 @@ def test_live_decoding_matches_offline_trial_by_trial(tiny_bundle):
         assert stage in summary, stage
     e2e = [recv - r["last_sample_timestamp"] for r, recv in got]
     assert min(e2e) > 0
-    # the model was touched before epochs were due (realtime.prewarm_ms), at most once each,
-    # and the results above match offline all the same
-    assert 0 < engine.n_prewarms <= len(offline) + 1, (engine.n_prewarms, len(offline))
+    # the results above came from early encodings (each epoch's first frames encoded while it
+    # filled, the rest at its last sample), averages included, and match offline all the same
+    assert engine.early is not None and engine.n_prewarms == 0
+    assert engine.n_early_epochs >= len(offline) - 1, (engine.n_early_epochs, len(offline))
+    n_frames = engine.decoder.early_encoder.n_frames
+    assert engine.early.n_frames > (n_frames - 3) * len(offline), engine.early.n_frames
 
 
 def test_wrong_channel_set_is_one_clear_error(tiny_bundle):

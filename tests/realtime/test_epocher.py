@@ -24,6 +24,7 @@ from neuralign.bundle import (
 )
 from neuralign.config import ModelConfig, PreprocessingConfig
 from neuralign.realtime.epocher import Epocher, EpochWindow
+from neuralign.realtime.inference import PartialEncoding
 from neuralign.realtime.pipeline import Pipeline
 from neuralign.realtime.ringbuffer import RingBuffer
 from neuralign.realtime.sources.base import Marker
@@ -171,3 +172,27 @@ def test_an_epoch_across_a_gap_the_pipeline_restarted_at_is_dropped():
     (ep,) = s.epocher.ready_epochs()
     assert ep.label == "after" and s.epocher.health.gap_epochs_dropped == 1
     assert s.pipe.health.filter_restarts == 1
+
+
+def test_a_filling_epoch_shows_its_first_samples_as_the_complete_epoch_will_have_them():
+    """Early encoding reads these: baseline-corrected and normalised column for column like the
+    cut epoch, only once the baseline is in and within the lead; what was encoded from them
+    travels with the cut epoch."""
+    s = Stream(baseline=(-0.1, 0.0), gain=2.0)
+    s.epocher.add_markers([Marker(timestamp=float(ts_of(100)), value="b")])
+    s.advance_to(95)  # baseline 90..99 not in yet
+    s.epocher.ready_epochs()
+    assert s.epocher.filling(within=100) == []
+    s.advance_to(125)
+    assert s.epocher.ready_epochs() == []
+    assert s.epocher.filling(within=20) == []  # the window ends 25 samples on
+    (f,) = s.epocher.filling(within=30)
+    assert f.data.dtype == np.float32 and f.data.shape == (2, 25)
+    np.testing.assert_allclose(f.data[0], 2.0 * (np.arange(100, 125) - 94.5))
+    sentinel = PartialEncoding(3, np.ones((1, 4), np.float32))
+    f.epoch.early = sentinel
+    s.advance_to(160)
+    (ep,) = s.epocher.ready_epochs()
+    np.testing.assert_array_equal(ep.data[:, :25], f.data)
+    assert ep.early is sentinel
+    assert s.epocher.filling(within=100) == []

@@ -38,3 +38,28 @@ def test_accelerator_path_keeps_one_fixed_shape(tiny_bundle):
     dec = Decoder(bundle, batch_size=4, device="cpu", buckets=[4])
     dec.decode(_epochs(bundle, 1))
     assert dec.bucket_counts == {4: 1}
+
+
+def test_partly_encoded_epochs_decode_as_whole_ones(tiny_bundle):
+    """Early encoding: an epoch's first frames encoded before, the rest at decode time, gives
+    the whole epoch's embedding, scores and ranking, alone or next to a whole epoch."""
+    bundle = load_bundle(tiny_bundle[0])
+    dec = Decoder(bundle, batch_size=4, top_k=3, device="cpu")
+    assert dec.early_encoder is not None
+    n = dec.early_encoder.n_frames
+    eps = _epochs(bundle, 3, seed=4)
+    whole = dec.decode(eps)
+    for j in (1, n // 2, n - 1, n):
+        part = dec.encode_part(np.stack(eps[:2]), 0, j)
+        got = dec.decode(eps, [(j, part[0]), (j, part[1]), None])
+        for x, y in zip(got, whole):
+            np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-5)
+            np.testing.assert_allclose(x.topk_scores, y.topk_scores, atol=1e-5)
+            np.testing.assert_allclose(x.scores, y.scores, atol=1e-5)
+            if np.all(np.abs(np.diff(y.topk_scores)) > 1e-5):
+                assert x.topk_ids == y.topk_ids
+    # only the first frames' samples: a truncated epoch encodes them the same
+    m = bundle.manifest.model
+    j = dec.frames_ready(m.n_times // 2)
+    np.testing.assert_allclose(dec.encode_part(eps[0][None, :, :m.n_times // 2], 0, j),
+                               dec.encode_part(eps[0][None], 0, j), atol=1e-5)
