@@ -352,6 +352,10 @@ class Engine(ThreadedWorker):
             self._next_ready_s = next_ready
             if cut:
                 self._dispatch(cut)
+            if self.early is not None:  # after the complete epochs left: what is still filling
+                for lane in self.lanes:
+                    self.early.advance(lane.epocher.filling(lane.early_lead),
+                                       lane.repetition_key)
             wake.wait(self._prewarm(bool(cut)))
 
     def _due(self) -> float | None:
@@ -457,8 +461,6 @@ class Engine(ThreadedWorker):
             ep.stream = lane.stream
             self._stamp_chunk(lane, ep)
             cut.append(ep)
-        if self.early is not None:  # after the cut: what is still filling
-            self.early.advance(epocher.filling(lane.early_lead), lane.repetition_key)
         src.wake_at = epocher.samples_needed()  # the source wakes us when these are in
         return epocher.seconds_until_next_ready()
 

@@ -175,6 +175,11 @@ class Source(ThreadedWorker, ABC):
         self._listeners: list[threading.Event] = []
         self._wake_at: int | None = None
         self._notified_wake: int | None = None  # the wake_at the listeners were woken for
+        #: listeners are also woken once when the awaited sample is this few samples away (0:
+        #: not): their pass filters and encodes what came just before it, so that little is
+        #: left to do when it lands (a source that pulls just before it sets this)
+        self.near_samples = 0
+        self._near_notified: int | None = None  # the wake_at woken for as near
         self._n_markers_notified = 0  # markers received when the listeners were last woken
         #: set when wake_at changes (and on stop): a sleeping acquisition step re-plans at once
         self._rewake = threading.Event()
@@ -234,8 +239,14 @@ class Source(ThreadedWorker, ABC):
 
     def _samples_due(self) -> bool:
         """Do the samples written so far call for waking the listeners? Once for the awaited
-        sample (the listener names the next one when it has read it), and periodically."""
-        if self._awaited_in() and self.wake_at != self._notified_wake:
+        sample (the listener names the next one when it has read it), once when it is
+        :attr:`near_samples` away, and periodically."""
+        w = self.wake_at
+        if w is not None and self._awaited_in() and w != self._notified_wake:
+            return True
+        if (w is not None and self.near_samples and w != self._near_notified
+                and w - self.buffer.n_written <= self.near_samples):
+            self._near_notified = w
             return True
         period = self.notify_period_s
         return period is not None and time.monotonic() - self._last_notify >= period

@@ -338,6 +338,9 @@ class LSLSource(Source):
         if self.source_id is None and full.source_id():
             self.source_id = full.source_id()  # reconnect to this sender only
         self._sfreq = full.nominal_srate()
+        # the pull just before the awaited sample (NEAR_S) wakes the engine: it filters and
+        # encodes what came, and only the last samples are left for when that one lands
+        self.near_samples = max(1, int(round(2 * NEAR_S * self._sfreq)))
         self._n_channels = full.channel_count()
         names, types = channel_names(full), channel_types(full)
         scale = channel_scales(names, types, channel_units(full), self.units,
