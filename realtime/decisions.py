@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import log_softmax
 
 from neuralign.bundle import repetition_temperature
 from neuralign.itr import bits_per_minute, wolpaw_bits
@@ -319,7 +318,10 @@ class ResultBuilder:
             raise ValueError("calibrated results need every template's score: the decoder "
                              "returned none (Decoder.keep_scores is off)")
         scores = np.asarray(rows, np.float32)
-        return log_softmax(scores / np.asarray(temps, np.float32)[:, None], axis=-1)
+        x = scores / np.asarray(temps, np.float32)[:, None]
+        x -= x.max(axis=1, keepdims=True)  # scipy's log_softmax in two numpy lines: it spent
+        x -= np.log(np.exp(x).sum(axis=1, keepdims=True))  # ~60 us of Python per batch
+        return x
 
     def _probs(self, log_post: np.ndarray, ids: Sequence[str]) -> list[float]:
         """The posterior at ``ids`` (rounded for the wire)."""

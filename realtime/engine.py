@@ -218,6 +218,7 @@ class Engine(ThreadedWorker):
         if self.generation is not None:
             self.generation.scheduling = policy
             self.generation.busy = self._decoding
+            self.generation.next_epoch_in = self._seconds_to_due
         # numpy's BLAS (the whitening, early encoding) on as many threads as torch: by default
         # OpenBLAS wakes a second thread for each product, which then spins for a while; at
         # one stream that took the engine from 22 % to 58 % of a core (30 s runs)
@@ -368,6 +369,11 @@ class Engine(ThreadedWorker):
             if t is not None and (due is None or t < due):
                 due = t
         return due
+
+    def _seconds_to_due(self) -> float | None:
+        """Seconds until the next epoch's last sample is due (None: no epoch pending)."""
+        due = self._due()
+        return None if due is None else due - local_clock()
 
     def _prewarm(self, dispatched: bool) -> float:
         """Touch the model so that it ends ``realtime.prewarm_ms`` before the next epoch's last

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: longest a generation waits for the engine to finish decoding (s)
 MAX_DEFER_S = 0.1
+#: a generation starts only if it would end this long before the next epoch completes (s)
+GENERATION_MARGIN_S = 0.005
 #: how often it looks while waiting (s)
 DEFER_POLL_S = 0.001
 #: how long stop() waits beyond its timeout for the generation in progress (s)
@@ -78,6 +80,11 @@ class GeneratorWorker(ThreadedWorker):
         #: True while the engine decodes (a batch running or epochs waiting for one): a
         #: generation waits for it to end, at most MAX_DEFER_S (see _wait_until_idle)
         self.busy: Callable[[], bool] | None = None
+        #: seconds until the engine's next epoch completes (None: none pending): a generation
+        #: that would still run then waits for that epoch too (it would hold the GIL and a core
+        #: while the epoch's last sample is filtered, encoded and decoded)
+        self.next_epoch_in: Callable[[], float | None] | None = None
+        self._last_took = 0.0  # how long the last generation took (s)
         self.n_deferred = 0  # generations that waited for the engine (instrumentation)
 
     @staticmethod
@@ -189,6 +196,7 @@ class GeneratorWorker(ThreadedWorker):
                 self.latest = g
             self.n_generated += len(ids)
             took = time.monotonic() - t0
+            self._last_took = took
             self.busy_s += took
             if self.cpu_share < 1.0:  # rest so that generating is at most cpu_share of the time
                 self._stop.wait(took * (1.0 / self.cpu_share - 1.0))
@@ -197,14 +205,22 @@ class GeneratorWorker(ThreadedWorker):
         """Let the engine finish what it decodes first: with several streams, epochs complete
         at the same instant and run as consecutive batches; a generation started after the
         first one would take CPU and the GIL from the next (a niceness does not help with the
-        GIL). Waits at most MAX_DEFER_S, so images keep coming under a constant load."""
-        busy = self.busy
-        if busy is None or not busy():
+        GIL); the same for an epoch that completes while it would run. Waits at most
+        MAX_DEFER_S, so images keep coming under a constant load."""
+        if not self._engine_busy():
             return
         self.n_deferred += 1
         deadline = time.monotonic() + MAX_DEFER_S
-        while busy() and time.monotonic() < deadline and not self._stop.is_set():
+        while self._engine_busy() and time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(DEFER_POLL_S)
+
+    def _engine_busy(self) -> bool:
+        """Decoding now, or an epoch completes before a generation as long as the last one
+        would end (with a margin of GENERATION_MARGIN_S)."""
+        if self.busy is not None and self.busy():
+            return True
+        ahead = self.next_epoch_in() if self.next_epoch_in is not None else None
+        return ahead is not None and ahead < self._last_took + GENERATION_MARGIN_S
 
     def wait_for(self, n: int, timeout: float) -> bool:
         """True once ``n`` images were generated (tests, the demo's final score)."""

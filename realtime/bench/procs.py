@@ -279,8 +279,10 @@ def run_naive(spec: NaiveSpec, ready: Any, stop: Any) -> None:
 
 @dataclass
 class ConsumerSpec:
-    """Plain pylsl reader of result streams (label -> source_id) and of one data stream (the
-    transport floor: receive time - sample stamp with no processing at all)."""
+    """Plain pylsl reader of result streams (label -> source_id) and/or of one data stream (the
+    transport floor: receive time - sample stamp with no processing at all). The benchmark runs
+    one for the results and one for the floor: a 1 kHz pull in the results' process would hold
+    its GIL when a result lands."""
 
     results: dict[str, str]
     data_source_id: str | None

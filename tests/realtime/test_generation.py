@@ -138,6 +138,39 @@ def test_generation_waits_while_the_engine_decodes_but_not_forever(tiny_generato
     worker.stop()
 
 
+def test_generation_waits_for_an_epoch_that_completes_while_it_would_run(
+        tiny_generator_bundle):
+    """An epoch due before a generation would end goes first (the generation would hold the GIL
+    and a core while its last sample is processed); one due later does not hold it up."""
+    import time
+
+    from neuralign.realtime import generation
+
+    bundle = load_bundle(tiny_generator_bundle[0])
+    worker = GeneratorWorker(bundle.build_generator())
+    d = bundle.template_embeddings.shape[1]
+    z = list(np.ones((1, d), np.float32) / np.sqrt(d))
+
+    def result(i: int) -> list[Result]:
+        return [Result(epoch_id=i, marker=None, marker_timestamp=0.0, last_sample_timestamp=0.0,
+                       n_repetitions=1, topk_ids=[], topk_scores=[])]
+
+    worker.submit(result(0), z)
+    assert worker.wait_for(1, 10)  # how long a generation takes is known from here on
+    # due within the generation's margin; once it is done the engine names one far off
+    due = time.monotonic() + generation.GENERATION_MARGIN_S / 2
+    worker.next_epoch_in = lambda: (due - time.monotonic() if time.monotonic() < due + 0.01
+                                    else 10.0)
+    worker.submit(result(1), z)
+    assert worker.wait_for(2, 10)
+    assert worker.n_deferred == 1 and worker.latest.epoch_id == 1
+    assert worker.images[-1] is worker.latest
+    worker.next_epoch_in = lambda: 10.0  # far off: no wait
+    worker.submit(result(2), z)
+    assert worker.wait_for(3, 10) and worker.n_deferred == 1
+    worker.stop()
+
+
 def _with_validation(bundle, ssim: float, ssim_mean: float, two_way: float):
     from neuralign.bundle import GeneratorValidation
 
