@@ -89,12 +89,18 @@ class FoldedTSConvEncoder(nn.Module):
         kern, stride = self.temporal.kernel_size[1], self.temporal.stride[1]
         return 0 if n_cols < kern else min(self.n_frames, (n_cols - kern) // stride + 1)
 
-    def head_part(self, x: np.ndarray, j0: int, j1: int) -> np.ndarray:
+    def frame_columns(self, j0: int, j1: int) -> tuple[int, int]:
+        """The input columns ``[start, stop)`` that frames ``[j0, j1)`` read."""
+        kern, stride = self.temporal.kernel_size[1], self.temporal.stride[1]
+        return j0 * stride, (j1 - 1) * stride + kern
+
+    def head_part(self, x: np.ndarray, j0: int, j1: int, start: int = 0) -> np.ndarray:
         """The head's output, without its bias, from frames ``[j0, j1)`` of ``x`` (B, C, >= the
         columns those frames read) alone: the head is linear in the features and each frame
         reads only its own window of samples, so the sum of the parts over a split of all
         frames, plus the bias, is :meth:`forward` (float tolerance). Lets a caller encode an
-        epoch's first frames while its last samples are still arriving.
+        epoch's first frames while its last samples are still arriving. ``start``: the input
+        column ``x[..., 0]`` is (e.g. :meth:`frame_columns`' start: only what the frames read).
 
         In numpy (CPU): called for a frame or two at a time, after pauses in which the caches
         went cold, where torch's per-call dispatch cost more than the arithmetic (the finishing
@@ -104,7 +110,10 @@ class FoldedTSConvEncoder(nn.Module):
         kern, stride = self.temporal.kernel_size[1], self.temporal.stride[1]
         wt, bt, ws, bs, wh = self._numpy_weights()
         n = x.shape[0]
-        frames = np.stack([x[..., j * stride:j * stride + kern] for j in range(j0, j1)], axis=1)
+        if start > j0 * stride:
+            raise ValueError(f"frame {j0} reads column {j0 * stride}, before start {start}")
+        frames = np.stack([x[..., j * stride - start:j * stride - start + kern]
+                           for j in range(j0, j1)], axis=1)
         h = frames.reshape(-1, kern) @ wt  # (B * frames * C, kt)
         h += bt
         _elu_np(h)

@@ -54,8 +54,8 @@ class EarlyEncoder:
                 ) -> None:
         """Encode the frames each epoch's samples now determine and it does not have yet."""
         for f in fillings:
-            q, data = f.epoch, f.data
-            j = self.decoder.frames_ready(data.shape[1])
+            q = f.epoch
+            j = self.decoder.frames_ready(f.n_cols)
             have = q.early
             k = key(q.label)
             n_prev, total = self.repetitions.peek(k) if k is not None else (0, None)
@@ -65,9 +65,11 @@ class EarlyEncoder:
             j0 = 0 if have is None else have.n_frames
             if j <= j0:
                 continue
-            rows = [data]
+            c0, c1 = self.decoder.frame_columns(j0, j)  # only what the new frames read
+            x = f.read(c0, c1)
+            rows = [x]
             if n_before is not None:
-                rows.append(average(total[:, :data.shape[1]] + data, n_before + 1))
-            part = self.decoder.encode_part(np.stack(rows), j0, j)
+                rows.append(average(total[:, c0:c1] + x, n_before + 1))
+            part = self.decoder.encode_part(np.stack(rows), j0, j, start=c0)
             q.early = PartialEncoding(j, part if have is None else have.acc + part, n_before)
             self.n_frames += j - j0

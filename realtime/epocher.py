@@ -104,9 +104,13 @@ class ProcessedSignal(Protocol):
     def read_normalized(self, start: int, stop: int,
                         baseline: Callable[[np.ndarray], np.ndarray]) -> NormalizedWindow: ...
 
-    def read_normalized_so_far(self, start: int, stop: int,
-                               baseline: Callable[[np.ndarray], np.ndarray]
-                               ) -> np.ndarray | None: ...
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Processed samples ``[start, stop)`` as written (channels, n)."""
+        ...
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """The pipeline's noise normalisation of (channels, n) samples."""
+        ...
 
 
 @dataclass
@@ -163,12 +167,18 @@ class EpochWindow:
         return (self.bounds(onset_index)[1] - 1) * self.q
 
     @property
+    def baseline_span(self) -> tuple[int, int]:
+        """The samples ``[b0, b1)`` from the window's start whose mean the baseline correction
+        subtracts (:func:`~neuralign.signal.chain.cut_epoch`'s; (0, 0): none)."""
+        if not self.baseline:
+            return 0, 0
+        b0 = int(round((self.baseline[0] - self.tstart) * self.sfreq_out))
+        return b0, max(int(round((self.baseline[1] - self.tstart) * self.sfreq_out)), b0 + 1)
+
+    @property
     def baseline_stop(self) -> int:
         """Samples from the window's start that its baseline correction reads (0: none)."""
-        if not self.baseline:
-            return 0
-        b0 = int(round((self.baseline[0] - self.tstart) * self.sfreq_out))
-        return max(int(round((self.baseline[1] - self.tstart) * self.sfreq_out)), b0 + 1)
+        return self.baseline_span[1]
 
     def first_window_onset(self) -> int:
         """Input index of the first sliding-window onset whose window starts at input 0."""
@@ -190,15 +200,19 @@ class QueuedEpoch:
     marker_received: float
     #: its first frames, encoded so far (early encoding; the engine keeps it up to date)
     early: PartialEncoding | None = None
+    #: its baseline's per-channel mean (C, 1) once read (early encoding; 0: no baseline)
+    baseline_mean: np.ndarray | float | None = None
 
 
 @dataclass(frozen=True)
 class Filling:
-    """A queued epoch's first samples, baseline-corrected and noise-normalised exactly as its
-    complete window will be (columns from the epoch's start, float32)."""
+    """A queued epoch's first ``n_cols`` samples, readable by column: baseline-corrected and
+    noise-normalised exactly as its complete window will be (float32). Reading only the
+    columns a step needs keeps a 1024-channel epoch's early encoding short."""
 
     epoch: QueuedEpoch
-    data: np.ndarray  # (C, n) with n < the epoch's length
+    n_cols: int  # epoch columns written so far (< the epoch's length)
+    read: Callable[[int, int], np.ndarray]  # epoch columns [c0, c1) -> (C, c1 - c0)
 
 
 class Epocher:
@@ -373,19 +387,31 @@ class Epocher:
         newest and whose baseline is in, with their samples so far (what early encoding
         reads; an epoch whose window is already complete is :meth:`ready_epochs`' to cut, one
         that spans a gap will be dropped there)."""
-        signal = self.signal
+        signal, w = self.signal, self.window
         n = signal.n_written
         out = []
         for p in self._pending:
-            i0, i1 = self.window.bounds(p.onset_index)
-            if (i1 <= n or i1 - n > within or n - i0 < self.window.baseline_stop
+            i0, i1 = w.bounds(p.onset_index)
+            n_pre = i1 - i0 - w.n_times
+            if (i1 <= n or i1 - n > within or n - i0 < max(w.baseline_stop, n_pre + 1)
                     or i0 < signal.first_available or signal.gap_between(i0, n - 1)):
                 continue
-            data = signal.read_normalized_so_far(
-                i0, i1, partial(self.window.cut, onset_index=p.onset_index, offset=i0))
-            if data is not None and data.shape[1]:
-                out.append(Filling(p, data.astype(np.float32, copy=False)))
+            if p.baseline_mean is None:
+                if w.baseline:  # cut_epoch's mean, over the same samples
+                    b0, b1 = w.baseline_span
+                    p.baseline_mean = signal.read(i0 + b0, i0 + b1).mean(axis=1, keepdims=True)
+                else:
+                    p.baseline_mean = 0.0
+            out.append(Filling(p, n - i0 - n_pre, partial(self._read_filling, p.baseline_mean,
+                                                          i0 + n_pre)))
         return out
+
+    def _read_filling(self, mean: np.ndarray | float, first: int, c0: int,
+                      c1: int) -> np.ndarray:
+        """Epoch columns ``[c0, c1)`` (the epoch's column 0 is processed sample ``first``):
+        minus the baseline mean, noise-normalised, float32 - the cut epoch's numbers."""
+        return self.signal.normalize(self.signal.read(first + c0, first + c1) - mean).astype(
+            np.float32, copy=False)
 
     def samples_needed(self) -> int | None:
         """Input samples (a count from the first) that complete the next queued epoch: the

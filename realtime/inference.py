@@ -174,12 +174,18 @@ class Decoder:
         enc = self.early_encoder
         return 0 if enc is None else enc.frames_ready(n_cols)
 
-    def encode_part(self, rows: np.ndarray, j0: int, j1: int) -> np.ndarray:
-        """Head output without bias of frames ``[j0, j1)`` of ``rows`` (R, C, n) - the first
-        samples of R epochs - for a :class:`PartialEncoding`."""
+    def frame_columns(self, j0: int, j1: int) -> tuple[int, int]:
+        """The epoch columns ``[start, stop)`` encoder frames ``[j0, j1)`` read."""
         if self.early_encoder is None:
             raise ValueError("this decoder's model has no early encoding")
-        return self.early_encoder.head_part(rows, j0, j1)
+        return self.early_encoder.frame_columns(j0, j1)
+
+    def encode_part(self, rows: np.ndarray, j0: int, j1: int, start: int = 0) -> np.ndarray:
+        """Head output without bias of frames ``[j0, j1)`` of ``rows`` (R, C, n): R epochs'
+        columns from ``start`` on, for a :class:`PartialEncoding`."""
+        if self.early_encoder is None:
+            raise ValueError("this decoder's model has no early encoding")
+        return self.early_encoder.head_part(rows, j0, j1, start)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Embeddings, top-k scores and indices, and (``keep_scores``) every template's score."""
@@ -239,15 +245,17 @@ class Decoder:
         for i, p in enumerate(parts):
             groups.setdefault(-1 if p is None else p[0], []).append(i)
         for j0, rows in groups.items():
-            x = np.stack([epochs[i] for i in rows])
             if j0 < 0:
+                x = torch.from_numpy(np.stack([epochs[i] for i in rows]))
                 with torch.inference_mode():
-                    z[rows] = self.model.encode_brain(torch.from_numpy(x)).numpy()
+                    z[rows] = self.model.encode_brain(x).numpy()
                 continue
             acc = np.stack([parts[i][1] for i in rows])  # type: ignore[index]
             acc += self._head_bias
-            if j0 < enc.n_frames:
-                acc += enc.head_part(x, j0, enc.n_frames)
+            if j0 < enc.n_frames:  # only the columns the frames left read
+                c0, c1 = enc.frame_columns(j0, enc.n_frames)
+                acc += enc.head_part(np.stack([epochs[i][:, c0:c1] for i in rows]), j0,
+                                     enc.n_frames, start=c0)
             z[rows] = acc
         z /= np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z))[:, None], 1e-12)  # F.normalize
         every = z @ self._bank_np.T

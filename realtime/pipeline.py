@@ -331,21 +331,14 @@ class ProcessedView:
         ep = self._pipe.normalize(ep)
         return NormalizedWindow(ep, t_cut, local_clock())
 
-    def read_normalized_so_far(self, start: int, stop: int,
-                               baseline: Callable[[np.ndarray], np.ndarray]
-                               ) -> np.ndarray | None:
-        """The part of :meth:`read_normalized` ``[start, stop)`` that is written already:
-        ``baseline`` cuts the window zero-padded to its length (its correction must only read
-        written samples), the columns that are real are normalised. Per column the same numbers
-        the complete window gets. None: nothing of the epoch itself is written, or overwritten
-        while read."""
-        n = min(stop, self._buf.n_written) - start
-        got = self._buf.read(start, start + n) if n > 0 else None
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Processed samples ``[start, stop)`` as written (channels, n); ValueError when they
+        are not all held."""
+        got = self._buf.read(start, stop)
         if got is None:
-            return None
-        seg = got[0]
-        full = np.zeros((seg.shape[0], stop - start), seg.dtype)
-        full[:, :n] = seg
-        ep = baseline(full)
-        cols = n - (stop - start - ep.shape[1])  # the cut drops the pre-window samples
-        return self._pipe.normalize(ep[:, :cols]) if cols > 0 else None
+            raise ValueError(f"processed samples [{start}, {stop}) are not held")
+        return got[0]
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """The pipeline's noise normalisation (what :meth:`read_normalized` applies)."""
+        return self._pipe.normalize(x)

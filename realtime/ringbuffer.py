@@ -104,8 +104,11 @@ class RingBuffer:
         with self._lock:
             if start < self.first_available or stop > self._n or stop < start:
                 return None
+            a, b = start % self.capacity, (stop - 1) % self.capacity + 1
+            if stop > start and a < b:  # one slice: a plain copy (a 1024-channel epoch's
+                return self._data[:, a:b].copy(), self._ts[a:b].copy()  # gather was ~1 ms)
             idx = np.arange(start, stop) % self.capacity
-            return self._data[:, idx].copy(), self._ts[idx].copy()
+            return self._data[:, idx], self._ts[idx]  # fancy indexing copies already
 
     def timestamp_at(self, index: int) -> float | None:
         """Timestamp of global sample ``index`` (None if not, or no longer, in the buffer)."""

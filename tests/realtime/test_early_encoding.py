@@ -37,7 +37,8 @@ def test_early_encoded_epochs_and_their_averages_decide_like_whole_ones(tiny_bun
             (m.n_chans, m.n_times)).astype(np.float32)
 
     def fill(q, x, cols):
-        early.advance([Filling(q, x[:, :cols])], key=lambda label: label)
+        early.advance([Filling(q, cols, lambda c0, c1: x[:, c0:min(c1, cols)])],
+                      key=lambda label: label)
 
     def decide(i, q, x):
         got = early_rb.build([Epoch(i, x.copy(), q.label, 0, 0.0, 0, 0.0, early=q.early)])[0]

@@ -187,12 +187,15 @@ def test_a_filling_epoch_shows_its_first_samples_as_the_complete_epoch_will_have
     assert s.epocher.ready_epochs() == []
     assert s.epocher.filling(within=20) == []  # the window ends 25 samples on
     (f,) = s.epocher.filling(within=30)
-    assert f.data.dtype == np.float32 and f.data.shape == (2, 25)
-    np.testing.assert_allclose(f.data[0], 2.0 * (np.arange(100, 125) - 94.5))
+    assert f.n_cols == 25
+    data = f.read(0, 25)
+    assert data.dtype == np.float32 and data.shape == (2, 25)
+    np.testing.assert_allclose(data[0], 2.0 * (np.arange(100, 125) - 94.5))
+    np.testing.assert_array_equal(f.read(7, 19), data[:, 7:19])  # any columns, the same
     sentinel = PartialEncoding(3, np.ones((1, 4), np.float32))
     f.epoch.early = sentinel
     s.advance_to(160)
     (ep,) = s.epocher.ready_epochs()
-    np.testing.assert_array_equal(ep.data[:, :25], f.data)
+    np.testing.assert_array_equal(ep.data[:, :25], data)
     assert ep.early is sentinel
     assert s.epocher.filling(within=100) == []
