@@ -182,7 +182,7 @@ class GeneratorWorker(ThreadedWorker):
                 self.n_too_old += len(ids)
                 self._warn_behind()
                 continue
-            self._wait_until_idle()
+            waited = self._wait_until_idle()
             t0 = time.monotonic()
             try:
                 images = self.model.generate(z)
@@ -199,20 +199,24 @@ class GeneratorWorker(ThreadedWorker):
             self._last_took = took
             self.busy_s += took
             if self.cpu_share < 1.0:  # rest so that generating is at most cpu_share of the time
-                self._stop.wait(took * (1.0 / self.cpu_share - 1.0))
+                # (the wait for the engine before it counts: without it, waiting before every
+                # generation and resting after it fell behind the epochs of one stream)
+                self._stop.wait(max(0.0, took * (1.0 / self.cpu_share - 1.0) - waited))
 
-    def _wait_until_idle(self) -> None:
+    def _wait_until_idle(self) -> float:
         """Let the engine finish what it decodes first: with several streams, epochs complete
         at the same instant and run as consecutive batches; a generation started after the
         first one would take CPU and the GIL from the next (a niceness does not help with the
         GIL); the same for an epoch that completes while it would run. Waits at most
-        MAX_DEFER_S, so images keep coming under a constant load."""
+        MAX_DEFER_S, so images keep coming under a constant load. Returns the seconds waited."""
         if not self._engine_busy():
-            return
+            return 0.0
         self.n_deferred += 1
-        deadline = time.monotonic() + MAX_DEFER_S
+        t0 = time.monotonic()
+        deadline = t0 + MAX_DEFER_S
         while self._engine_busy() and time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(DEFER_POLL_S)
+        return time.monotonic() - t0
 
     def _engine_busy(self) -> bool:
         """Decoding now, or an epoch completes before a generation as long as the last one
