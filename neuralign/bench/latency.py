@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-early-encoding", action="store_true",
                    help="encode each epoch whole at its last sample instead of its first frames "
                    "while it fills (realtime.early_encoding off; to measure its effect)")
+    p.add_argument("--no-inline-pass", action="store_true",
+                   help="wake the processing thread for an epoch's last sample instead of "
+                   "processing it on the acquisition thread (realtime.inline_pass off; to "
+                   "measure its effect)")
     p.add_argument("--generated-images", default="validated",
                    choices=["validated", "always", "off"],
                    help="the bundle's image generator, as realtime.generated_images: off measures "
@@ -90,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                         gc_freeze=not args.no_gc_freeze,
                         prewarm_ms=0.0 if args.no_prewarm else RealtimeConfig().prewarm_ms,
                         early_encoding=not args.no_early_encoding,
+                        inline_pass=not args.no_inline_pass,
                         generated_images=args.generated_images)
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
                       chunk_size=args.chunk_size, warmup_s=args.warmup,

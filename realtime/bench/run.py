@@ -498,7 +498,8 @@ def _engine_counts(cfg: BenchConfig, engine, status: dict, prod: dict) -> dict[s
             "batches_run_by_processing_thread": getattr(engine, "n_inline_batches", None),
             "model_prewarms": getattr(engine, "n_prewarms", None),
             "early_encoded_frames": (engine.early.n_frames if getattr(engine, "early", None)
-                                     is not None else None)}
+                                     is not None else None),
+            "inline_passes": getattr(engine, "n_inline_passes", None)}
 
 
 def _early_text(rt: dict, counts: dict) -> str:

@@ -13,7 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -179,6 +179,10 @@ class Source(ThreadedWorker, ABC):
         #: not): their pass filters and encodes what came just before it, so that little is
         #: left to do when it lands (a source that pulls just before it sets this)
         self.near_samples = 0
+        #: called on the acquisition thread when the awaited sample is in, before the listeners'
+        #: events would be set: a listener that can do its work right here (the engine's pass)
+        #: saves a thread wake-up; it returns False when it could not (the events are set then)
+        self.on_awaited: Callable[[], bool] | None = None
         self._near_notified: int | None = None  # the wake_at woken for as near
         self._n_markers_notified = 0  # markers received when the listeners were last woken
         #: set when wake_at changes (and on stop): a sleeping acquisition step re-plans at once
@@ -227,8 +231,11 @@ class Source(ThreadedWorker, ABC):
         self._last_notify = time.monotonic()
         self._notified_upto = self.buffer.n_written if self.buffer is not None else 0
         self._n_markers_notified = self.markers.n_added
-        if self.wake_at is not None and self._awaited_in():
+        awaited = self.wake_at is not None and self._awaited_in()
+        if awaited:
             self._notified_wake = self.wake_at
+            if self.on_awaited is not None and self.on_awaited():
+                return  # the listener did its work on this thread
         for ev in self._listeners:
             ev.set()
 

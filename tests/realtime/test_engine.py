@@ -90,6 +90,8 @@ def test_live_decoding_matches_offline_trial_by_trial(tiny_bundle):
     assert engine.n_early_epochs >= len(offline) - 1, (engine.n_early_epochs, len(offline))
     n_frames = engine.decoder.early_encoder.n_frames
     assert engine.early.n_frames > (n_frames - 3) * len(offline), engine.early.n_frames
+    # epochs were processed on the acquisition thread that pulled their last sample
+    assert engine.n_inline_passes > 0
 
 
 def test_wrong_channel_set_is_one_clear_error(tiny_bundle):

@@ -28,9 +28,11 @@ def test_two_streams_in_one_engine_decode_like_offline(tiny_bundle):
                                    chunk_size=1 if i else 10, wait_for_consumers=20.0)
         reps.append(rep)
         srcs.append(replay_source(rep, timeout=10))
-    # whole forward passes at each epoch's last sample (early encoding is test_engine's)
+    # whole forward passes at each epoch's last sample, on the processing thread (early
+    # encoding and inline passes are test_engine's)
     engine = Engine(bundle, srcs, RealtimeConfig(batch_size=8, max_wait_ms=20,
-                                                 early_encoding=False), publish_lsl=False)
+                                                 early_encoding=False, inline_pass=False),
+                    publish_lsl=False)
     for rep in reps:
         rep.start()
     engine.start()
@@ -58,7 +60,7 @@ def test_two_streams_in_one_engine_decode_like_offline(tiny_bundle):
     assert engine.status()["streams"][0]["lost_in_engine"] == 0
     # the model was touched before epochs were due (realtime.prewarm_ms), at most once each,
     # and the results above match offline all the same
-    assert engine.early is None and engine.n_early_epochs == 0
+    assert engine.early is None and engine.n_early_epochs == 0 and engine.n_inline_passes == 0
     assert 0 < engine.n_prewarms <= 2 * len(offline) + 1, (engine.n_prewarms, len(offline))
 
 
