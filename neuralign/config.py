@@ -450,8 +450,9 @@ class RealtimeConfig(_Section):
     # fixed noise normaliser, no filled-in channels; else off, logged): at its last sample
     # only a frame or two is left to encode. Same decisions; off only to compare.
     early_encoding: bool = True
-    # the acquisition thread that receives the sample an epoch waits for processes it (filter,
-    # cut, decode, publish) instead of waking the processing thread; off only to compare
+    # with one stream, the acquisition thread that receives the sample an epoch waits for
+    # processes it (filter, cut, decode, publish) instead of waking the processing thread
+    # (several streams: one pass for all on the processing thread); off only to compare
     inline_pass: bool = True
     # A bundle generator's images: "validated" shows them only when the generator beat the mean
     # training image on held-out images (its validation in the bundle; otherwise the viewer shows
