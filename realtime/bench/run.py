@@ -5,11 +5,11 @@ Processes (each its own interpreter, so CPU use and GIL are not shared): a produ
 recording (or, in MUA mode, 1024 channels of noise) through real LSL at real time with honest
 stamps and a marker stream per data stream; THIS process runs only the engine; a naive baseline
 process (mne-lsl ``StreamLSL`` + ``filter()`` + 5 ms polling + ``get_data()`` + the model per
-epoch) decodes the first stream; a consumer process reads both result streams and the first data
-stream with plain blocking pylsl pulls. End-to-end latency (docs/design.md) = consumer receive
-time - LSL stamp of the last input sample the epoch needed; the first ``warmup_s`` are not
-counted. The floor: the raw transport (the consumer's receive time - stamp of the data stream's
-samples, no processing) and the model's forward time.
+epoch) decodes the first stream; a consumer process reads both result streams and another the
+first data stream, with plain blocking pylsl pulls. End-to-end latency (docs/design.md) =
+consumer receive time - LSL stamp of the last input sample the epoch needed; the first
+``warmup_s`` are not counted. The floor: the raw transport (the data reader's receive time -
+stamp of the data stream's samples, no processing) and the model's forward time.
 """
 
 from __future__ import annotations
@@ -213,7 +213,8 @@ class _BenchRun:
 
     def start_readers(self, cfg: BenchConfig, ids: list[StreamIds], engine_sid: str,
                       naive_sid: str) -> None:
-        """The naive baseline (unless ``cfg.baseline`` is off) and the consumer."""
+        """The naive baseline (unless ``cfg.baseline`` is off), the results' reader and the
+        transport floor's."""
         results = {"neuralign": engine_sid}
         if cfg.baseline:
             naive = _Proc(self.ctx, run_naive, NaiveSpec(cfg.bundle_dir, ids[0], naive_sid),
