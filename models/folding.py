@@ -173,11 +173,7 @@ def _elu_(h: Tensor) -> Tensor:
     batch); elsewhere torch's."""
     if h.device.type != "cpu" or h.requires_grad:
         return F.elu_(h)
-    neg = torch.clamp_max(h, 0.0)
-    a = neg.numpy()  # shares neg's memory
-    np.expm1(a, out=a)
-    h.relu_()
-    h += neg
+    _elu_np(h.numpy())  # shares h's memory
     return h
 
 

@@ -272,8 +272,8 @@ class ResultBuilder:
                 # the early average row holds if it assumed exactly the presentations before
                 parts.append((early.n_frames, early.acc[1]) if early is not None
                              and early.n_before == n - 1 else None)
-        early = any(p is not None for p in parts)
-        decoded = iter(self.decoder.decode_all(items, parts) if early
+        any_early = any(p is not None for p in parts)
+        decoded = iter(self.decoder.decode_all(items, parts) if any_early
                        else self.decoder.decode_all(items))
         out = []
         self.last_embeddings = []  # the batch's single-trial embeddings (the generator's input)

@@ -38,10 +38,7 @@ LEAD_S = 0.1
 
 
 class EarlyEncoder:
-    """Keeps each filling epoch's :class:`PartialEncoding` up to date (processing thread).
-
-    ``key``: the repetition-store key of a label in this engine (None: not averaged).
-    """
+    """Keeps each filling epoch's :class:`PartialEncoding` up to date (the engine's pass)."""
 
     def __init__(self, decoder: Decoder, repetitions: RepetitionStore):
         if decoder.early_encoder is None:
@@ -52,7 +49,8 @@ class EarlyEncoder:
 
     def advance(self, fillings: Iterable[Filling], key: Callable[[str | None], str | None]
                 ) -> None:
-        """Encode the frames each epoch's samples now determine and it does not have yet."""
+        """Encode the frames each epoch's samples now determine and it does not have yet.
+        ``key``: the repetition-store key of a label in this stream (None: not averaged)."""
         for f in fillings:
             q = f.epoch
             j = self.decoder.frames_ready(f.n_cols)

@@ -274,11 +274,16 @@ class Engine(ThreadedWorker):
             try:
                 fn()
             except BaseException as exc:  # surfaced by the CLI; never silently lost
-                log.exception("engine thread failed")
-                self.error = exc
-                self.health.last_error = repr(exc)
-                self._stop.set()
+                self._fail(exc)
         return run
+
+    def _fail(self, exc: BaseException) -> None:
+        """An engine thread's (or an inline pass's) failure: logged, kept, the engine stops."""
+        log.exception("engine thread failed")
+        self.error = exc
+        self.health.last_error = repr(exc)
+        self._stop.set()
+        self._wake.set()  # the processing thread sleeps on it, not on the stop event
 
     def _wake_threads(self) -> None:
         self._wake.set()  # the processing thread sleeps on it, not on the stop event
@@ -384,12 +389,8 @@ class Engine(ThreadedWorker):
         try:
             self._pass()
             self.n_inline_passes += 1
-        except BaseException as exc:  # the engine's failure, not the source's: stop, surface it
-            log.exception("engine pass failed")
-            self.error = exc
-            self.health.last_error = repr(exc)
-            self._stop.set()
-            self._wake.set()
+        except BaseException as exc:  # the engine's failure, not the source's
+            self._fail(exc)
         finally:
             self._pass_lock.release()
         return True

@@ -32,7 +32,7 @@ import numpy as np
 from neuralign.errors import UserError
 from neuralign.realtime.health import Health, RateLimitedLog
 from neuralign.realtime.lsl_io import local_clock
-from neuralign.signal.chain import cut_epoch, epoch_start
+from neuralign.signal.chain import baseline_span, cut_epoch, epoch_start
 
 if TYPE_CHECKING:
     from neuralign.bundle import EpochSection
@@ -170,15 +170,8 @@ class EpochWindow:
     def baseline_span(self) -> tuple[int, int]:
         """The samples ``[b0, b1)`` from the window's start whose mean the baseline correction
         subtracts (:func:`~neuralign.signal.chain.cut_epoch`'s; (0, 0): none)."""
-        if not self.baseline:
-            return 0, 0
-        b0 = int(round((self.baseline[0] - self.tstart) * self.sfreq_out))
-        return b0, max(int(round((self.baseline[1] - self.tstart) * self.sfreq_out)), b0 + 1)
-
-    @property
-    def baseline_stop(self) -> int:
-        """Samples from the window's start that its baseline correction reads (0: none)."""
-        return self.baseline_span[1]
+        return baseline_span(self.baseline, self.tstart, self.sfreq_out) if self.baseline \
+            else (0, 0)
 
     def first_window_onset(self) -> int:
         """Input index of the first sliding-window onset whose window starts at input 0."""
@@ -393,15 +386,13 @@ class Epocher:
         for p in self._pending:
             i0, i1 = w.bounds(p.onset_index)
             n_pre = i1 - i0 - w.n_times
-            if (i1 <= n or i1 - n > within or n - i0 < max(w.baseline_stop, n_pre + 1)
+            b0, b1 = w.baseline_span
+            if (i1 <= n or i1 - n > within or n - i0 < max(b1, n_pre + 1)
                     or i0 < signal.first_available or signal.gap_between(i0, n - 1)):
                 continue
-            if p.baseline_mean is None:
-                if w.baseline:  # cut_epoch's mean, over the same samples
-                    b0, b1 = w.baseline_span
-                    p.baseline_mean = signal.read(i0 + b0, i0 + b1).mean(axis=1, keepdims=True)
-                else:
-                    p.baseline_mean = 0.0
+            if p.baseline_mean is None:  # cut_epoch's mean, over the same samples (0: none)
+                p.baseline_mean = (signal.read(i0 + b0, i0 + b1).mean(axis=1, keepdims=True)
+                                   if b1 else 0.0)
             out.append(Filling(p, n - i0 - n_pre, partial(self._read_filling, p.baseline_mean,
                                                           i0 + n_pre)))
         return out

@@ -239,8 +239,7 @@ class Decoder:
         enc = self.early_encoder
         if enc is None:
             raise ValueError("partly encoded epochs for a model without early encoding")
-        wt, bt, ws, bs, wh = enc._numpy_weights()
-        z = np.empty((len(epochs), wh.shape[1]), np.float32)
+        z = np.empty((len(epochs), len(self._head_bias)), np.float32)
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(parts):
             groups.setdefault(-1 if p is None else p[0], []).append(i)

@@ -160,10 +160,17 @@ def cut_epoch(
         return None
     seg = y[:, i0:i1]
     if baseline is not None:
-        b0 = int(round((baseline[0] - tstart) * sfreq_out))
-        b1 = int(round((baseline[1] - tstart) * sfreq_out))
-        seg = seg - seg[:, b0:max(b1, b0 + 1)].mean(axis=1, keepdims=True)
+        b0, b1 = baseline_span(baseline, tstart, sfreq_out)
+        seg = seg - seg[:, b0:b1].mean(axis=1, keepdims=True)
     return seg[:, n_pre:]
+
+
+def baseline_span(baseline: tuple[float, float], tstart: float,
+                  sfreq_out: float) -> tuple[int, int]:
+    """The samples ``[b0, b1)`` from a window starting ``tstart`` s from the onset whose mean the
+    baseline correction subtracts (at least one)."""
+    b0 = int(round((baseline[0] - tstart) * sfreq_out))
+    return b0, max(int(round((baseline[1] - tstart) * sfreq_out)), b0 + 1)
 
 
 def epoch_times(sfreq_out: float, tmin: float, tmax: float) -> np.ndarray:
