@@ -378,12 +378,15 @@ class ClockConfig(_Section):
 class SchedulingConfig(_Section):
     """Priorities of the engine's threads (neuralign.realtime.scheduling): 'normal' changes
     nothing; 'high' (nice -10) and 'realtime' (SCHED_FIFO) need CAP_SYS_NICE or an rtprio limit
-    and fall back to normal, with one warning, where the OS refuses them."""
+    and fall back to normal, with one warning, where the OS refuses them; 'auto' takes the
+    highest the OS grants, quietly, for live streams (a replayed file: normal)."""
 
-    priority: Literal["normal", "high", "realtime"] = "normal"
+    priority: Literal["auto", "normal", "high", "realtime"] = "auto"
     rt_priority: int = Field(10, ge=1, le=99)
     cpus: list[int] | None = None  # pin the acquisition/processing/inference threads here
     background_nice: int = Field(10, ge=0, le=19)  # the image generator's thread, always
+    # the generator's thread in SCHED_IDLE (Linux): it yields a core at any other wake-up
+    background_idle: bool = True
 
 
 class RealtimeConfig(_Section):

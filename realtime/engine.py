@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -50,7 +50,11 @@ from neuralign.realtime.outputs import ResultOutlet
 from neuralign.realtime.pipeline import Pipeline, SignalSnapshot
 from neuralign.realtime.queues import DropOldestQueue
 from neuralign.realtime.scale_check import ScaleCheck
-from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
+from neuralign.realtime.scheduling import (
+    SchedulingPolicy,
+    apply_to_current_thread,
+    native_threads_as,
+)
 from neuralign.realtime.sources.base import Source
 from neuralign.realtime.subscriptions import MAX_RESULTS, ResultHub, Subscription
 from neuralign.realtime.worker import ThreadedWorker
@@ -140,9 +144,17 @@ class Engine(ThreadedWorker):
         self.recorder = recorder
         self.stats = LatencyStats()
         self._hub = ResultHub(keep=results_maxlen)  # every reader's subscription
-        self.outlet = (ResultOutlet(self.cfg.result_stream_name,
-                                    result_source_id or self.cfg.result_source_id)
-                       if publish_lsl else None)
+        #: what every engine thread (and each source's, the generator's) asks of the OS
+        self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
+        if self._scheduling.priority == "auto" and not all(s.live for s in self.sources):
+            self._scheduling = replace(self._scheduling, priority="normal")  # a file's pace
+        for src in self.sources:  # before they open: liblsl's threads inherit it
+            src.scheduling = self._scheduling
+        # liblsl's thread that sends each result to a consumer is on every epoch's path
+        with native_threads_as("critical", self._scheduling):
+            self.outlet = (ResultOutlet(self.cfg.result_stream_name,
+                                        result_source_id or self.cfg.result_source_id)
+                           if publish_lsl else None)
         n_slots = batch_size(self.cfg, len(self.sources))
         if n_slots != self.cfg.batch_size:
             log.info("batch size %d: two slots for each of the %d streams (realtime.batch_size "
@@ -186,8 +198,6 @@ class Engine(ThreadedWorker):
         self.error: BaseException | None = None
         self._froze = False  # start() moved the live objects into gc's permanent generation
         self._blas_limits: threadpool_limits | None = None  # numpy's BLAS threads while running
-        #: what every engine thread (and each source's, the generator's) asks of the OS
-        self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
         # the bundle's generator (None without one): images of decoded epochs, in its own thread
         self.generation = GeneratorWorker.for_bundle(
             bundle, device, self.cfg.generated_images, cpu_share=self.cfg.generation_cpu_share,
@@ -221,7 +231,6 @@ class Engine(ThreadedWorker):
         # thread's passes, 54-62 ms with the acquisition threads' - each blocked its stream)
         inline = self.cfg.inline_pass and len(self.sources) == 1
         for src in self.sources:
-            src.scheduling = policy
             src.on_awaited = self._pass_inline if inline else None
             src.start()
         if self.generation is not None:

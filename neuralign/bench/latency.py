@@ -43,10 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="engine torch threads (default %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="engine device (default %(default)s)")
-    p.add_argument("--priority", default="normal", choices=["normal", "high", "realtime"],
-                   help="the engine's acquisition, processing and inference threads: 'high' = "
-                   "nice -10, 'realtime' = SCHED_FIFO (both need CAP_SYS_NICE or an rtprio limit; "
-                   "refused: normal, reported; default %(default)s)")
+    p.add_argument("--priority", default="auto", choices=["auto", "normal", "high", "realtime"],
+                   help="the engine's acquisition, processing and inference threads (and "
+                   "liblsl's for its inlets and outlet): 'high' = nice -10, 'realtime' = "
+                   "SCHED_FIFO (both need CAP_SYS_NICE or an rtprio limit; refused: normal, "
+                   "reported); 'auto' = the highest the OS grants, as 'neuralign run' does "
+                   "(default %(default)s)")
     p.add_argument("--cpus", type=lambda v: [int(c) for c in v.split(",")], default=None,
                    help="pin those threads to these CPUs, e.g. 1 or 0,1 (default: any)")
     p.add_argument("--no-gc-freeze", action="store_true",

@@ -301,11 +301,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-missing", action="store_true", default=None,
                    help="reconstruct a few missing channels with the model instead of refusing "
                    "(realtime.fill_missing)")
-    p.add_argument("--priority", choices=("normal", "high", "realtime"),
-                   help="the engine's acquisition, processing and inference threads: high = "
-                   "nice -10, realtime = SCHED_FIFO; both need CAP_SYS_NICE or an rtprio limit "
-                   "and fall back to normal with a warning (realtime.scheduling.priority, "
-                   "default normal; docs/latency_tail.md has the measured effect)")
+    p.add_argument("--priority", choices=("auto", "normal", "high", "realtime"),
+                   help="the engine's acquisition, processing and inference threads (and "
+                   "liblsl's for its inlets and outlet): high = nice -10, realtime = "
+                   "SCHED_FIFO; both need CAP_SYS_NICE or an rtprio limit and fall back to "
+                   "normal with a warning; auto = the highest of them the OS grants, for live "
+                   "streams (realtime.scheduling.priority, default auto; docs/latency_tail.md "
+                   "has the measured effect)")
     p.add_argument("--clock-sync", choices=("auto", "lsl", "none"),
                    help="LSL clock synchronisation of the data and marker streams: auto = only "
                    "for streams from another host (default), lsl = always, none = never "

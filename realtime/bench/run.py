@@ -614,6 +614,13 @@ def _mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:+.1f} MB"
 
 
+def _priority_text(c: dict[str, Any]) -> str:
+    """The priority asked for, and what the processing thread got when that differs."""
+    asked = c["realtime"]["scheduling"]["priority"]
+    got = c.get("threads", {}).get("neuralign-process")
+    return asked if got is None or got == asked else f"{asked} ({got})"
+
+
 def format_report(res: dict[str, Any]) -> str:
     """The human-readable table ``neuralign bench latency`` prints."""
     c = res["config"]
@@ -622,8 +629,7 @@ def format_report(res: dict[str, Any]) -> str:
              f"{c['model_n_times']}; {c['duration_s']:g} s (first {c['warmup_s']:g} s not "
              f"counted); load average {res['machine']['load_average'][0]:.1f} -> "
              f"{res['machine'].get('load_average_end', [float('nan')])[0]:.1f} on "
-             f"{res['machine']['cpu_count']} cores; threads: "
-             f"{c['realtime']['scheduling']['priority']}, gc freeze "
+             f"{res['machine']['cpu_count']} cores; threads: {_priority_text(c)}, gc freeze "
              f"{'on' if c['realtime']['gc_freeze'] else 'off'}, "
              f"{_early_text(c['realtime'], res['pipelines'].get('neuralign', {}))}; image generator "
              f"{_generator_text(c.get('generator'))}",

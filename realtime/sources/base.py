@@ -29,7 +29,11 @@ from neuralign.realtime.clock import (
 )
 from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.ringbuffer import RingBuffer
-from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
+from neuralign.realtime.scheduling import (
+    SchedulingPolicy,
+    apply_to_current_thread,
+    native_threads_as,
+)
 from neuralign.realtime.worker import ThreadedWorker
 
 log = logging.getLogger(__name__)
@@ -151,6 +155,9 @@ class Source(ThreadedWorker, ABC):
     has_markers: bool = False
     #: a separate marker stream polled by ``_acquire_once`` (LSL sources), else None
     marker_inlet: MarkerFeed | None = None
+    #: paced by a device or a sender (False: a file read here, perhaps faster than real time,
+    #: whose threads may never block: never above normal priority)
+    live: bool = True
 
     def __init__(self, buffer_seconds: float = 30.0):
         self.buffer_seconds = buffer_seconds
@@ -279,7 +286,10 @@ class Source(ThreadedWorker, ABC):
 
     # --- public API ---------------------------------------------------------------------------
     def open(self) -> StreamDescription:
-        self.description = self._connect()
+        # the transport's own threads (liblsl's receiver, a board's reader) start in here: they
+        # carry the samples to the acquisition thread, so they get its priority
+        with native_threads_as("critical", self.scheduling):
+            self.description = self._connect()
         n = int(self.buffer_seconds * self.description.sfreq)
         self.buffer = RingBuffer(len(self.description.ch_names), n)
         self.clock = StreamClock(self.description.sfreq, self.clock_settings)

@@ -42,6 +42,8 @@ class FileSource(LSLSource):
     buffer holds the recording from its first sample on.
     """
 
+    live = False  # the replayer may run faster than real time
+
     def __init__(self, path: str | Path, speed: float = 1.0, chunk_size: int = 10,
                  loop: bool = False, start_offset_s: float = 0.0, buffer_seconds: float = 30.0,
                  timeout: float = 5.0, wait_for_consumers: float = 10.0, name: str | None = None):
