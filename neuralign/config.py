@@ -379,7 +379,7 @@ class SchedulingConfig(_Section):
     """Priorities of the engine's threads (neuralign.realtime.scheduling): 'normal' changes
     nothing; 'high' (nice -10) and 'realtime' (SCHED_FIFO) need CAP_SYS_NICE or an rtprio limit
     and fall back to normal, with one warning, where the OS refuses them; 'auto' takes the
-    highest the OS grants, quietly, for live streams (a replayed file: normal)."""
+    highest the OS grants, quietly, for one live stream (several, or a replayed file: normal)."""
 
     priority: Literal["auto", "normal", "high", "realtime"] = "auto"
     rt_priority: int = Field(10, ge=1, le=99)

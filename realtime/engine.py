@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -146,8 +146,8 @@ class Engine(ThreadedWorker):
         self._hub = ResultHub(keep=results_maxlen)  # every reader's subscription
         #: what every engine thread (and each source's, the generator's) asks of the OS
         self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
-        if self._scheduling.priority == "auto" and not all(s.live for s in self.sources):
-            self._scheduling = replace(self._scheduling, priority="normal")  # a file's pace
+        self._scheduling = self._scheduling.for_sources(len(self.sources),
+                                                        all(s.live for s in self.sources))
         for src in self.sources:  # before they open: liblsl's threads inherit it
             src.scheduling = self._scheduling
         # liblsl's thread that sends each result to a consumer is on every epoch's path

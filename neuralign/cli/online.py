@@ -305,8 +305,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the engine's acquisition, processing and inference threads (and "
                    "liblsl's for its inlets and outlet): high = nice -10, realtime = "
                    "SCHED_FIFO; both need CAP_SYS_NICE or an rtprio limit and fall back to "
-                   "normal with a warning; auto = the highest of them the OS grants, for live "
-                   "streams (realtime.scheduling.priority, default auto; docs/latency_tail.md "
+                   "normal with a warning; auto = the highest of them the OS grants, for one live "
+                   "stream (realtime.scheduling.priority, default auto; docs/latency_tail.md "
                    "has the measured effect)")
     p.add_argument("--clock-sync", choices=("auto", "lsl", "none"),
                    help="LSL clock synchronisation of the data and marker streams: auto = only "

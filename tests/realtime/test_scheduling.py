@@ -171,3 +171,11 @@ def test_auto_takes_the_highest_level_the_os_grants():
     else:  # an unprivileged user: normal, said so, no warning
         assert what.startswith("normal (auto")
     assert scheduling.applied()["test-auto"] == what
+
+
+def test_auto_is_normal_for_a_file_or_several_streams():
+    auto = SchedulingPolicy(priority="auto")
+    assert auto.for_sources(1, live=True).priority == "auto"
+    assert auto.for_sources(1, live=False).priority == "normal"
+    assert auto.for_sources(8, live=True).priority == "normal"
+    assert SchedulingPolicy(priority="realtime").for_sources(8, live=True).priority == "realtime"
