@@ -132,6 +132,11 @@ def _hold_non_finite(x: np.ndarray) -> np.ndarray:
     return x
 
 
+#: after the last sample arrived: several of the acquisition thread's marker pulls (it pulls at
+#: least every 20 ms)
+TAIL_SETTLE_S = 0.2
+
+
 def run_field_case(bundle: Bundle, raw, case: FieldCase, config: RealtimeConfig | None = None,
                    tail_s: float = 2.0) -> FieldOutcome:
     """Replay ``raw`` (an MNE Raw with stimulus annotations) through ``case``'s profile and
@@ -165,9 +170,15 @@ def run_field_case(bundle: Bundle, raw, case: FieldCase, config: RealtimeConfig 
                                               export_fif=False)
         engine.start()
         rep.wait_done(timeout=data.shape[1] / sfreq * 3 + 60)
+        # until every sample the profile let through is in the engine's buffer (at most
+        # tail_s), then a moment for the acquisition thread's last marker pull; stop() then
+        # processes all of it
+        lost = rep.schedule.n_dropped if rep.schedule is not None else 0
         deadline = time.monotonic() + tail_s
-        while time.monotonic() < deadline and engine.error is None:
-            time.sleep(0.05)
+        while (time.monotonic() < deadline and engine.error is None
+               and src.buffer.n_written < rep.n_sent - lost):
+            time.sleep(0.02)
+        time.sleep(TAIL_SETTLE_S)
     finally:
         engine.stop()
         rep.stop()

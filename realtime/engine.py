@@ -273,6 +273,11 @@ class Engine(ThreadedWorker):
         return _Lane(src, stream, pipe, epocher)
 
     @property
+    def scheduling(self) -> SchedulingPolicy:
+        """What this engine's threads ask of the OS (``auto`` resolved for its sources)."""
+        return self._scheduling
+
+    @property
     def n_lost_samples(self) -> int:
         """Input samples overwritten in a source's ring buffer before the engine read them."""
         return sum(lane.n_lost for lane in self.lanes)

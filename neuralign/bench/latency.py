@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "SCHED_FIFO (both need CAP_SYS_NICE or an rtprio limit; refused: normal, "
                    "reported); 'auto' = the highest the OS grants, as 'neuralign run' does "
                    "(default %(default)s)")
+    p.add_argument("--naive-priority", default="normal", choices=["normal", "same"],
+                   help="the naive pipeline's threads: 'normal' (what one writes), or 'same' as "
+                   "the engine's, to compare at equal privilege (default %(default)s)")
     p.add_argument("--cpus", type=lambda v: [int(c) for c in v.split(",")], default=None,
                    help="pin those threads to these CPUs, e.g. 1 or 0,1 (default: any)")
     p.add_argument("--no-gc-freeze", action="store_true",
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(bundle, raw, duration_s=args.duration, streams=args.streams,
                       chunk_size=args.chunk_size, warmup_s=args.warmup,
                       baseline=not (args.no_baseline or args.mua), realtime=rt,
-                      device=args.device, tail_fraction=args.tail_fraction, stamps=args.stamps)
+                      device=args.device, tail_fraction=args.tail_fraction, stamps=args.stamps,
+                      naive_priority=args.naive_priority)
     if not 0 < args.tail_fraction <= 1:
         raise UserError("--tail-fraction must be in (0, 1]")
     if args.sweep:

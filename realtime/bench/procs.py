@@ -152,6 +152,9 @@ class NaiveSpec:
     result_source_id: str
     poll_s: float = 0.005
     bufsize_s: float = 5.0
+    #: its threads' priority (scheduling.Priority): set on the main thread before mne-lsl and
+    #: liblsl start theirs, which inherit it
+    priority: str = "normal"
 
 
 def _naive_stream(spec: NaiveSpec, bundle: Any) -> Any:
@@ -256,6 +259,10 @@ def run_naive(spec: NaiveSpec, ready: Any, stop: Any) -> None:
     from neuralign.realtime.outputs import ResultOutlet
 
     torch.set_num_threads(1)
+    if spec.priority != "normal":
+        from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
+
+        apply_to_current_thread("critical", SchedulingPolicy(priority=spec.priority))
     bundle = load_bundle(spec.bundle_dir)
     epochs = _NaiveEpochs(bundle)
     stream = _naive_stream(spec, bundle)

@@ -73,6 +73,8 @@ class BenchConfig:
     device: str = "auto"
     tail_fraction: float = 0.01  # the slowest share of epochs the tail breakdown explains
     stamps: str = "nominal"  # the producer's stamps: 'nominal' (t0 + k/sfreq) or 'push'
+    # the naive pipeline's threads: 'normal' (what one writes), or 'same' as the engine's
+    naive_priority: str = "normal"
 
 
 def machine_info() -> dict[str, Any]:
@@ -211,14 +213,21 @@ class _BenchRun:
         self.gc_watch.install()
         self.engine.start()
 
+    def _naive_priority(self, cfg: BenchConfig) -> str:
+        """The naive pipeline's priority level: normal, or what the engine's threads asked."""
+        if cfg.naive_priority == "normal" or cfg.realtime is None:
+            return "normal"
+        return self.engine.scheduling.priority if self.engine is not None else "normal"
+
     def start_readers(self, cfg: BenchConfig, ids: list[StreamIds], engine_sid: str,
                       naive_sid: str) -> None:
         """The naive baseline (unless ``cfg.baseline`` is off), the results' reader and the
         transport floor's."""
         results = {"neuralign": engine_sid}
         if cfg.baseline:
-            naive = _Proc(self.ctx, run_naive, NaiveSpec(cfg.bundle_dir, ids[0], naive_sid),
-                          "naive")
+            naive = _Proc(self.ctx, run_naive,
+                          NaiveSpec(cfg.bundle_dir, ids[0], naive_sid,
+                                    priority=self._naive_priority(cfg)), "naive")
             self.procs.append(naive)
             naive.wait_ready(120)
             results["naive"] = naive_sid
@@ -529,7 +538,7 @@ def _config_section(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine
     return {"bundle": str(cfg.bundle_dir), "raw": str(cfg.raw_path) if cfg.raw_path
             else None, "duration_s": cfg.duration_s, "streams": cfg.streams,
             "chunk_size": cfg.chunk_size, "warmup_s": cfg.warmup_s,
-            "stamps": cfg.stamps,
+            "stamps": cfg.stamps, "naive_priority": cfg.naive_priority,
             "input_channels": prod["n_channels"], "input_sfreq": prod["sfreq"],
             "model_sfreq": bundle.manifest.sfreq,
             "model_n_times": bundle.manifest.epoch.n_times,
@@ -618,7 +627,8 @@ def _priority_text(c: dict[str, Any]) -> str:
     """The priority asked for, and what the processing thread got when that differs."""
     asked = c["realtime"]["scheduling"]["priority"]
     got = c.get("threads", {}).get("neuralign-process")
-    return asked if got is None or got == asked else f"{asked} ({got})"
+    text = asked if got is None or got == asked else f"{asked} ({got})"
+    return text + (" (the naive pipeline's too)" if c.get("naive_priority") == "same" else "")
 
 
 def format_report(res: dict[str, Any]) -> str:

@@ -16,5 +16,6 @@ def bench_latency_run(tiny_bundle, tmp_path_factory):
     rc = cli_main(["bench", "latency", "--bundle", str(bundle_dir), "--raw",
                    str(data / "sim_test_raw.fif"), "--duration", "6", "--warmup", "1",
                    "--streams", "2", "--chunk-size", "2", "--stamps", "push",
-                   "--priority", "high", "--json", str(out), "--plot", str(png)])
+                   "--priority", "high", "--naive-priority", "same", "--json", str(out),
+                   "--plot", str(png)])
     return rc, out, png

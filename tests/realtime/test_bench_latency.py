@@ -21,6 +21,7 @@ def test_bench_latency_json_has_every_field(bench_latency_run):
     assert res["config"]["streams"] == 2 and res["config"]["chunk_size"] == 2
     assert res["config"]["stamps"] == "push"
     assert res["config"]["realtime"]["scheduling"]["priority"] == "high"
+    assert res["config"]["naive_priority"] == "same"  # the baseline at the engine's privilege
     threads = res["config"]["threads"]  # what the OS accepted for each engine thread
     for name in ("neuralign-process", "neuralign-infer"):
         assert threads[name] == "nice -10" or "refused" in threads[name], threads

@@ -243,10 +243,27 @@ def _slow(model, seconds: float):
     return model
 
 
+def _busy(model, seconds: float):
+    """``model`` whose generation uses ``seconds`` of its thread's CPU (a busy loop)."""
+    import time
+
+    real = model.generate
+
+    def busy_generate(z):
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < seconds:
+            pass
+        return real(z)
+
+    model.generate = busy_generate
+    return model
+
+
 def test_generator_keeps_to_its_cpu_share(tiny_generator_bundle):
-    """With 20 epochs waiting and a 50 ms generation, a quarter share means a generation at
-    most every 200 ms: well under the 20 an unthrottled worker would make in the same second
-    (an upper bound: a slower machine only makes fewer)."""
+    """With 20 epochs waiting and a generation of 50 ms of CPU, a quarter share means a
+    generation at most every 200 ms: well under the 20 an unthrottled worker would make in the
+    same second (an upper bound: a slower machine only makes fewer). The share counts CPU, not
+    wall time: a generation that waits (here, sleeps) costs nothing and needs no rest."""
     import time
 
     bundle = load_bundle(tiny_generator_bundle[0])
@@ -254,7 +271,7 @@ def test_generator_keeps_to_its_cpu_share(tiny_generator_bundle):
     z = np.ones((1, d), np.float32) / np.sqrt(d)
     counts = {}
     for share in (1.0, 0.25):
-        worker = GeneratorWorker(_slow(bundle.build_generator(), 0.05), cpu_share=share)
+        worker = GeneratorWorker(_busy(bundle.build_generator(), 0.05), cpu_share=share)
         for b in range(20):
             worker.submit(_results(b, 1), list(z))
         time.sleep(1.0)
@@ -262,6 +279,12 @@ def test_generator_keeps_to_its_cpu_share(tiny_generator_bundle):
         worker.stop(timeout=0.0)
         assert worker.busy_s > 0
     assert counts[0.25] <= 7, counts
+    sleeper = GeneratorWorker(_slow(bundle.build_generator(), 0.05), cpu_share=0.25)
+    for b in range(20):
+        sleeper.submit(_results(b, 1), list(z))
+    time.sleep(1.0)
+    sleeper.stop(timeout=0.0)
+    assert sleeper.n_generated > 7  # waiting is not CPU: no rest after it
     with pytest.raises(ValueError, match="cpu_share"):
         GeneratorWorker(bundle.build_generator(), cpu_share=0.0)
 
