@@ -29,11 +29,7 @@ from neuralign.realtime.clock import (
 )
 from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.ringbuffer import RingBuffer
-from neuralign.realtime.scheduling import (
-    SchedulingPolicy,
-    apply_to_current_thread,
-    native_threads_as,
-)
+from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
 from neuralign.realtime.worker import ThreadedWorker
 
 log = logging.getLogger(__name__)
@@ -286,10 +282,7 @@ class Source(ThreadedWorker, ABC):
 
     # --- public API ---------------------------------------------------------------------------
     def open(self) -> StreamDescription:
-        # the transport's own threads (liblsl's receiver, a board's reader) start in here: they
-        # carry the samples to the acquisition thread, so they get its priority
-        with native_threads_as("critical", self.scheduling):
-            self.description = self._connect()
+        self.description = self._connect()
         n = int(self.buffer_seconds * self.description.sfreq)
         self.buffer = RingBuffer(len(self.description.ch_names), n)
         self.clock = StreamClock(self.description.sfreq, self.clock_settings)

@@ -44,6 +44,7 @@ from neuralign.realtime.lsl_io import (
     resolve_stream,
     watch_streams,
 )
+from neuralign.realtime.scheduling import native_threads_as
 from neuralign.realtime.sources.base import (
     MAX_EVENTS,
     Marker,
@@ -298,8 +299,13 @@ class LSLSource(Source):
         return describe(self.name, self.stype, self.source_id)
 
     def _open_inlet(self, info: StreamInfo) -> tuple[StreamInlet, StreamInfo]:
-        inlet = open_inlet(info, self.timeout, max_buflen=MAX_BUFLEN_S, max_chunklen=MAX_CHUNKLEN,
-                           processing_flags=clock_sync_flags(info, self.clock_sync))
+        # liblsl's receiver thread starts in here and hands the acquisition thread each sample:
+        # it gets the acquisition thread's priority (a board's own threads are left alone: a
+        # driver that polls would hold a core at SCHED_FIFO)
+        with native_threads_as("critical", self.scheduling):
+            inlet = open_inlet(info, self.timeout, max_buflen=MAX_BUFLEN_S,
+                               max_chunklen=MAX_CHUNKLEN,
+                               processing_flags=clock_sync_flags(info, self.clock_sync))
         return inlet, inlet.info(self.timeout)
 
     def _validate(self, full: StreamInfo) -> None:
@@ -357,7 +363,8 @@ class LSLSource(Source):
             self.marker_inlet.data_source_id = full.source_id()
         if self.marker_inlet is not None and self.marker_inlet._inlet is None:
             try:
-                self.marker_inlet.open()
+                with native_threads_as("critical", self.scheduling):
+                    self.marker_inlet.open()
             except Exception:
                 self._inlet = None
                 raise
