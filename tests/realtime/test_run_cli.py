@@ -25,7 +25,7 @@ def test_run_with_absent_stream_is_one_line_error(tiny_bundle):
     bundle_dir, _ = tiny_bundle
     out = subprocess.run(
         [sys.executable, "-m", "neuralign", "run", "--bundle", str(bundle_dir), "--source",
-         "lsl:no-such-stream-here", "--headless"],
+         "lsl:no-such-stream-here", "--headless", "--set", "realtime.connect_timeout_s=2"],
         capture_output=True, text=True, timeout=120, env={**os.environ})
     assert out.returncode == 2
     assert "no-such-stream-here" in out.stderr and "Traceback" not in out.stderr
