@@ -145,9 +145,8 @@ class Engine(ThreadedWorker):
         self.stats = LatencyStats()
         self._hub = ResultHub(keep=results_maxlen)  # every reader's subscription
         #: what every engine thread (and each source's, the generator's) asks of the OS
-        self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling)
-        self._scheduling = self._scheduling.for_sources(len(self.sources),
-                                                        all(s.live for s in self.sources))
+        self._scheduling = SchedulingPolicy.from_config(self.cfg.scheduling).for_sources(
+            len(self.sources), all(s.live for s in self.sources))
         for src in self.sources:  # before they open: liblsl's threads inherit it
             src.scheduling = self._scheduling
         # liblsl's thread that sends each result to a consumer is on every epoch's path
@@ -297,7 +296,7 @@ class Engine(ThreadedWorker):
         self.error = exc
         self.health.last_error = repr(exc)
         self._stop.set()
-        self._wake.set()  # the processing thread sleeps on it, not on the stop event
+        self._wake_threads()
 
     def _wake_threads(self) -> None:
         self._wake.set()  # the processing thread sleeps on it, not on the stop event

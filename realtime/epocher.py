@@ -382,11 +382,11 @@ class Epocher:
         that spans a gap will be dropped there)."""
         signal, w = self.signal, self.window
         n = signal.n_written
+        b0, b1 = w.baseline_span
         out = []
         for p in self._pending:
             i0, i1 = w.bounds(p.onset_index)
             n_pre = i1 - i0 - w.n_times
-            b0, b1 = w.baseline_span
             if (i1 <= n or i1 - n > within or n - i0 < max(b1, n_pre + 1)
                     or i0 < signal.first_available or signal.gap_between(i0, n - 1)):
                 continue

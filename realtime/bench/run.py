@@ -214,10 +214,9 @@ class _BenchRun:
         self.engine.start()
 
     def _naive_priority(self, cfg: BenchConfig) -> str:
-        """The naive pipeline's priority level: normal, or what the engine's threads asked."""
-        if cfg.naive_priority == "normal" or cfg.realtime is None:
-            return "normal"
-        return self.engine.scheduling.priority if self.engine is not None else "normal"
+        """The naive pipeline's priority level: normal, or what the engine's threads asked (the
+        engine is started first)."""
+        return "normal" if cfg.naive_priority == "normal" else self.engine.scheduling.priority
 
     def start_readers(self, cfg: BenchConfig, ids: list[StreamIds], engine_sid: str,
                       naive_sid: str) -> None:
