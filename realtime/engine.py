@@ -637,7 +637,7 @@ class Engine(ThreadedWorker):
             r.stages_ms = {k: round(v, 3) for k, v in stage_durations(ep.stages).items()}
             r.health = self.health_snapshot()
             ep.stages["published"] = self.outlet.publish(r) if self.outlet else local_clock()
-            r.stages_ms = self.stats.add(ep.stages)
+            r.stages_ms = self.stats.add(ep.stages, ep.last_input_index)
             self._fan_out(r)
         if self.generation is not None:  # after publishing; generated in the worker's thread
             self.generation.submit(results, self.result_builder.last_embeddings)

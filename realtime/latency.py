@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,13 +44,22 @@ def summarize(values: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
 
 
+@dataclass(frozen=True)
+class KeptStamps:
+    """One epoch's raw stage timestamps and the source index of its last input sample (which
+    lets a benchmark look up when its producer pushed that sample)."""
+
+    stages: dict[str, float]
+    last_input_index: int | None = None
+
+
 class LatencyStats:
     """Thread-safe running window of per-epoch stage durations (ms)."""
 
     def __init__(self, window: int = 10000):
         self._rows: deque[dict[str, float]] = deque(maxlen=window)
         self._lock = threading.Lock()
-        self._stamps: deque[dict[str, float]] | None = None  # off unless keep_stamps()
+        self._stamps: deque[KeptStamps] | None = None  # off unless keep_stamps()
 
     def keep_stamps(self, maxlen: int) -> None:
         """Also keep each epoch's raw stage timestamps (the newest ``maxlen``, in the order
@@ -59,15 +69,15 @@ class LatencyStats:
         with self._lock:
             self._stamps = deque(maxlen=maxlen)
 
-    def add(self, stages: dict[str, float]) -> dict[str, float]:
+    def add(self, stages: dict[str, float], last_input_index: int | None = None) -> dict[str, float]:
         d = stage_durations(stages)
         with self._lock:
             self._rows.append(d)
             if self._stamps is not None:
-                self._stamps.append(stages)
+                self._stamps.append(KeptStamps(stages, last_input_index))
         return d
 
-    def stamps(self) -> list[dict[str, float]]:
+    def stamps(self) -> list[KeptStamps]:
         """The kept stage timestamps, oldest first (empty unless :meth:`keep_stamps`)."""
         with self._lock:
             return [] if self._stamps is None else list(self._stamps)

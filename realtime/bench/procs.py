@@ -77,6 +77,25 @@ def _load_producer_data(spec: ProducerSpec) -> tuple[np.ndarray, float, list[str
     return data, spec.sfreq, spec.ch_names, [spec.ch_type] * spec.n_channels, events
 
 
+def pushes_path(out: Path) -> Path:
+    """Where the producer writing its summary to ``out`` saves its push times."""
+    return out.with_name(out.stem + "-pushes.npz")
+
+
+def pushed_times(path: Path, indices: np.ndarray) -> np.ndarray:
+    """local_clock time at which the producer's push of each sample index in ``indices`` had
+    returned (NaN: not pushed, or no record)."""
+    if not path.exists():
+        return np.full(len(indices), np.nan)
+    with np.load(path) as f:
+        end, at = f["end"], f["at"]
+    pos = np.searchsorted(end, indices)  # the chunk whose last sample is the first >= index
+    ok = (pos < len(end)) & (indices >= 0)
+    out = np.full(len(indices), np.nan)
+    out[ok] = at[pos[ok]]
+    return out
+
+
 def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
     """Push the data through real LSL at real time: a chunk is sent when its last sample is due
     (never early); sample k is stamped t0 + k / sfreq (``stamps='nominal'``) or by liblsl at the
@@ -98,6 +117,12 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
         ev_at.setdefault(s, []).append(lab)
     ev_samples = np.array(sorted(ev_at), dtype=np.int64)
     late: list[float] = []
+    # when each chunk left (its last sample's index, local_clock after the push): the tail
+    # breakdown tells a late push (the producer's) from a late pull (transport, the engine)
+    n_chunks = -(-total // spec.chunk_size) + total // n_pass + 1
+    pushed_end = np.empty(n_chunks, dtype=np.int64)
+    pushed_at = np.empty(n_chunks, dtype=np.float64)
+    n_pushed = 0
     n_markers = 0
     marker_samples: list[int] = []
     t0 = local_clock() + 0.05
@@ -129,7 +154,10 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
             stamps = t0 + (b - 1) / sfreq if b - k == 1 else [t0 + i / sfreq for i in range(k, b)]
             for o in outlets:
                 o.push_chunk(rows, stamps)
-        late.append(local_clock() - due)
+        now = local_clock()
+        late.append(now - due)
+        pushed_end[n_pushed], pushed_at[n_pushed] = b - 1, now
+        n_pushed += 1
         k = b
     cpu_fraction = (time.process_time() - cpu0) / max(local_clock() - t0, 1e-9)
     summary = {"t0": t0, "sfreq": sfreq, "n_sent": k, "n_channels": data.shape[1],
@@ -138,6 +166,7 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
                "late_ms": {"p50": 1e3 * float(np.percentile(late, 50)),
                            "p99": 1e3 * float(np.percentile(late, 99)),
                            "max": 1e3 * float(np.max(late))} if late else {}}
+    np.savez(pushes_path(spec.out), end=pushed_end[:n_pushed], at=pushed_at[:n_pushed])
     spec.out.write_text(json.dumps(summary))
     stop.wait(30)  # outlets live until the engine, baseline and consumer are done
     del outlets, markers

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -38,6 +39,8 @@ from neuralign.realtime.bench.procs import (
     NaiveSpec,
     ProducerSpec,
     StreamIds,
+    pushed_times,
+    pushes_path,
     run_consumer,
     run_naive,
     run_producer,
@@ -338,8 +341,10 @@ def _write_report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, run: _Be
     cons["transport"] = json.loads((run.work / "floor.json").read_text())["transport"]
     res = _report(cfg, rt, bundle, engine, decoded, measured.status, prod, cons, measured.cpu,
                   measured.rss, machine)
-    res["tail"] = _tail(engine, decoded, cons, run.gc_watch, prod["t0"] + cfg.warmup_s,
-                        cfg.tail_fraction)
+    pushes = pushes_path(run.work / "producer.json")
+    t_count = prod["t0"] + cfg.warmup_s
+    res["tail"] = _tail(engine, decoded, cons, run.gc_watch, t_count, cfg.tail_fraction, pushes)
+    res["producer_late_at_epoch_ends_ms"] = _late_at_epoch_ends(engine, prod, pushes, t_count)
     res["machine"]["load_average_end"] = list(os.getloadavg())
     res["floor"]["forward_ms"] = forward_floor(bundle, "cuda" if engine.decoder.device.type ==
                                                "cuda" else "cpu")
@@ -382,9 +387,12 @@ def sweep(cfg: BenchConfig, deadline_ms: float = 50.0,
             "versions": versions()}
 
 
-def _timelines(engine, decoded: list[Result], cons: dict) -> list[EpochTimeline]:
+def _timelines(engine, decoded: list[Result], cons: dict,
+               pushes: Path | None = None) -> list[EpochTimeline]:
     """Every result read from the engine (``decoded``, the newest kept) with its raw stage
-    stamps and the consumer's receive time.
+    stamps, when the producer's push of its last sample returned (``pushes``: the producer's
+    record; the engine's source indices count from the producer's first sample) and the
+    consumer's receive time.
 
     ``LatencyStats.add`` and the engine's publication see the epochs in the same order (one loop
     in ``_run_batch``), so both are matched from their newest end; a pair whose last-sample
@@ -395,22 +403,45 @@ def _timelines(engine, decoded: list[Result], cons: dict) -> list[EpochTimeline]
         received[(r.stream, r.epoch_id)] = recv
     results, stamps = decoded, engine.stats.stamps()
     n = min(len(results), len(stamps))
+    results, stamps = results[len(results) - n:], stamps[len(stamps) - n:]
+    index = np.array([-1 if k.last_input_index is None else k.last_input_index for k in stamps],
+                     dtype=np.int64)
+    pushed = (pushed_times(pushes, index) if pushes is not None
+              else np.full(n, np.nan))
     rows = []
-    for r, st in zip(results[len(results) - n:], stamps[len(stamps) - n:]):
-        if st.get("sample") != r.last_sample_timestamp:
+    for r, st, t_push in zip(results, stamps, pushed):
+        if st.stages.get("sample") != r.last_sample_timestamp:
             continue
-        rows.append(EpochTimeline.from_stages(r.stream, r.epoch_id, st,
+        rows.append(EpochTimeline.from_stages(r.stream, r.epoch_id,
+                                              {**st.stages, "pushed": float(t_push)},
                                               received.get((r.stream, r.epoch_id))))
     return rows
 
 
 def _tail(engine, decoded: list[Result], cons: dict, gc_watch: GcWatch, t_count: float,
-          fraction: float) -> dict[str, Any]:
+          fraction: float, pushes: Path | None = None) -> dict[str, Any]:
     """The report's ``tail`` section: the slowest ``fraction`` of counted epochs, and why."""
-    every = _timelines(engine, decoded, cons)
+    every = _timelines(engine, decoded, cons, pushes)
     counted = [r for r in every if r.at("sample") >= t_count]
     return tail_section(counted, gc_watch.events(), gc_watch.n_seen, t_count, busy_rows=every,
                         fraction=fraction)
+
+
+def _late_at_epoch_ends(engine, prod: dict, pushes: Path, t_count: float) -> dict[str, float]:
+    """How late the producer pushed the samples epochs waited for (their last ones), against
+    when they were due: compare with its lateness over every push (``producer_late_ms``). Larger
+    here means something - the engine included - takes the producer's core at those moments."""
+    kept = [k for k in engine.stats.stamps() if k.last_input_index is not None
+            and k.stages.get("sample", -math.inf) >= t_count]
+    if not kept:
+        return {}
+    index = np.array([k.last_input_index for k in kept], dtype=np.int64)
+    late = pushed_times(pushes, index) - (prod["t0"] + index / prod["sfreq"])
+    late = 1e3 * late[np.isfinite(late)]
+    if not late.size:
+        return {}
+    return {"n": int(late.size), "p50": float(np.percentile(late, 50)),
+            "p99": float(np.percentile(late, 99)), "max": float(late.max())}
 
 
 def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, decoded: list[Result],
@@ -677,9 +708,13 @@ def format_report(res: dict[str, Any]) -> str:
                  f"{_mb(n['rss_mb']['anon_growth'])}")
     if res.get("producer_cpu_fraction_of_one_core") is not None:
         late = res.get("producer_late_ms") or {}
+        at_ends = res.get("producer_late_at_epoch_ends_ms") or {}
         lines.append(f"producer (every stream, one process): CPU "
-                     f"{res['producer_cpu_fraction_of_one_core']:.0%} of a core, pushes late p99 "
-                     f"{late.get('p99', float('nan')):.2f} ms")
+                     f"{res['producer_cpu_fraction_of_one_core']:.0%} of a core, pushes late "
+                     f"p50 {late.get('p50', float('nan')):.2f} / p99 "
+                     f"{late.get('p99', float('nan')):.2f} ms; the pushes epochs waited for: "
+                     f"p50 {at_ends.get('p50', float('nan')):.2f} / p99 "
+                     f"{at_ends.get('p99', float('nan')):.2f} ms")
     if "tail" in res:
         lines.extend(format_tail(res["tail"]))
     return "\n".join(lines)

@@ -31,8 +31,8 @@ import numpy as np
 from neuralign.realtime.bench.gcwatch import GcEvent
 
 #: the stage stamps an epoch collects, in time order ('received': the consumer's receive time)
-BOUNDARIES = ("sample", "pulled", "acquired", "filtered", "ready", "epoched", "normalized",
-              "queued", "batch_start", "inferred", "published", "received")
+BOUNDARIES = ("sample", "pushed", "pulled", "acquired", "filtered", "ready", "epoched",
+              "normalized", "queued", "batch_start", "inferred", "published", "received")
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,11 @@ class Segment:
 #: BOUNDARIES[i] -> BOUNDARIES[i + 1]. latency.STAGES' ``epoch`` = epoch_wait + epoch_cut and
 #: ``wait_in_batch`` = dispatch_wait + batch_wait.
 SEGMENTS = (
-    Segment("pull", "wait", "last sample stamped -> the acquisition thread has it in the ring "
-            "buffer (LSL transport, the pull's sleep or wait, that thread's wake-up)"),
+    Segment("produce", "wait", "last sample stamped -> the producer's push of it returned (a "
+            "device app that pushes late; outside the engine; zero when the producer's push "
+            "times are unknown)"),
+    Segment("pull", "wait", "pushed -> the acquisition thread has it in the ring buffer (LSL "
+            "transport, the pull's sleep or wait, that thread's wake-up)"),
     Segment("wakeup", "wait", "in the ring buffer -> the processing thread starts filtering its "
             "chunk (its wake-up, the other streams of the same pass)"),
     Segment("filter", "work", "filtering the chunk that completed the epoch"),
@@ -82,8 +85,11 @@ class EpochTimeline:
                     received: float | None = None) -> EpochTimeline:
         """From an Epoch's ``stages`` dict (the engine's form) and the consumer's receive time."""
         got = {**stages, "received": received if received is not None else math.nan}
-        if "pulled" not in got and "sample" in got:  # a source without arrival times
-            got["pulled"] = got["sample"]
+        if "sample" in got:  # a producer without push times / a source without arrivals
+            if not math.isfinite(got.get("pushed", math.nan)):
+                got["pushed"] = got["sample"]
+            if not math.isfinite(got.get("pulled", math.nan)):
+                got["pulled"] = got["pushed"]
         return cls(stream, epoch_id, tuple(float(got.get(b, math.nan)) for b in BOUNDARIES))
 
     def at(self, boundary: str) -> float:

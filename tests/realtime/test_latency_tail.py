@@ -6,7 +6,10 @@ import json
 import math
 import threading
 
+import numpy as np
+
 from neuralign.realtime.bench.gcwatch import GcEvent, GcWatch
+from neuralign.realtime.bench.procs import pushed_times, pushes_path
 from neuralign.realtime.bench.tail import (
     BOUNDARIES,
     SEGMENT_NAMES,
@@ -15,8 +18,8 @@ from neuralign.realtime.bench.tail import (
     tail_breakdown,
 )
 
-#: a typical epoch, ms per segment (pull ... publish, deliver)
-BASE = {"pull": 0.3, "wakeup": 0.2, "filter": 0.1, "epoch_wait": 0.05, "epoch_cut": 0.1, "normalize": 0.1,
+#: a typical epoch, ms per segment (produce ... publish, deliver)
+BASE = {"produce": 0.15, "pull": 0.15, "wakeup": 0.2, "filter": 0.1, "epoch_wait": 0.05, "epoch_cut": 0.1, "normalize": 0.1,
         "dispatch_wait": 0.05, "batch_wait": 0.05, "inference": 3.0, "publish": 0.2,
         "deliver": 0.4}
 
@@ -75,6 +78,26 @@ def test_inference_spike_is_attributed_to_inference():
     s = e.segments["inference"]
     assert math.isclose(s.excess_ms, s.ms - s.median_ms) and s.excess_ms > 20
     assert e.gc == [] and e.gc_ms == 0 and rep.causes == {"inference": 1.0}
+
+
+def test_a_late_push_is_the_producers_and_a_late_pull_the_transports():
+    rep = tail_breakdown(_rows(200, i7={"produce": 4.0}, i9={"pull": 3.0}), [],
+                         "engine_total", 0.01)
+    assert {e.epoch_id: e.cause for e in rep.epochs} == {7: "wait:produce", 9: "wait:pull"}
+    # no push time (a producer that does not record it): its time stays in pull
+    r = EpochTimeline.from_stages(None, 0, {"sample": 1.0, "pulled": 1.002, "published": 1.003})
+    seg = dict(zip(SEGMENT_NAMES, r.segments_ms()))
+    assert seg["produce"] == 0 and math.isclose(seg["pull"], 2.0, abs_tol=1e-9)
+
+
+def test_push_times_are_looked_up_by_sample_index(tmp_path):
+    out = tmp_path / "producer.json"
+    # chunks of 4 samples: last indices 3, 7, 11 pushed at 10, 20, 30 s
+    np.savez(pushes_path(out), end=np.array([3, 7, 11]), at=np.array([10.0, 20.0, 30.0]))
+    got = pushed_times(pushes_path(out), np.array([0, 3, 4, 11, 12, -1]))
+    assert got[:4].tolist() == [10.0, 10.0, 20.0, 30.0]
+    assert np.isnan(got[4]) and np.isnan(got[5])  # never pushed / unknown index
+    assert np.isnan(pushed_times(tmp_path / "none.npz", np.array([1]))).all()
 
 
 def test_gc_pause_inside_an_epoch_is_attributed_to_it_and_its_segment():
@@ -175,6 +198,10 @@ def test_bench_latency_writes_the_tail_section(bench_latency_run):
             for h in e["gc"]:
                 assert h["segment"] in SEGMENT_NAMES and h["thread"]
     assert "deliver" in tail["by_end_to_end"]["segment_median_ms"]
+    # the producer's push times are known here: its lateness is a segment of its own
+    res = json.loads(out.read_text())
+    assert res["producer_late_at_epoch_ends_ms"]["n"] > 0
+    assert tail["by_engine_total"]["segment_median_ms"]["produce"] != 0
     g = tail["gc"]
     for key in ("n", "total_ms", "max_ms", "p99_ms", "by_generation", "by_thread",
                 "share_of_epochs_overlapped"):
