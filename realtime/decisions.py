@@ -71,6 +71,10 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form (``avg_*`` keys only when there is an average)."""
+        return finite_json(self._wire())
+
+    def _wire(self) -> dict[str, Any]:
+        """:meth:`to_dict` before non-finite numbers are replaced."""
         d: dict[str, Any] = {
             "epoch_id": self.epoch_id, "marker": self.marker,
             "marker_timestamp": self.marker_timestamp,
@@ -91,11 +95,17 @@ class Result:
             d["flags"] = list(self.flags)
         if self.health is not None:
             d["health"] = dict(self.health)
-        return finite_json(d)
+        return d
 
     def to_json(self) -> str:
-        """Strict JSON (no bare NaN/Infinity, which strict clients reject)."""
-        return json.dumps(self.to_dict(), allow_nan=False)
+        """Strict JSON (no bare NaN/Infinity, which strict clients reject). Walking the result
+        for non-finite numbers only when the encoder finds one keeps the common case off that
+        walk (~20 us of each publication)."""
+        d = self._wire()
+        try:
+            return json.dumps(d, allow_nan=False)
+        except ValueError:  # a NaN or infinity somewhere: null on the wire
+            return json.dumps(finite_json(d), allow_nan=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:

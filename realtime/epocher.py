@@ -195,6 +195,11 @@ class QueuedEpoch:
     early: PartialEncoding | None = None
     #: its baseline's per-channel mean (C, 1) once read (early encoding; 0: no baseline)
     baseline_mean: np.ndarray | float | None = None
+    #: its window's processed indices [i0, i1) and last input index (``EpochWindow``'s, set
+    #: when queued: every pass reads them for every queued epoch)
+    i0: int = 0
+    i1: int = 0
+    last: int = 0
 
 
 @dataclass(frozen=True)
@@ -281,8 +286,10 @@ class Epocher:
     def add_onset(self, label: str | None, onset_index: int, onset_timestamp: float,
                   received: float | None = None) -> None:
         """Queue the epoch of an onset already on the input grid."""
+        i0, i1 = self.window.bounds(onset_index)
         self._pending.append(QueuedEpoch(label, onset_index, onset_timestamp,
-                                      received if received is not None else local_clock()))
+                                         received if received is not None else local_clock(),
+                                         i0=i0, i1=i1, last=(i1 - 1) * self.window.q))
 
     def _place(self, m: Marker) -> bool:
         """Put a marker on the input grid; False when its sample has not arrived (retry)."""
@@ -336,8 +343,8 @@ class Epocher:
         settled = self.inputs.settled
         out, keep = [], []
         for p in self._pending:
-            i0, i1 = self.window.bounds(p.onset_index)
-            if i1 > signal.n_written or self.last_input_index(p.onset_index) >= settled:
+            i0, i1, last = p.i0, p.i1, p.last
+            if i1 > signal.n_written or last >= settled:
                 keep.append(p)
                 continue
             if i0 < signal.first_available:
@@ -345,7 +352,6 @@ class Epocher:
                 _rl.log("left", logging.WARNING, "epoch %s dropped: its window left the buffer "
                         "(%d so far)", p.label, self.health.epochs_outside_buffer)
                 continue
-            last = self.last_input_index(p.onset_index)
             first = i0 * self.window.q
             if signal.gap_between(i0, i1 - 1):  # an input gap in [first, last] marks it
                 self.health.gap_epochs_dropped += 1
@@ -385,7 +391,7 @@ class Epocher:
         b0, b1 = w.baseline_span
         out = []
         for p in self._pending:
-            i0, i1 = w.bounds(p.onset_index)
+            i0, i1 = p.i0, p.i1
             n_pre = i1 - i0 - w.n_times
             if (i1 <= n or i1 - n > within or n - i0 < max(b1, n_pre + 1)
                     or i0 < signal.first_available or signal.gap_between(i0, n - 1)):
@@ -408,7 +414,7 @@ class Epocher:
         """Input samples (a count from the first) that complete the next queued epoch: the
         engine's source hands the samples over at the latest when this many are settled
         (None: no epoch queued; a sliding window counts as queued from its start)."""
-        ends = [self.last_input_index(p.onset_index) + 1 for p in self._pending]
+        ends = [p.last + 1 for p in self._pending]
         if self.sliding_hop and self._next_window is not None:
             ends.append(self.last_input_index(self._next_window) + 1)
         return min(ends) if ends else None
@@ -421,5 +427,5 @@ class Epocher:
         """
         if not self._pending:
             return None
-        end = min(self.window.bounds(p.onset_index)[1] for p in self._pending)
+        end = min(p.i1 for p in self._pending)
         return max(0.0, (end - self.signal.n_written) / self.window.sfreq_out)

@@ -38,13 +38,18 @@ class Health:
     unit_warning: str = ""
 
     def to_dict(self) -> dict[str, int | str]:
-        return dataclasses.asdict(self)
+        # every field is a scalar: no deep copy (dataclasses.asdict's costs ~10 us on each
+        # result's publication path)
+        return {name: getattr(self, name) for name in _FIELDS}
 
     def merged(self, **source: int | str) -> dict[str, int | str]:
         """This snapshot with the source's counters added (what the result stream carries)."""
         d = self.to_dict()
         d.update(source)
         return d
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Health))
 
 
 class RateLimitedLog:
