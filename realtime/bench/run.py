@@ -468,6 +468,12 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, decode
                 per.setdefault(r.stream or "", []).append(1e3 * (recv - r.last_sample_timestamp))
         neur["per_stream_p99_ms"] = {k: summarize(v)["p99"] for k, v in sorted(per.items())}
     neur["rss_mb"] = _rss_summary(cfg, rss)
+    # the engine's own time over the run: a drift of the end to end that this does not show is
+    # the machine's or the other processes', not the engine's
+    own = [(r.last_sample_timestamp - t_count, r.stages_ms["engine_total"]) for r in counted
+           if "engine_total" in r.stages_ms]
+    if _drift(own):
+        neur["engine_total_p99_drift"] = _drift(own)
     transport = [1e3 * v for v, ts in cons["transport"] if ts >= t_count]
     res: dict[str, Any] = {
         "definition": DEFINITION,
@@ -520,6 +526,9 @@ def _pipeline_entry(cfg: BenchConfig, bundle: Bundle, label: str, got: list, pro
     if len(by_minute) >= 2:  # does the tail drift over a long run?
         ent["end_to_end_by_minute_ms"] = by_minute
         ent["p99_last_over_first_minute"] = by_minute[-1]["p99"] / by_minute[0]["p99"]
+    drift = _drift([(r.last_sample_timestamp - t_count, v) for r, v in keep])
+    if drift:
+        ent["p99_drift"] = drift
     if label == "naive":
         ent["stages_ms"] = {k: summarize([r.stages_ms[k] for r, _ in keep
                                           if k in r.stages_ms])
@@ -591,6 +600,25 @@ def _generator_section(engine) -> dict[str, Any]:
     return {"on": True, "n_generated": g.n_generated, "n_dropped": g.n_dropped,
             "n_too_old": g.n_too_old, "n_deferred": g.n_deferred, "cpu_share": g.cpu_share,
             "busy_s": g.busy_s}
+
+
+def _drift(rows: list[tuple[float, float]], min_span_s: float = 180.0) -> dict[str, float]:
+    """p99 of the first and of the last third of a run (by stream time), and their ratio; {}
+    for a run shorter than ``min_span_s``. A minute holds ~280 epochs, so its p99 is its third
+    slowest epoch: thirds of a 10-minute run (~930 epochs each) say more about a drift."""
+    if not rows:
+        return {}
+    t = np.array([r[0] for r in rows])
+    v = np.array([r[1] for r in rows])
+    span = float(t.max() - t.min())
+    if span < min_span_s:
+        return {}
+    first = v[t < t.min() + span / 3]
+    last = v[t >= t.max() - span / 3]
+    p_first, p_last = float(np.percentile(first, 99)), float(np.percentile(last, 99))
+    return {"first_third_p99": p_first, "last_third_p99": p_last,
+            "last_over_first": p_last / p_first, "n_first": int(first.size),
+            "n_last": int(last.size)}
 
 
 def _per_minute(rows: list[tuple[float, float]]) -> list[dict[str, float]]:
@@ -698,6 +726,15 @@ def format_report(res: dict[str, Any]) -> str:
             lines.append(f"{label} p99 by minute (ms): "
                          + " ".join(f"{m['p99']:.1f}" for m in mins)
                          + f"  (last / first {p['p99_last_over_first_minute']:.2f})")
+    drifts = [(f"{label} end to end", p["p99_drift"])
+              for label, p in res["pipelines"].items() if p.get("p99_drift")]
+    if res["pipelines"]["neuralign"].get("engine_total_p99_drift"):
+        drifts.append(("neuralign engine time",
+                       res["pipelines"]["neuralign"]["engine_total_p99_drift"]))
+    if drifts:
+        lines.append("p99, first third -> last third of the run: " + "; ".join(
+            f"{name} {d['first_third_p99']:.2f} -> {d['last_third_p99']:.2f} ms "
+            f"({d['last_over_first']:.2f})" for name, d in drifts))
     if "ratio_naive_over_neuralign" in res:
         r = res["ratio_naive_over_neuralign"]
         lines.append(f"naive / neuralign: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x")

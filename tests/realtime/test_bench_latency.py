@@ -59,3 +59,17 @@ def test_latency_by_minute_leaves_out_the_incomplete_last_minute():
     assert [m["minute"] for m in mins] == [1, 2]
     assert mins[0]["n"] == 60 and mins[0]["p99"] == 1.0 and mins[1]["p99"] == 2.0
     assert _per_minute([]) == []
+
+
+def test_drift_compares_the_first_and_last_third_of_a_long_run():
+    from neuralign.realtime.bench.run import _drift
+
+    steady = [(0.2 * i, 2.0 + (i % 100 == 0)) for i in range(3000)]  # 600 s, 1 % at 3 ms
+    d = _drift(steady)
+    assert d["n_first"] == d["n_last"] == 1000
+    assert math.isclose(d["last_over_first"], 1.0)
+    slower = [(t, v + (t >= 400.0)) for t, v in steady]  # the last third 1 ms slower
+    assert math.isclose(_drift(slower)["last_over_first"],
+                        (d["last_third_p99"] + 1.0) / d["first_third_p99"])
+    assert _drift(steady[:500]) == {}  # 100 s: too short to say
+    assert _drift([]) == {}
