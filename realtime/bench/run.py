@@ -80,6 +80,29 @@ class BenchConfig:
     naive_priority: str = "normal"
 
 
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) time of all CPUs since boot, from Linux's /proc/stat (None elsewhere).
+    Steal is the time a virtual machine's CPUs were ready but the hypervisor ran another
+    guest: no thread priority helps against it, and stalls of a few ms land in the tail."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    values = [int(v) for v in fields[1:]]
+    # user nice system idle iowait irq softirq steal (guest times are inside user and nice)
+    return values[7], sum(values[:8])
+
+
+def steal_between(a: tuple[int, int] | None, b: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen between two :func:`cpu_jiffies` readings."""
+    if a is None or b is None or b[1] <= a[1]:
+        return None
+    return (b[0] - a[0]) / (b[1] - a[1])
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on (load averages included: this machine is shared)."""
     import torch
@@ -180,6 +203,7 @@ class _Measured:
     cpu: dict[str, float]  # fraction of one core per process, "engine" this one
     rss: list[tuple[float, float, float]]  # (s since go, RSS MB, anonymous MB) every second
     status: dict
+    steal: float | None = None  # share of the CPUs' time the hypervisor gave other guests
 
 
 @dataclass
@@ -272,6 +296,7 @@ def _measure(run: _BenchRun, cfg: BenchConfig, bundle: Bundle, producer: _Proc) 
     cpu0 = {p.name: _cpu_seconds(p.proc.pid) for p in run.procs}
     cpu0["engine"] = _cpu_seconds(me.pid)
     wall0 = time.monotonic()
+    jiffies0 = cpu_jiffies()
     run.go.set()
     rss: list[tuple[float, float, float]] = []
     tail = bundle.manifest.epoch.tmax + 1.0
@@ -289,12 +314,13 @@ def _measure(run: _BenchRun, cfg: BenchConfig, bundle: Bundle, producer: _Proc) 
         if time.monotonic() - wall0 > cfg.duration_s + 120:
             raise RuntimeError("bench: the producer did not finish")
     wall = time.monotonic() - wall0
+    steal = steal_between(jiffies0, cpu_jiffies())
     cpu = {p.name: (_cpu_seconds(p.proc.pid) - cpu0[p.name]) / wall for p in run.procs}
     cpu["engine"] = (_cpu_seconds(me.pid) - cpu0["engine"]) / wall
     for p in run.procs:
         if p.name in ("consumer", "floor"):
             p.finish()
-    return _Measured(cpu, rss, engine.status())
+    return _Measured(cpu, rss, engine.status(), steal)
 
 
 def _producer_spec(cfg: BenchConfig, bundle: Bundle, ids: list[StreamIds],
@@ -346,6 +372,7 @@ def _write_report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, run: _Be
     res["tail"] = _tail(engine, decoded, cons, run.gc_watch, t_count, cfg.tail_fraction, pushes)
     res["producer_late_at_epoch_ends_ms"] = _late_at_epoch_ends(engine, prod, pushes, t_count)
     res["machine"]["load_average_end"] = list(os.getloadavg())
+    res["machine"]["steal_fraction"] = measured.steal
     res["floor"]["forward_ms"] = forward_floor(bundle, "cuda" if engine.decoder.device.type ==
                                                "cuda" else "cpu")
     if plot_out is not None:
@@ -681,6 +708,11 @@ def _mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:+.1f} MB"
 
 
+def _steal_text(machine: dict[str, Any]) -> str:
+    steal = machine.get("steal_fraction")
+    return "" if steal is None else f", hypervisor steal {steal:.2%} of CPU time"
+
+
 def _priority_text(c: dict[str, Any]) -> str:
     """The priority asked for, and what the processing thread got when that differs."""
     asked = c["realtime"]["scheduling"]["priority"]
@@ -697,7 +729,8 @@ def format_report(res: dict[str, Any]) -> str:
              f"{c['model_n_times']}; {c['duration_s']:g} s (first {c['warmup_s']:g} s not "
              f"counted); load average {res['machine']['load_average'][0]:.1f} -> "
              f"{res['machine'].get('load_average_end', [float('nan')])[0]:.1f} on "
-             f"{res['machine']['cpu_count']} cores; threads: {_priority_text(c)}, gc freeze "
+             f"{res['machine']['cpu_count']} cores{_steal_text(res['machine'])}; threads: "
+             f"{_priority_text(c)}, gc freeze "
              f"{'on' if c['realtime']['gc_freeze'] else 'off'}, "
              f"{_early_text(c['realtime'], res['pipelines'].get('neuralign', {}))}; image generator "
              f"{_generator_text(c.get('generator'))}",

@@ -30,6 +30,8 @@ def test_bench_latency_json_has_every_field(bench_latency_run):
     assert res["config"]["generator"] == {"on": False, "why_off": "no generator"}
     assert res["versions"]["torch"] and res["machine"]["cpu_count"] >= 1
     assert len(res["machine"]["load_average"]) == 3
+    steal = res["machine"]["steal_fraction"]  # None off Linux
+    assert steal is None or 0 <= steal < 1
     neur, naive = res["pipelines"]["neuralign"], res["pipelines"]["naive"]
     for p in (neur, naive):
         _finite_summary(p["end_to_end_ms"])
@@ -73,3 +75,15 @@ def test_drift_compares_the_first_and_last_third_of_a_long_run():
                         (d["last_third_p99"] + 1.0) / d["first_third_p99"])
     assert _drift(steady[:500]) == {}  # 100 s: too short to say
     assert _drift([]) == {}
+
+
+def test_steal_is_the_share_of_cpu_time_the_hypervisor_took():
+    from neuralign.realtime.bench.run import cpu_jiffies, steal_between
+
+    assert math.isclose(steal_between((10, 1000), (15, 2000)), 0.005)
+    assert steal_between(None, (15, 2000)) is None
+    assert steal_between((10, 1000), (10, 1000)) is None  # no time passed
+    now = cpu_jiffies()
+    if now is not None:  # Linux
+        steal, total = now
+        assert 0 <= steal <= total and total > 0
