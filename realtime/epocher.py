@@ -289,7 +289,8 @@ class Epocher:
         i0, i1 = self.window.bounds(onset_index)
         self._pending.append(QueuedEpoch(label, onset_index, onset_timestamp,
                                          received if received is not None else local_clock(),
-                                         i0=i0, i1=i1, last=(i1 - 1) * self.window.q))
+                                         i0=i0, i1=i1,
+                                         last=self.window.last_input_index(onset_index)))
 
     def _place(self, m: Marker) -> bool:
         """Put a marker on the input grid; False when its sample has not arrived (retry)."""

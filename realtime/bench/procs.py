@@ -82,18 +82,33 @@ def pushes_path(out: Path) -> Path:
     return out.with_name(out.stem + "-pushes.npz")
 
 
-def pushed_times(path: Path, indices: np.ndarray) -> np.ndarray:
-    """local_clock time at which the producer's push of each sample index in ``indices`` had
-    returned (NaN: not pushed, or no record)."""
-    if not path.exists():
-        return np.full(len(indices), np.nan)
-    with np.load(path) as f:
-        end, at = f["end"], f["at"]
-    pos = np.searchsorted(end, indices)  # the chunk whose last sample is the first >= index
-    ok = (pos < len(end)) & (indices >= 0)
-    out = np.full(len(indices), np.nan)
-    out[ok] = at[pos[ok]]
-    return out
+@dataclass(frozen=True)
+class PushRecord:
+    """When the producer's pushes returned: each chunk's last sample index (increasing) and the
+    local_clock time after its push. The tail breakdown tells a late push (the producer's) from
+    a late pull (transport, the engine) with it."""
+
+    end: np.ndarray
+    at: np.ndarray
+
+    def save(self, path: Path) -> None:
+        np.savez(path, end=self.end, at=self.at)
+
+    @classmethod
+    def load(cls, path: Path) -> PushRecord | None:
+        """The record at ``path``; None when the producer wrote none."""
+        if not path.exists():
+            return None
+        with np.load(path) as f:
+            return cls(f["end"], f["at"])
+
+    def times(self, indices: np.ndarray) -> np.ndarray:
+        """When the push of each sample index in ``indices`` had returned (NaN: not pushed)."""
+        pos = np.searchsorted(self.end, indices)  # the chunk whose last sample is the first >= index
+        ok = (pos < len(self.end)) & (indices >= 0)
+        out = np.full(len(indices), np.nan)
+        out[ok] = self.at[pos[ok]]
+        return out
 
 
 def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
@@ -117,12 +132,8 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
         ev_at.setdefault(s, []).append(lab)
     ev_samples = np.array(sorted(ev_at), dtype=np.int64)
     late: list[float] = []
-    # when each chunk left (its last sample's index, local_clock after the push): the tail
-    # breakdown tells a late push (the producer's) from a late pull (transport, the engine)
-    n_chunks = -(-total // spec.chunk_size) + total // n_pass + 1
-    pushed_end = np.empty(n_chunks, dtype=np.int64)
-    pushed_at = np.empty(n_chunks, dtype=np.float64)
-    n_pushed = 0
+    pushed_end: list[int] = []  # each chunk's last sample (a PushRecord)
+    pushed_at: list[float] = []
     n_markers = 0
     marker_samples: list[int] = []
     t0 = local_clock() + 0.05
@@ -156,8 +167,8 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
                 o.push_chunk(rows, stamps)
         now = local_clock()
         late.append(now - due)
-        pushed_end[n_pushed], pushed_at[n_pushed] = b - 1, now
-        n_pushed += 1
+        pushed_end.append(b - 1)
+        pushed_at.append(now)
         k = b
     cpu_fraction = (time.process_time() - cpu0) / max(local_clock() - t0, 1e-9)
     summary = {"t0": t0, "sfreq": sfreq, "n_sent": k, "n_channels": data.shape[1],
@@ -166,7 +177,7 @@ def run_producer(spec: ProducerSpec, ready: Any, go: Any, stop: Any) -> None:
                "late_ms": {"p50": 1e3 * float(np.percentile(late, 50)),
                            "p99": 1e3 * float(np.percentile(late, 99)),
                            "max": 1e3 * float(np.max(late))} if late else {}}
-    np.savez(pushes_path(spec.out), end=pushed_end[:n_pushed], at=pushed_at[:n_pushed])
+    PushRecord(np.asarray(pushed_end, np.int64), np.asarray(pushed_at)).save(pushes_path(spec.out))
     spec.out.write_text(json.dumps(summary))
     stop.wait(30)  # outlets live until the engine, baseline and consumer are done
     del outlets, markers

@@ -38,8 +38,8 @@ from neuralign.realtime.bench.procs import (
     ConsumerSpec,
     NaiveSpec,
     ProducerSpec,
+    PushRecord,
     StreamIds,
-    pushed_times,
     pushes_path,
     run_consumer,
     run_naive,
@@ -367,7 +367,7 @@ def _write_report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, run: _Be
     cons["transport"] = json.loads((run.work / "floor.json").read_text())["transport"]
     res = _report(cfg, rt, bundle, engine, decoded, measured.status, prod, cons, measured.cpu,
                   measured.rss, machine)
-    pushes = pushes_path(run.work / "producer.json")
+    pushes = PushRecord.load(pushes_path(run.work / "producer.json"))  # read once
     t_count = prod["t0"] + cfg.warmup_s
     res["tail"] = _tail(engine, decoded, cons, run.gc_watch, t_count, cfg.tail_fraction, pushes)
     res["producer_late_at_epoch_ends_ms"] = _late_at_epoch_ends(engine, prod, pushes, t_count)
@@ -415,7 +415,7 @@ def sweep(cfg: BenchConfig, deadline_ms: float = 50.0,
 
 
 def _timelines(engine, decoded: list[Result], cons: dict,
-               pushes: Path | None = None) -> list[EpochTimeline]:
+               pushes: PushRecord | None = None) -> list[EpochTimeline]:
     """Every result read from the engine (``decoded``, the newest kept) with its raw stage
     stamps, when the producer's push of its last sample returned (``pushes``: the producer's
     record; the engine's source indices count from the producer's first sample) and the
@@ -433,8 +433,7 @@ def _timelines(engine, decoded: list[Result], cons: dict,
     results, stamps = results[len(results) - n:], stamps[len(stamps) - n:]
     index = np.array([-1 if k.last_input_index is None else k.last_input_index for k in stamps],
                      dtype=np.int64)
-    pushed = (pushed_times(pushes, index) if pushes is not None
-              else np.full(n, np.nan))
+    pushed = pushes.times(index) if pushes is not None else np.full(n, np.nan)
     rows = []
     for r, st, t_push in zip(results, stamps, pushed):
         if st.stages.get("sample") != r.last_sample_timestamp:
@@ -446,7 +445,7 @@ def _timelines(engine, decoded: list[Result], cons: dict,
 
 
 def _tail(engine, decoded: list[Result], cons: dict, gc_watch: GcWatch, t_count: float,
-          fraction: float, pushes: Path | None = None) -> dict[str, Any]:
+          fraction: float, pushes: PushRecord | None = None) -> dict[str, Any]:
     """The report's ``tail`` section: the slowest ``fraction`` of counted epochs, and why."""
     every = _timelines(engine, decoded, cons, pushes)
     counted = [r for r in every if r.at("sample") >= t_count]
@@ -454,16 +453,17 @@ def _tail(engine, decoded: list[Result], cons: dict, gc_watch: GcWatch, t_count:
                         fraction=fraction)
 
 
-def _late_at_epoch_ends(engine, prod: dict, pushes: Path, t_count: float) -> dict[str, float]:
+def _late_at_epoch_ends(engine, prod: dict, pushes: PushRecord | None,
+                        t_count: float) -> dict[str, float]:
     """How late the producer pushed the samples epochs waited for (their last ones), against
     when they were due: compare with its lateness over every push (``producer_late_ms``). Larger
     here means something - the engine included - takes the producer's core at those moments."""
     kept = [k for k in engine.stats.stamps() if k.last_input_index is not None
             and k.stages.get("sample", -math.inf) >= t_count]
-    if not kept:
+    if not kept or pushes is None:
         return {}
     index = np.array([k.last_input_index for k in kept], dtype=np.int64)
-    late = pushed_times(pushes, index) - (prod["t0"] + index / prod["sfreq"])
+    late = pushes.times(index) - (prod["t0"] + index / prod["sfreq"])
     late = 1e3 * late[np.isfinite(late)]
     if not late.size:
         return {}
@@ -499,8 +499,9 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, decode
     # the machine's or the other processes', not the engine's
     own = [(r.last_sample_timestamp - t_count, r.stages_ms["engine_total"]) for r in counted
            if "engine_total" in r.stages_ms]
-    if _drift(own):
-        neur["engine_total_p99_drift"] = _drift(own)
+    own_drift = _drift(own)
+    if own_drift:
+        neur["engine_total_p99_drift"] = own_drift
     transport = [1e3 * v for v, ts in cons["transport"] if ts >= t_count]
     res: dict[str, Any] = {
         "definition": DEFINITION,

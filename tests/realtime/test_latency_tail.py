@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from neuralign.realtime.bench.gcwatch import GcEvent, GcWatch
-from neuralign.realtime.bench.procs import pushed_times, pushes_path
+from neuralign.realtime.bench.procs import PushRecord, pushes_path
 from neuralign.realtime.bench.tail import (
     BOUNDARIES,
     SEGMENT_NAMES,
@@ -93,11 +93,11 @@ def test_a_late_push_is_the_producers_and_a_late_pull_the_transports():
 def test_push_times_are_looked_up_by_sample_index(tmp_path):
     out = tmp_path / "producer.json"
     # chunks of 4 samples: last indices 3, 7, 11 pushed at 10, 20, 30 s
-    np.savez(pushes_path(out), end=np.array([3, 7, 11]), at=np.array([10.0, 20.0, 30.0]))
-    got = pushed_times(pushes_path(out), np.array([0, 3, 4, 11, 12, -1]))
+    PushRecord(np.array([3, 7, 11]), np.array([10.0, 20.0, 30.0])).save(pushes_path(out))
+    got = PushRecord.load(pushes_path(out)).times(np.array([0, 3, 4, 11, 12, -1]))
     assert got[:4].tolist() == [10.0, 10.0, 20.0, 30.0]
     assert np.isnan(got[4]) and np.isnan(got[5])  # never pushed / unknown index
-    assert np.isnan(pushed_times(tmp_path / "none.npz", np.array([1]))).all()
+    assert PushRecord.load(tmp_path / "none.npz") is None  # no record: no push times
 
 
 def test_gc_pause_inside_an_epoch_is_attributed_to_it_and_its_segment():
