@@ -57,6 +57,7 @@ from neuralign.realtime.scheduling import (
 )
 from neuralign.realtime.sources.base import Source
 from neuralign.realtime.subscriptions import MAX_RESULTS, ResultHub, Subscription
+from neuralign.realtime.threadsched import EpochSched, SchedSplit, thread_times
 from neuralign.realtime.worker import ThreadedWorker
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ class Engine(ThreadedWorker):
         #: thread's for the sample an epoch waited for (realtime.inline_pass)
         self._pass_lock = threading.Lock()
         self.n_inline_passes = 0  # passes an acquisition thread ran (instrumentation)
+        self._sched_probe = False  # see probe_scheduling
         self._infer_pending = 0  # epochs the inference thread holds back for its batch
         # epoch order: the processing thread runs a batch inline only when every epoch cut
         # before it was run (under _infer_lock) or dropped from the ready queue
@@ -582,6 +584,10 @@ class Engine(ThreadedWorker):
         pulled = _holding(lane.source.arrivals, ep.last_input_index, lambda a: a[0])
         if pulled is not None:
             ep.stages["pulled"] = pulled[1]
+        if lane.source.sched_probe:
+            pull = _holding(lane.source.awaited_pulls, ep.last_input_index, lambda a: a[1])
+            if pull is not None and pull[0] <= ep.last_input_index:
+                ep.pull_times = (pull[2], pull[3])
         ep.stages["sample"] = ep.last_sample_timestamp
 
     # ---- inference thread --------------------------------------------------------------------
@@ -637,13 +643,32 @@ class Engine(ThreadedWorker):
             r.stages_ms = {k: round(v, 3) for k, v in stage_durations(ep.stages).items()}
             r.health = self.health_snapshot()
             ep.stages["published"] = self.outlet.publish(r) if self.outlet else local_clock()
-            r.stages_ms = self.stats.add(ep.stages, ep.last_input_index)
+            if self._sched_probe:
+                ep.sched = self._epoch_sched(ep)
+            r.stages_ms = self.stats.add(ep.stages, ep.last_input_index, ep.sched)
             self._fan_out(r)
         if self.generation is not None:  # after publishing; generated in the worker's thread
             self.generation.submit(results, self.result_builder.last_embeddings)
         masked = self._masked
         if masked:  # after publishing: the viewer's reconstruction never delays a result
             self.last_reconstruction = self.result_builder.reconstruct(batch[-1], masked)
+
+    def probe_scheduling(self) -> None:
+        """Record, per epoch, where the acquisition thread's time went from the start of the
+        pull that brought its last sample to its publication: on a CPU, waiting for one, or
+        blocked (:mod:`~neuralign.realtime.threadsched`; ``Epoch.sched``, kept with the
+        stats' stamps). Four clock reads per epoch, for ``bench latency``'s tail breakdown."""
+        self._sched_probe = True
+        for src in self.sources:
+            src.sched_probe = True
+
+    @staticmethod
+    def _epoch_sched(ep: Epoch) -> EpochSched | None:
+        if ep.pull_times is None:
+            return None
+        before, after = ep.pull_times
+        return EpochSched(SchedSplit.between(before, after),
+                          SchedSplit.between(after, thread_times()))
 
     def _fan_out(self, r: Result) -> None:
         self._hub.publish(r)  # O(subscribers), never waits on a reader

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from neuralign.bundle import EpochSection
     from neuralign.realtime.inference import PartialEncoding
     from neuralign.realtime.sources.base import Marker
+    from neuralign.realtime.threadsched import EpochSched, ThreadTimes
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -129,6 +130,10 @@ class Epoch:
     stream: str | None = None  # which input stream (set by an engine with several sources)
     #: its first frames, encoded while its last samples were arriving (early encoding)
     early: PartialEncoding | None = None
+    #: the acquisition thread's clocks before and after the pull that brought its last sample
+    #: (only while a benchmark probes scheduling), and where that thread's time went
+    pull_times: tuple[ThreadTimes, ThreadTimes] | None = None
+    sched: EpochSched | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neuralign.realtime.threadsched import EpochSched
+
 # stage name -> (from, to) stage keys in Epoch.stages; 'sample' is the last input sample's timestamp
 STAGES = {
     "acquire": ("sample", "acquired"),
@@ -51,6 +53,7 @@ class KeptStamps:
 
     stages: dict[str, float]
     last_input_index: int | None = None
+    sched: EpochSched | None = None  # where its thread's time went (a scheduling probe's)
 
 
 class LatencyStats:
@@ -69,12 +72,13 @@ class LatencyStats:
         with self._lock:
             self._stamps = deque(maxlen=maxlen)
 
-    def add(self, stages: dict[str, float], last_input_index: int | None = None) -> dict[str, float]:
+    def add(self, stages: dict[str, float], last_input_index: int | None = None,
+            sched: EpochSched | None = None) -> dict[str, float]:
         d = stage_durations(stages)
         with self._lock:
             self._rows.append(d)
             if self._stamps is not None:
-                self._stamps.append(KeptStamps(stages, last_input_index))
+                self._stamps.append(KeptStamps(stages, last_input_index, sched))
         return d
 
     def stamps(self) -> list[KeptStamps]:

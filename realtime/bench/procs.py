@@ -337,8 +337,12 @@ class ConsumerSpec:
 
 
 def run_consumer(spec: ConsumerSpec, ready: Any, stop: Any) -> None:
-    """Blocking pulls (they return the moment a sample lands), one thread per stream."""
+    """Blocking pulls (they return the moment a sample lands), one thread per stream. Each
+    result is kept with its receive time and how long this process's threads waited for a CPU
+    since the previous receive (ms; NaN off Linux)."""
     import pylsl
+
+    from neuralign.realtime.threadsched import process_run_delay_ns
 
     got: dict[str, list] = {k: [] for k in spec.results}
     transport: list[float] = []
@@ -355,12 +359,23 @@ def run_consumer(spec: ConsumerSpec, ready: Any, stop: Any) -> None:
         data_inlet = pylsl.StreamInlet(info[0], max_buflen=60, max_chunklen=1)
         data_inlet.open_stream(timeout=10)
 
+    # run-queue time of this process's threads (liblsl's receivers included) at the last
+    # receive of any stream: its growth up to a result is how long the hand-over of that result
+    # waited for a CPU (the threads sleep between results)
+    last_runq = process_run_delay_ns()
+    runq_lock = threading.Lock()
+
     def pull_results(label: str) -> None:
+        nonlocal last_runq
         inlet, out = inlets[label], got[label]
         while not stop.is_set():
             sample, _ = inlet.pull_sample(timeout=0.2)
             if sample is not None:
-                out.append((sample[0], pylsl.local_clock()))
+                t = pylsl.local_clock()
+                with runq_lock:
+                    now = process_run_delay_ns()
+                    waited_ms, last_runq = 1e-6 * (now - last_runq), now
+                out.append((sample[0], t, waited_ms))
 
     def pull_data() -> None:
         while not stop.is_set():

@@ -236,6 +236,7 @@ class _BenchRun:
                    for s in ids]
         self.engine = Engine(bundle, sources, rt, result_source_id=engine_sid, device=cfg.device)
         self.engine.stats.keep_stamps(MAX_TAIL_ROWS)  # for the tail breakdown
+        self.engine.probe_scheduling()  # and where its threads' time went
         self.results = self.engine.subscribe(maxlen=MAX_RESULTS)  # every result from the start
         self.gc_watch.install()
         self.engine.start()
@@ -424,10 +425,10 @@ def _timelines(engine, decoded: list[Result], cons: dict,
     ``LatencyStats.add`` and the engine's publication see the epochs in the same order (one loop
     in ``_run_batch``), so both are matched from their newest end; a pair whose last-sample
     stamps differ is skipped rather than misattributed."""
-    received: dict[tuple[str | None, int], float] = {}
-    for text, recv in cons["results"].get("neuralign", []):
+    received: dict[tuple[str | None, int], tuple[float, float]] = {}
+    for text, recv, runq_ms in cons["results"].get("neuralign", []):
         r = Result.from_json(text)
-        received[(r.stream, r.epoch_id)] = recv
+        received[(r.stream, r.epoch_id)] = (recv, runq_ms)
     results, stamps = decoded, engine.stats.stamps()
     n = min(len(results), len(stamps))
     results, stamps = results[len(results) - n:], stamps[len(stamps) - n:]
@@ -438,9 +439,10 @@ def _timelines(engine, decoded: list[Result], cons: dict,
     for r, st, t_push in zip(results, stamps, pushed):
         if st.stages.get("sample") != r.last_sample_timestamp:
             continue
+        recv, runq_ms = received.get((r.stream, r.epoch_id), (None, math.nan))
         rows.append(EpochTimeline.from_stages(r.stream, r.epoch_id,
                                               {**st.stages, "pushed": float(t_push)},
-                                              received.get((r.stream, r.epoch_id))))
+                                              recv, st.sched, runq_ms))
     return rows
 
 
@@ -489,7 +491,7 @@ def _report(cfg: BenchConfig, rt: RealtimeConfig, bundle: Bundle, engine, decode
     neur.update(_engine_counts(cfg, engine, status, prod))
     if cfg.streams > 1:  # end to end per stream, from the consumer's receipts
         per: dict[str, list[float]] = {}
-        for text, recv in cons["results"]["neuralign"]:
+        for text, recv, _ in cons["results"]["neuralign"]:
             r = Result.from_json(text)
             if r.last_sample_timestamp >= t_count:
                 per.setdefault(r.stream or "", []).append(1e3 * (recv - r.last_sample_timestamp))
@@ -532,7 +534,7 @@ def _pipeline_entry(cfg: BenchConfig, bundle: Bundle, label: str, got: list, pro
     # every marker whose whole window was sent, after the warm-up
     n_expected = sum(1 for s in prod["marker_samples"]
                      if s + tmax * sfreq <= prod["n_sent"]) * cfg.streams
-    rs = [(Result.from_json(s), recv) for s, recv in got]
+    rs = [(Result.from_json(s), recv) for s, recv, _ in got]
     e2e = [1e3 * (recv - r.last_sample_timestamp) for r, recv in rs]
     keep = [(r, v) for (r, _), v in zip(rs, e2e) if r.last_sample_timestamp >= t_count]
     counted = [v for _, v in keep]

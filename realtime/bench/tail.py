@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from neuralign.realtime.bench.gcwatch import GcEvent
+from neuralign.realtime.threadsched import EpochSched
 
 #: the stage stamps an epoch collects, in time order ('received': the consumer's receive time)
 BOUNDARIES = ("sample", "pushed", "pulled", "acquired", "filtered", "ready", "epoched",
@@ -68,6 +69,23 @@ SEGMENTS = (
     Segment("deliver", "wait", "published -> the consumer process received it (end to end only)"),
 )
 SEGMENT_NAMES = tuple(s.name for s in SEGMENTS)
+
+#: where the threads on an epoch's path spent it, from the kernel's per-thread accounting
+#: (:mod:`neuralign.realtime.threadsched`): the engine's acquisition thread from the pull that
+#: brought the last sample to publication, and the consumer's threads for the result
+SCHED_PARTS = {
+    "pull_runq": "the acquisition thread, woken by the awaited sample, waiting for a CPU",
+    "cpu": "that thread on a CPU from the sample to publication (its work; a slow virtual CPU)",
+    "runq": "that thread runnable but waiting for a CPU from the sample to publication",
+    "off": "that thread neither running nor runnable from the sample to publication: blocked "
+           "on the GIL or a lock, or its virtual CPU taken by the hypervisor",
+    "consumer_runq": "the consumer's threads (liblsl's receiver included) waiting for a CPU "
+                     "to hand it the result",
+}
+#: the engine thread's parts; the consumer's counts end to end only
+_ENGINE_PARTS = ("pull_runq", "cpu", "runq", "off")
+#: a tail epoch's scheduling cause needs this much excess over the part's median (ms)
+SCHED_MIN_EXCESS_MS = 0.2
 TAIL_FRACTION = 0.01
 Metric = Literal["engine_total", "end_to_end"]
 
@@ -79,18 +97,32 @@ class EpochTimeline:
     stream: str | None
     epoch_id: int
     t: tuple[float, ...]
+    sched: EpochSched | None = None  # the engine thread's time, split (a scheduling probe's)
+    consumer_runq_ms: float = math.nan  # the consumer's threads waiting for a CPU for it
 
     @classmethod
     def from_stages(cls, stream: str | None, epoch_id: int, stages: Mapping[str, float],
-                    received: float | None = None) -> EpochTimeline:
-        """From an Epoch's ``stages`` dict (the engine's form) and the consumer's receive time."""
+                    received: float | None = None, sched: EpochSched | None = None,
+                    consumer_runq_ms: float = math.nan) -> EpochTimeline:
+        """From an Epoch's ``stages`` dict (the engine's form), the consumer's receive time, the
+        engine thread's scheduling split and the consumer's run-queue wait."""
         got = {**stages, "received": received if received is not None else math.nan}
         if "sample" in got:  # a producer without push times / a source without arrivals
             if not math.isfinite(got.get("pushed", math.nan)):
                 got["pushed"] = got["sample"]
             if not math.isfinite(got.get("pulled", math.nan)):
                 got["pulled"] = got["pushed"]
-        return cls(stream, epoch_id, tuple(float(got.get(b, math.nan)) for b in BOUNDARIES))
+        return cls(stream, epoch_id, tuple(float(got.get(b, math.nan)) for b in BOUNDARIES),
+                   sched, float(consumer_runq_ms))
+
+    def sched_ms(self) -> dict[str, float]:
+        """:data:`SCHED_PARTS` of this epoch (ms; NaN: not probed)."""
+        p = self.sched.pull if self.sched is not None else None
+        q = self.sched.to_publish if self.sched is not None else None
+        nan = math.nan
+        return {"pull_runq": p.runq_ms if p else nan, "cpu": q.cpu_ms if q else nan,
+                "runq": q.runq_ms if q else nan, "off": q.off_ms if q else nan,
+                "consumer_runq": self.consumer_runq_ms}
 
     def at(self, boundary: str) -> float:
         return self.t[BOUNDARIES.index(boundary)]
@@ -140,6 +172,9 @@ class TailEpoch:
     busy_ms: float  # waiting segments overlapping another batch's inference
     explained_ms: dict[str, float]  # candidate cause -> ms of excess it accounts for
     cause: str
+    #: SCHED_PARTS -> ms (NaN: not probed), and the part furthest above its median
+    sched_ms: dict[str, float] = field(default_factory=dict)
+    sched_cause: str = "none"
 
 
 @dataclass
@@ -155,6 +190,8 @@ class TailReport:
     segment_median_ms: dict[str, float]
     causes: dict[str, float]  # cause -> fraction of tail epochs
     epochs: list[TailEpoch] = field(default_factory=list)
+    sched_median_ms: dict[str, float] = field(default_factory=dict)  # over every epoch
+    sched_causes: dict[str, float] = field(default_factory=dict)  # part -> fraction of tail
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -181,6 +218,11 @@ def tail_breakdown(rows: Sequence[EpochTimeline], gc_events: Sequence[GcEvent],
     batches = sorted({(r.at("batch_start"), r.at("inferred")) for r in (busy_rows or rows)
                       if math.isfinite(r.at("batch_start")) and math.isfinite(r.at("inferred"))})
     median_total = float(np.median(values))
+    parts = _ENGINE_PARTS + (("consumer_runq",) if metric == "end_to_end" else ())
+    sched = np.array([[r.sched_ms()[p] for p in parts] for r in rows])
+    with np.errstate(all="ignore"):
+        sched_med = np.array([np.nanmedian(c) if np.isfinite(c).any() else math.nan
+                              for c in sched.T])
     epochs = []
     for i in order:
         r = rows[int(i)]
@@ -228,15 +270,30 @@ def tail_breakdown(rows: Sequence[EpochTimeline], gc_events: Sequence[GcEvent],
             SEGMENT_NAMES[int(np.argmax(exc))],
             {s.name: SegmentTime(float(d[k]), float(med[k]), float(excess[k]))
              for k, s in enumerate(SEGMENTS[:n_seg]) if math.isfinite(d[k])},
-            hits, explained["gc"], explained["busy"], explained, cause))
-    counts: dict[str, int] = {}
-    for e in epochs:
-        counts[e.cause] = counts.get(e.cause, 0) + 1
-    causes = {k: v / len(epochs) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+            hits, explained["gc"], explained["busy"], explained, cause,
+            dict(zip(parts, (float(v) for v in sched[int(i)]))),
+            _sched_cause(parts, sched[int(i)] - sched_med)))
     return TailReport(metric, fraction, len(rows), n_tail, float(values[order[-1]]),
                       median_total, {s.name: float(med[k]) for k, s in
                                      enumerate(SEGMENTS[:n_seg]) if math.isfinite(med[k])},
-                      causes, epochs)
+                      _shares([e.cause for e in epochs]), epochs,
+                      {p: float(m) for p, m in zip(parts, sched_med) if math.isfinite(m)},
+                      _shares([e.sched_cause for e in epochs]))
+
+
+def _shares(labels: Sequence[str]) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for x in labels:
+        counts[x] = counts.get(x, 0) + 1
+    return {k: v / len(labels) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def _sched_cause(parts: Sequence[str], excess: np.ndarray) -> str:
+    """The scheduling part furthest above its median, if by :data:`SCHED_MIN_EXCESS_MS`
+    ("none": no part is, or nothing was probed)."""
+    exc = np.where(np.isfinite(excess), excess, -np.inf)
+    k = int(np.argmax(exc)) if exc.size else 0
+    return parts[k] if exc.size and exc[k] >= SCHED_MIN_EXCESS_MS else "none"
 
 
 def gc_summary(events: Sequence[GcEvent], rows: Sequence[EpochTimeline], n_seen: int,
@@ -280,7 +337,7 @@ def tail_section(rows: Sequence[EpochTimeline], gc_events: Sequence[GcEvent], n_
         "by_end_to_end": asdict(tail_breakdown(rows, gc_events, "end_to_end", fraction,
                                                busy_rows)),
         "gc": gc_summary(gc_events, rows, n_gc_seen, t_from),
-        "thread_cpu_time": None,  # not sampled: it would need calls on the engine's hot path
+        "sched_parts": SCHED_PARTS,
     }
 
 
@@ -296,13 +353,23 @@ def format_tail(tail: Mapping[str, Any], max_rows: int = 8) -> list[str]:
                      f"{t['n_epochs']}, >= {t['threshold_ms']:.1f} ms, median "
                      f"{t['median_ms']:.1f}): {causes}")
         lines.append(f"  {'ms':>7s}  {'largest segment':>23s}  {'top excess (ms)':>24s}  "
-                     f"{'gc ms':>6s} {'busy':>5s}  cause")
+                     f"{'gc ms':>6s} {'busy':>5s}  {'cpu/runq/off':>13s}  cause")
         for e in t["epochs"][:max_rows]:
             top = e["segments"].get(e["top_excess"], {}).get("excess_ms", math.nan)
             gcs = "/".join(sorted({f"g{h['generation']}@{h['segment']}" for h in e["gc"]}))
+            sc = e.get("sched_ms") or {}
+            split = "/".join("-" if not math.isfinite(sc.get(p, math.nan)) else
+                             f"{sc[p]:.1f}" for p in ("cpu", "runq", "off"))
             lines.append(f"  {e['metric_ms']:7.1f}  {e['largest']:>16s} ({e['largest_share']:4.0%})"
                          f"  {e['top_excess']:>16s} {top:+7.1f}  {e['gc_ms']:6.2f} "
-                         f"{e['busy_ms']:5.1f}  {e['cause']}{' (' + gcs + ')' if gcs else ''}")
+                         f"{e['busy_ms']:5.1f}  {split:>13s}  {e['cause']}"
+                         f"{' (' + gcs + ')' if gcs else ''}"
+                         f"{'' if e.get('sched_cause', 'none') == 'none' else '; sched:' + e['sched_cause']}")
+        med = t.get("sched_median_ms") or {}
+        if med:
+            lines.append("  scheduling (median of all epochs, ms): " + ", ".join(
+                f"{p} {v:.2f}" for p, v in med.items()) + "; tail by scheduling: " + ", ".join(
+                f"{k} {v:.0%}" for k, v in (t.get("sched_causes") or {}).items()))
     g = tail.get("gc")
     if g:
         gens = ", ".join(f"gen{k} {v['n']} ({v['total_ms']:.1f} ms, max {v['max_ms']:.2f})"

@@ -52,6 +52,7 @@ from neuralign.realtime.sources.base import (
     SourceHealth,
     StreamDescription,
 )
+from neuralign.realtime.threadsched import thread_times
 from neuralign.units import (  # noqa: F401 - re-exported: these names lived here first
     _PHYSICAL_TYPES,
     UNIT_SCALE,
@@ -442,6 +443,7 @@ class LSLSource(Source):
             if self._sleep(sleep_s):
                 return
             timeout, need = 0.0, 1
+        before = thread_times() if self.sched_probe and timeout > 0 else None
         try:
             samples, ts = self._inlet.pull_chunk(timeout=timeout, max_samples=self.max_pull,
                                                  dest_obj=self._pull_buf,
@@ -463,6 +465,9 @@ class LSLSource(Source):
             self.health.n_gaps += 1
             self._event(f"gap: reconnected at t={ts[0]:.4f}", logging.WARNING)
         data = samples.T if self._scale is None else samples.T * self._scale
+        if before is not None:  # the waited-for pull: where its wait and what follows went
+            w = self.buffer.n_written
+            self.awaited_pulls.append((w, w + n, before, thread_times()))
         self._write(data, ts, arrival=local_clock())
         self.health.n_received += n
 

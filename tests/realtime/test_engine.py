@@ -46,6 +46,8 @@ def test_live_decoding_matches_offline_trial_by_trial(tiny_bundle):
     result_sid = uuid.uuid4().hex
     engine = Engine(bundle, src, RealtimeConfig(batch_size=8, max_wait_ms=20, top_k=5),
                     result_source_id=result_sid)
+    engine.stats.keep_stamps(1000)
+    engine.probe_scheduling()
     rep.start()
     engine.start()
     try:
@@ -92,6 +94,12 @@ def test_live_decoding_matches_offline_trial_by_trial(tiny_bundle):
     assert engine.early.n_frames > (n_frames - 3) * len(offline), engine.early.n_frames
     # epochs were processed on the acquisition thread that pulled their last sample
     assert engine.n_inline_passes > 0
+    # ... and the scheduling probe split that thread's time from the pull to publication
+    split = [k.sched.to_publish for k in engine.stats.stamps()
+             if k.sched is not None and k.sched.to_publish is not None]
+    assert split, "no epoch's pass was split"
+    for s in split:
+        assert 0 < s.cpu_ms <= s.wall_ms + 0.5 and s.off_ms >= 0
 
 
 def test_wrong_channel_set_is_one_clear_error(tiny_bundle):

@@ -12,11 +12,13 @@ from neuralign.realtime.bench.gcwatch import GcEvent, GcWatch
 from neuralign.realtime.bench.procs import PushRecord, pushes_path
 from neuralign.realtime.bench.tail import (
     BOUNDARIES,
+    SCHED_PARTS,
     SEGMENT_NAMES,
     EpochTimeline,
     format_tail,
     tail_breakdown,
 )
+from neuralign.realtime.threadsched import EpochSched, SchedSplit
 
 #: a typical epoch, ms per segment (produce ... publish, deliver)
 BASE = {"produce": 0.15, "pull": 0.15, "wakeup": 0.2, "filter": 0.1, "epoch_wait": 0.05, "epoch_cut": 0.1, "normalize": 0.1,
@@ -155,6 +157,36 @@ def test_end_to_end_tail_includes_delivery():
     assert e.end_to_end_ms is not None and e.end_to_end_ms > e.engine_total_ms + 25
 
 
+def _with_sched(row: EpochTimeline, cpu: float = 1.0, runq: float = 0.0, off: float = 0.0,
+                pull_runq: float = 0.01, consumer_runq: float = 0.2) -> EpochTimeline:
+    wall = cpu + runq + off
+    sched = EpochSched(SchedSplit(1.0, 0.2, pull_runq, 0.8), SchedSplit(wall, cpu, runq, off))
+    return EpochTimeline(row.stream, row.epoch_id, row.t, sched, consumer_runq)
+
+
+def test_scheduling_names_a_slow_cpu_a_wait_for_one_and_a_blocked_thread():
+    """Each tail epoch's scheduling cause is the part of its thread's time furthest above that
+    part's median: the same work taking longer on a CPU, a run-queue wait (the scheduler), or
+    neither running nor runnable (GIL, a lock, a stolen virtual CPU)."""
+    rows = _rows(300, i5={"inference": 6.0}, i6={"wakeup": 3.0}, i7={"filter": 3.0},
+                 i8={"deliver": 4.0})
+    rows = [_with_sched(r, **({5: {"cpu": 4.0}, 6: {"runq": 2.8}, 7: {"off": 2.9},
+                               8: {"consumer_runq": 3.5}}.get(r.epoch_id, {})))
+            for r in rows]
+    rep = tail_breakdown(rows, [], "engine_total", fraction=0.01)
+    got = {e.epoch_id: e.sched_cause for e in rep.epochs}
+    assert got == {5: "cpu", 6: "runq", 7: "off"}
+    assert math.isclose(rep.sched_median_ms["cpu"], 1.0) and "consumer_runq" not in \
+        rep.sched_median_ms
+    e2e = tail_breakdown(rows, [], "end_to_end", fraction=0.01)
+    assert {e.epoch_id: e.sched_cause for e in e2e.epochs}[8] == "consumer_runq"
+    assert math.isclose(sum(e2e.sched_causes.values()), 1.0)
+    # not probed: no scheduling cause, no medians
+    plain = tail_breakdown(_rows(100, i3={"inference": 9.0}), [], "engine_total")
+    assert plain.epochs[0].sched_cause == "none" and plain.sched_median_ms == {}
+    assert math.isnan(plain.epochs[0].sched_ms["cpu"])
+
+
 def test_gcwatch_records_collections_with_thread_and_generation():
     got: list[GcEvent] = []
 
@@ -183,7 +215,13 @@ def test_bench_latency_writes_the_tail_section(bench_latency_run):
     tail = json.loads(out.read_text())["tail"]
     assert tail["fraction"] == 0.01
     assert set(tail["segments"]) == set(SEGMENT_NAMES)
-    assert tail["thread_cpu_time"] is None
+    assert set(tail["sched_parts"]) == set(SCHED_PARTS)
+    # the kernel's per-thread accounting: the awaited pulls' wake-ups (two streams: the
+    # processing thread publishes, so the pass itself is not split) and the consumer's
+    assert "pull_runq" in tail["by_engine_total"]["sched_median_ms"]
+    assert "consumer_runq" in tail["by_end_to_end"]["sched_median_ms"]
+    for key in ("by_engine_total", "by_end_to_end"):
+        assert all(e["sched_cause"] in {*SCHED_PARTS, "none"} for e in tail[key]["epochs"])
     for key in ("by_engine_total", "by_end_to_end"):
         t = tail[key]
         assert t["n_epochs"] > 0 and 1 <= t["n_tail"] == len(t["epochs"])
