@@ -205,6 +205,10 @@ class QueuedEpoch:
     i0: int = 0
     i1: int = 0
     last: int = 0
+    #: its first ``n_ahead`` columns, baseline-corrected and normalised as they came (what
+    #: early encoding read): the cut epoch only normalises the columns after them
+    ahead: np.ndarray | None = None
+    n_ahead: int = 0
 
 
 @dataclass(frozen=True)
@@ -374,14 +378,23 @@ class Epocher:
                 self.health.flagged_epochs += 1
                 flags.append("bad_samples")
             t_ep = local_clock()
-            win = signal.read_normalized(i0, i1, partial(self.window.cut,
-                                                         onset_index=p.onset_index, offset=i0))
+            if p.ahead is not None:  # normalised while it filled: only its last columns left
+                n_times, k = self.window.n_times, p.n_ahead
+                t_cut = t_ep
+                if k < n_times:
+                    p.ahead[:, k:], t_cut = self._normalized(p, i1 - n_times, k, n_times)
+                data, t_norm = p.ahead, local_clock()
+            else:
+                win = signal.read_normalized(i0, i1, partial(self.window.cut,
+                                                             onset_index=p.onset_index,
+                                                             offset=i0))
+                data, t_cut, t_norm = win.data.astype(np.float32), win.epoched, win.normalized
             last_ts = self.inputs.timestamp_at(last)
-            out.append(Epoch(self._n_epochs, win.data.astype(np.float32), p.label,
+            out.append(Epoch(self._n_epochs, data, p.label,
                              p.onset_index, p.onset_timestamp, last,
                              last_ts if last_ts is not None else float("nan"),
                              {"marker_received": p.marker_received, "ready": t_ep,
-                              "epoched": win.epoched, "normalized": win.normalized}, flags,
+                              "epoched": t_cut, "normalized": t_norm}, flags,
                              early=p.early))
             self._n_epochs += 1
         self._pending = keep
@@ -405,16 +418,30 @@ class Epocher:
             if p.baseline_mean is None:  # cut_epoch's mean, over the same samples (0: none)
                 p.baseline_mean = (signal.read(i0 + b0, i0 + b1).mean(axis=1, keepdims=True)
                                    if b1 else 0.0)
-            out.append(Filling(p, n - i0 - n_pre, partial(self._read_filling, p.baseline_mean,
-                                                          i0 + n_pre)))
+            out.append(Filling(p, n - i0 - n_pre, partial(self._read_filling, p, i0 + n_pre)))
         return out
 
-    def _read_filling(self, mean: np.ndarray | float, first: int, c0: int,
-                      c1: int) -> np.ndarray:
+    def _read_filling(self, p: QueuedEpoch, first: int, c0: int, c1: int) -> np.ndarray:
         """Epoch columns ``[c0, c1)`` (the epoch's column 0 is processed sample ``first``):
-        minus the baseline mean, noise-normalised, float32 - the cut epoch's numbers."""
-        return self.signal.normalize(self.signal.read(first + c0, first + c1) - mean).astype(
-            np.float32, copy=False)
+        minus the baseline mean, noise-normalised, float32 - the cut epoch's numbers. Each
+        column is normalised once, into the epoch's ``ahead`` buffer (a view of it is returned):
+        overlapping frames read it again, and the cut epoch is that buffer, completed."""
+        if c1 > p.n_ahead:
+            k = p.n_ahead
+            x = self._normalized(p, first, k, c1)[0]
+            if p.ahead is None:
+                p.ahead = np.empty((x.shape[0], self.window.n_times), np.float32)
+            p.ahead[:, k:c1] = x
+            p.n_ahead = c1
+        return p.ahead[:, c0:c1]
+
+    def _normalized(self, p: QueuedEpoch, first: int, c0: int,
+                    c1: int) -> tuple[np.ndarray, float]:
+        """Columns ``[c0, c1)`` minus the baseline mean, then normalised (float32), and when
+        the baseline correction was done (the ``epoched`` stamp)."""
+        x = self.signal.read(first + c0, first + c1) - p.baseline_mean
+        t_cut = local_clock()
+        return self.signal.normalize(x).astype(np.float32, copy=False), t_cut
 
     def samples_needed(self) -> int | None:
         """Input samples (a count from the first) that complete the next queued epoch: the

@@ -199,3 +199,31 @@ def test_a_filling_epoch_shows_its_first_samples_as_the_complete_epoch_will_have
     np.testing.assert_array_equal(ep.data[:, :25], data)
     assert ep.early is sentinel
     assert s.epocher.filling(within=100) == []
+
+
+def test_columns_read_while_filling_are_normalised_once_and_the_cut_completes_them():
+    """Early encoding reads overlapping frames; each column is baseline-corrected and
+    normalised once, into the epoch's buffer, and the cut epoch only normalises the columns
+    after them - the same numbers as an epoch cut whole (another stream, no early reads)."""
+    early, whole = Stream(baseline=(-0.1, 0.0), gain=2.0), Stream(baseline=(-0.1, 0.0), gain=2.0)
+    columns: list[int] = []
+    real = early.pipe.normalize
+    early.pipe.normalize = lambda x: (columns.append(x.shape[-1]), real(x))[1]
+    for s in (early, whole):
+        s.epocher.add_markers([Marker(timestamp=float(ts_of(100)), value="b")])
+    for n in (125, 131, 140):
+        for s in (early, whole):
+            s.advance_to(n)
+            assert s.epocher.ready_epochs() == []
+        (f,) = early.epocher.filling(within=50)
+        for c0 in range(0, f.n_cols - 10, 3):  # overlapping windows, like frames
+            f.read(c0, c0 + 10)
+            covered = c0 + 10
+    assert covered == 37 and sum(columns) == covered  # the columns the reads covered, once each
+    for s in (early, whole):
+        s.advance_to(160)
+    (a,), (b,) = early.epocher.ready_epochs(), whole.epocher.ready_epochs()
+    assert sum(columns) == N_TIMES  # then only the last 13
+    assert a.data.dtype == np.float32 and a.data.shape == b.data.shape
+    np.testing.assert_allclose(a.data, b.data, rtol=1e-6, atol=1e-6)
+    assert a.stages["ready"] <= a.stages["epoched"] <= a.stages["normalized"]
