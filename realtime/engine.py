@@ -585,9 +585,9 @@ class Engine(ThreadedWorker):
         if pulled is not None:
             ep.stages["pulled"] = pulled[1]
         if lane.source.sched_probe:
-            pull = _holding(lane.source.awaited_pulls, ep.last_input_index, lambda a: a[1])
-            if pull is not None and pull[0] <= ep.last_input_index:
-                ep.pull_times = (pull[2], pull[3])
+            pull = _holding(lane.source.awaited_pulls, ep.last_input_index, lambda a: a.end)
+            if pull is not None and pull.start <= ep.last_input_index:
+                ep.pull_times = (pull.before, pull.after)
         ep.stages["sample"] = ep.last_sample_timestamp
 
     # ---- inference thread --------------------------------------------------------------------

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from neuralign.realtime.lsl_io import local_clock
 
@@ -57,6 +58,16 @@ def thread_times() -> ThreadTimes:
     """The calling thread's clocks now."""
     return ThreadTimes(threading.get_native_id(), local_clock(), time.thread_time(),
                        _run_delay_ns() * 1e-9)
+
+
+class AwaitedPull(NamedTuple):
+    """A pull that waited for the sample an epoch needed: the sample indices it brought
+    ``[start, end)`` and the pulling thread's clocks before and after it."""
+
+    start: int
+    end: int
+    before: ThreadTimes
+    after: ThreadTimes
 
 
 @dataclass(frozen=True)

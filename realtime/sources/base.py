@@ -30,7 +30,7 @@ from neuralign.realtime.clock import (
 from neuralign.realtime.health import RateLimitedLog
 from neuralign.realtime.ringbuffer import RingBuffer
 from neuralign.realtime.scheduling import SchedulingPolicy, apply_to_current_thread
-from neuralign.realtime.threadsched import ThreadTimes
+from neuralign.realtime.threadsched import AwaitedPull
 from neuralign.realtime.worker import ThreadedWorker
 
 log = logging.getLogger(__name__)
@@ -173,10 +173,9 @@ class Source(ThreadedWorker, ABC):
         #: (samples written, local_clock()) after each chunk a transport delivered, the newest
         #: MAX_ARRIVALS: when the engine's epochs were pulled (latency instrumentation)
         self.arrivals: deque[tuple[int, float]] = deque(maxlen=MAX_ARRIVALS)
-        #: (first and one past the last sample index, thread times before and after) of each
-        #: pull that waited for the awaited sample, when ``sched_probe`` is on (a benchmark's
-        #: scheduler attribution)
-        self.awaited_pulls: deque[tuple[int, int, ThreadTimes, ThreadTimes]] = deque(
+        #: each pull that waited for the awaited sample, when ``sched_probe`` is on (a
+        #: benchmark's scheduler attribution)
+        self.awaited_pulls: deque[AwaitedPull] = deque(
             maxlen=MAX_ARRIVALS)
         self.sched_probe = False
         self.health = SourceHealth()

@@ -52,7 +52,7 @@ from neuralign.realtime.sources.base import (
     SourceHealth,
     StreamDescription,
 )
-from neuralign.realtime.threadsched import thread_times
+from neuralign.realtime.threadsched import AwaitedPull, thread_times
 from neuralign.units import (  # noqa: F401 - re-exported: these names lived here first
     _PHYSICAL_TYPES,
     UNIT_SCALE,
@@ -467,7 +467,7 @@ class LSLSource(Source):
         data = samples.T if self._scale is None else samples.T * self._scale
         if before is not None:  # the waited-for pull: where its wait and what follows went
             w = self.buffer.n_written
-            self.awaited_pulls.append((w, w + n, before, thread_times()))
+            self.awaited_pulls.append(AwaitedPull(w, w + n, before, thread_times()))
         self._write(data, ts, arrival=local_clock())
         self.health.n_received += n
 
