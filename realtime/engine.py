@@ -177,7 +177,6 @@ class Engine(ThreadedWorker):
         #: thread's for the sample an epoch waited for (realtime.inline_pass)
         self._pass_lock = threading.Lock()
         self.n_inline_passes = 0  # passes an acquisition thread ran (instrumentation)
-        self._sched_probe = False  # see probe_scheduling
         self._infer_pending = 0  # epochs the inference thread holds back for its batch
         # epoch order: the processing thread runs a batch inline only when every epoch cut
         # before it was run (under _infer_lock) or dropped from the ready queue
@@ -643,9 +642,7 @@ class Engine(ThreadedWorker):
             r.stages_ms = {k: round(v, 3) for k, v in stage_durations(ep.stages).items()}
             r.health = self.health_snapshot()
             ep.stages["published"] = self.outlet.publish(r) if self.outlet else local_clock()
-            if self._sched_probe:
-                ep.sched = self._epoch_sched(ep)
-            r.stages_ms = self.stats.add(ep.stages, ep.last_input_index, ep.sched)
+            r.stages_ms = self.stats.add(ep.stages, ep.last_input_index, self._epoch_sched(ep))
             self._fan_out(r)
         if self.generation is not None:  # after publishing; generated in the worker's thread
             self.generation.submit(results, self.result_builder.last_embeddings)
@@ -656,14 +653,14 @@ class Engine(ThreadedWorker):
     def probe_scheduling(self) -> None:
         """Record, per epoch, where the acquisition thread's time went from the start of the
         pull that brought its last sample to its publication: on a CPU, waiting for one, or
-        blocked (:mod:`~neuralign.realtime.threadsched`; ``Epoch.sched``, kept with the
-        stats' stamps). Four clock reads per epoch, for ``bench latency``'s tail breakdown."""
-        self._sched_probe = True
+        blocked (:mod:`~neuralign.realtime.threadsched`; kept with the stats' stamps). Four
+        clock reads per epoch, for ``bench latency``'s tail breakdown."""
         for src in self.sources:
             src.sched_probe = True
 
     @staticmethod
     def _epoch_sched(ep: Epoch) -> EpochSched | None:
+        """Its pull's and its pass's splits, up to now (None: its source was not probed)."""
         if ep.pull_times is None:
             return None
         before, after = ep.pull_times

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from neuralign.bundle import EpochSection
     from neuralign.realtime.inference import PartialEncoding
     from neuralign.realtime.sources.base import Marker
-    from neuralign.realtime.threadsched import EpochSched, ThreadTimes
+    from neuralign.realtime.threadsched import ThreadTimes
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -131,9 +131,8 @@ class Epoch:
     #: its first frames, encoded while its last samples were arriving (early encoding)
     early: PartialEncoding | None = None
     #: the acquisition thread's clocks before and after the pull that brought its last sample
-    #: (only while a benchmark probes scheduling), and where that thread's time went
+    #: (only while a benchmark probes scheduling)
     pull_times: tuple[ThreadTimes, ThreadTimes] | None = None
-    sched: EpochSched | None = None
 
 
 @dataclass(frozen=True)

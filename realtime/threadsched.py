@@ -101,18 +101,16 @@ class EpochSched:
     to_publish: SchedSplit | None
 
 
-def process_run_delay_ns(exclude: frozenset[int] = frozenset()) -> float:
-    """Run-queue time so far of every thread of this process but ``exclude`` (native ids), in
-    ns: a consumer reads it at each receive, so the growth between two receives is how long its
-    threads (liblsl's receiver included) waited for a CPU to hand it the result."""
+def process_run_delay_ns() -> float:
+    """Run-queue time so far of every thread of this process, in ns: a consumer reads it at
+    each receive, so the growth between two receives is how long its threads (liblsl's
+    receiver included) waited for a CPU to hand it the result."""
     total = 0.0
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
         return math.nan
     for t in tids:
-        if int(t) in exclude:
-            continue
         try:
             with open(f"/proc/self/task/{t}/schedstat", "rb") as f:
                 total += float(f.read().split()[1])

@@ -291,9 +291,11 @@ def _shares(labels: Sequence[str]) -> dict[str, float]:
 def _sched_cause(parts: Sequence[str], excess: np.ndarray) -> str:
     """The scheduling part furthest above its median, if by :data:`SCHED_MIN_EXCESS_MS`
     ("none": no part is, or nothing was probed)."""
+    if not excess.size:
+        return "none"
     exc = np.where(np.isfinite(excess), excess, -np.inf)
-    k = int(np.argmax(exc)) if exc.size else 0
-    return parts[k] if exc.size and exc[k] >= SCHED_MIN_EXCESS_MS else "none"
+    k = int(np.argmax(exc))
+    return parts[k] if exc[k] >= SCHED_MIN_EXCESS_MS else "none"
 
 
 def gc_summary(events: Sequence[GcEvent], rows: Sequence[EpochTimeline], n_seen: int,

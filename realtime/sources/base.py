@@ -175,8 +175,7 @@ class Source(ThreadedWorker, ABC):
         self.arrivals: deque[tuple[int, float]] = deque(maxlen=MAX_ARRIVALS)
         #: each pull that waited for the awaited sample, when ``sched_probe`` is on (a
         #: benchmark's scheduler attribution)
-        self.awaited_pulls: deque[AwaitedPull] = deque(
-            maxlen=MAX_ARRIVALS)
+        self.awaited_pulls: deque[AwaitedPull] = deque(maxlen=MAX_ARRIVALS)
         self.sched_probe = False
         self.health = SourceHealth()
         self._init_threads()
